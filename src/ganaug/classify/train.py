@@ -1,0 +1,144 @@
+"""Classifier training with early stopping on the validation split, and prediction.
+
+The test split is not an argument here: selection (early stopping, best epoch) sees only
+train and val; test predictions are made afterwards by the caller.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ganaug.classify.models import create_classifier
+from ganaug.device import autocast
+from ganaug.gan.train import to_model_range
+from ganaug.io import atomic_file
+
+
+@dataclass
+class ClassifierResult:
+    model: nn.Module  # best-on-validation weights, eval mode
+    history: list[dict[str, float]]  # per epoch: epoch, train_loss, val_loss, val_accuracy
+    best_epoch: int
+    best_val_loss: float
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """uint8 (N, C, H, W) -> class probabilities (N, K)."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_model_range(torch.from_numpy(images[start : start + batch_size])).to(device)
+        with autocast(device):
+            out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """uint8 (N, C, H, W) -> penultimate features (N, D) float64."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_model_range(torch.from_numpy(images[start : start + batch_size])).to(device)
+        out.append(model.features(x).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def train_classifier(
+    train_images: np.ndarray,  # (N, C, H, W) uint8: real (+ synthetic) training images
+    train_labels: np.ndarray,  # (N,) int64 class indices
+    val_images: np.ndarray,  # (M, C, H, W) uint8: the real validation split
+    val_labels: np.ndarray,  # (M,) int64
+    n_classes: int,
+    arch: str,  # simple_cnn | timm model name
+    epochs: int,  # upper bound; early stopping usually ends sooner
+    batch_size: int,
+    lr: float,  # AdamW learning rate
+    weight_decay: float,
+    patience: int,  # epochs without a lower validation loss before stopping
+    seed: int,  # weights init, data order and dropout
+    device: torch.device,
+    on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+) -> ClassifierResult:
+    """Train from scratch; keep the weights of the epoch with the lowest validation loss."""
+    assert train_labels.ndim == 1, "train_classifier takes class indices (multi-label is not supported here)"
+    torch.manual_seed(seed)
+    order_rng = torch.Generator().manual_seed(seed)
+    model = create_classifier(arch, n_classes, train_images.shape[1]).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    x_all, y_all = torch.from_numpy(train_images), torch.from_numpy(train_labels).long()
+    x_val, y_val = torch.from_numpy(val_images), torch.from_numpy(val_labels).long()
+    history: list[dict[str, float]] = []
+    best_state: dict[str, Any] | None = None
+    best_loss, best_epoch, stale = float("inf"), 0, 0
+
+    for epoch in tqdm(range(1, epochs + 1), desc="classifier epochs", leave=False, mininterval=2):
+        model.train()
+        order = torch.randperm(len(x_all), generator=order_rng)
+        total, count = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) < 2:  # a single-image batch breaks BatchNorm
+                continue
+            x, y = to_model_range(x_all[idx]).to(device), y_all[idx].to(device)
+            with autocast(device):
+                loss = F.cross_entropy(model(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+
+        model.eval()
+        with torch.no_grad():
+            logits = torch.cat(
+                [model(to_model_range(x_val[s : s + 256]).to(device)).float().cpu() for s in range(0, len(x_val), 256)]
+            )
+            val_loss = F.cross_entropy(logits, y_val).item()
+            val_acc = (logits.argmax(1) == y_val).float().mean().item()
+        record = {"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss, "val_accuracy": val_acc}
+        history.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+        if val_loss < best_loss:
+            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+
+    assert best_state is not None, "no epoch finished"
+    model.load_state_dict(best_state)
+    model.eval()
+    return ClassifierResult(model, history, best_epoch, best_loss)
+
+
+def save_classifier(model: nn.Module, path: str | Path, arch: str, n_classes: int, class_names: list[str], in_chans: int, info: dict[str, Any]) -> None:
+    with atomic_file(path) as tmp:
+        torch.save(
+            {"format": "ganaug-classifier-v1", "arch": arch, "n_classes": n_classes, "class_names": class_names,
+             "in_chans": in_chans, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "info": info},
+            tmp,
+        )
+
+
+def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classifier file {str(path)!r} not found")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model = create_classifier(blob["arch"], blob["n_classes"], blob["in_chans"])
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval(), blob

@@ -1,0 +1,310 @@
+"""`params.yaml` loaded into typed, frozen dataclasses, validated once at the boundary.
+
+Every error names the dotted key (``gan.lr_g``) and what was expected, so a misspelt or
+mistyped parameter fails before any data is read or any model is trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import io
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ruamel.yaml import YAML
+
+class ConfigError(ValueError):
+    """A params.yaml key or value is wrong; the message names the key."""
+
+
+# ---------------------------------------------------------------------------------------
+# Sections. Each field's comment is its documentation (README "Params reference").
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    n_images: int = 2400  # images generated before splitting
+    label_mode: Literal["binary", "three_class", "multilabel"] = "binary"
+    class_fractions: dict[str, float] = field(
+        default_factory=lambda: {"normal": 0.26, "bacterial": 0.48, "viral": 0.26}
+    )  # relative class sizes over normal / bacterial / viral
+    cardiomegaly_rate: float = 0.1  # fraction of images with an enlarged heart
+    effusion_rate: float = 0.1  # fraction of images with a pleural effusion
+
+
+@dataclass(frozen=True)
+class MedMNISTConfig:
+    flag: str = "pneumoniamnist"  # MedMNIST data set flag
+    path: str | None = None  # local .npz; None downloads with the medmnist package
+    size: int = 28  # MedMNIST release size to download (28, 64, 128, 224)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["phantom", "medmnist"] = "phantom"
+    image_size: int = 64  # square side in pixels
+    val_fraction: float = 0.15  # for sources without their own split
+    test_fraction: float = 0.15
+    seed: int = 0
+    phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    medmnist: MedMNISTConfig = field(default_factory=MedMNISTConfig)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    arch: str = "simple_cnn"  # simple_cnn | a timm model name
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one run per seed
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 5  # epochs without a better validation loss before stopping
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    arch: str = "simple_cnn"
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    arch: Literal["dcgan"] = "dcgan"
+    mode: Literal["minority", "conditional"] = "minority"
+    latent_dim: int = 100
+    base_channels: int = 32  # DCGAN's ngf / ndf
+    epochs: int = 60
+    batch_size: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    eval_every: int = 10  # epochs between quality evaluations
+    n_eval: int = 500  # generated images per evaluation
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    inception_weights: str | None = None  # pytorch-fid weights; None = torch hub cache
+
+
+@dataclass(frozen=True)
+class SynthesizeConfig:
+    target_ratio: float = 1.0  # raise each scarce class to this fraction of the largest
+    seed: int = 1234
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    n_bootstrap: int = 2000  # paired bootstrap resamples of the test set
+    ci: float = 0.95  # confidence level of the intervals
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig = field(default_factory=DataConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    gan: GANConfig = field(default_factory=GANConfig)
+    synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+# ---------------------------------------------------------------------------------------
+# Range checks: (section dataclass, field) -> (predicate, expectation).
+
+_POSITIVE = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+_FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
+_PROBABILITY = (lambda v: 0 <= v <= 1, "in [0, 1]")
+_CHECKS: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
+    (DataConfig, "image_size"): (lambda v: 28 <= v <= 256, "an integer in [28, 256]"),
+    (DataConfig, "val_fraction"): _FRACTION,
+    (DataConfig, "test_fraction"): _FRACTION,
+    (PhantomConfig, "n_images"): (lambda v: v >= 10, ">= 10"),
+    (PhantomConfig, "cardiomegaly_rate"): _PROBABILITY,
+    (PhantomConfig, "effusion_rate"): _PROBABILITY,
+    (MedMNISTConfig, "size"): (lambda v: v in (28, 64, 128, 224), "one of 28, 64, 128, 224"),
+    (ClassifierConfig, "seeds"): (lambda v: len(v) >= 1 and len(set(v)) == len(v), "a non-empty list of distinct seeds"),
+    (EvaluateConfig, "ci"): (lambda v: 0 < v < 1, "in (0, 1)"),
+    (EvaluateConfig, "n_bootstrap"): (lambda v: v >= 100, ">= 100"),
+    (GANConfig, "beta1"): (lambda v: 0 <= v < 1, "in [0, 1)"),
+    (GANConfig, "beta2"): (lambda v: 0 <= v < 1, "in [0, 1)"),
+    (SynthesizeConfig, "target_ratio"): (lambda v: 0 < v <= 10, "in (0, 10]"),
+}
+for _cls, _names in {
+    ClassifierConfig: ("epochs", "batch_size", "lr", "patience"),
+    ReferenceConfig: ("epochs", "batch_size", "lr", "patience"),
+    GANConfig: ("latent_dim", "base_channels", "epochs", "batch_size", "lr_g", "lr_d", "eval_every", "n_eval"),
+    SynthesizeConfig: ("batch_size",),
+}.items():
+    for _name in _names:
+        _CHECKS[(_cls, _name)] = _POSITIVE
+for _cls in (ClassifierConfig, ReferenceConfig):
+    _CHECKS[(_cls, "weight_decay")] = _NON_NEGATIVE
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        k, v = typing.get_args(tp)
+        return f"a mapping of {_type_name(k)} to {_type_name(v)}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it in canonical form."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}{hint}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}")
+        k_tp, v_tp = typing.get_args(tp)
+        return {_convert(k, k_tp, key): _convert(v, v_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}={value!r}: expected null")
+        return None
+    if tp is float:
+        # YAML 1.2 reads 1e-4 as a float; ints are valid floats. Booleans are not numbers.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r}: expected a number")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected true or false")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r}: expected a string")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'params'}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{_join(prefix, close[0])}'?" if close else ""
+            raise ConfigError(
+                f"unknown params key '{_join(prefix, key)}'{hint} (valid keys: {', '.join(names)})"
+            )
+    values = {}
+    for name in names:
+        if name not in raw:
+            continue
+        key = _join(prefix, name)
+        value = _convert(raw[name], hints[name], key)
+        check = _CHECKS.get((cls, name))
+        if check is not None and not check[0](value):
+            raise ConfigError(f"{key}={raw[name]!r}: expected {check[1]}")
+        values[name] = value
+    return cls(**values)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _check_cross_field(params: Params) -> None:
+    data = params.data
+    if data.val_fraction + data.test_fraction >= 0.9:
+        raise ConfigError(
+            f"data.val_fraction + data.test_fraction = {data.val_fraction + data.test_fraction:g}:"
+            " expected < 0.9 so that a training split remains"
+        )
+
+
+def params_from_dict(raw: dict[str, Any]) -> Params:
+    """Validate a parsed params mapping; raises ConfigError naming the bad key."""
+    params = _build(Params, raw, "")
+    _check_cross_field(params)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (YAML 1.2, as DVC writes it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {str(path)!r} not found (expected a YAML file of stage sections)")
+    try:
+        raw = YAML(typ="safe", pure=True).load(path.read_text())
+    except Exception as exc:  # ruamel raises several parser error types
+        raise ConfigError(f"params file {str(path)!r} is not valid YAML: {exc}") from exc
+    return params_from_dict(raw or {})
+
+
+def to_dict(obj: Any) -> Any:
+    """A config (or section) as plain dicts and lists, for JSON and MLflow."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """`{'gan': {'lr_g': 2e-4}}` -> `{'gan.lr_g': 2e-4}` (lists kept as JSON strings)."""
+    out: dict[str, Any] = {}
+    for key, value in to_dict(obj).items():
+        name = _join(prefix, key)
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            out.update(flatten(value, name))
+        elif isinstance(value, (list, dict)):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = value
+    return out
+
+
+def dump_yaml(obj: Any) -> str:
+    """A section as YAML text, for `--dry-run` and resolved-config files."""
+    stream = io.StringIO()
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.dump(to_dict(obj), stream)
+    return stream.getvalue()

@@ -1,0 +1,90 @@
+"""Structural similarity (SSIM) between grayscale image sets.
+
+Settings follow scikit-image's `structural_similarity(gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=1.0)`, i.e. Wang et al. (2004): an 11x11 Gaussian
+window (sigma 1.5), mean over the pixels whose window lies inside the image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+SSIM_SIGMA = 1.5
+# Window side that sigma implies (truncated at 3.5 sigma, as skimage and torchmetrics do)
+SSIM_WINDOW = 2 * int(3.5 * SSIM_SIGMA + 0.5) + 1  # 11
+_PAIRS_PER_BATCH = 256  # bounds memory: 5 x (B, 1, H, W) float64 intermediates
+
+
+def _check_grayscale_uint8(name: str, images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(
+            f"{name} must be uint8 grayscale images (N, 1, H, W); got {images.dtype} {images.shape}"
+        )
+    height, width = images.shape[2:]
+    if min(height, width) < SSIM_WINDOW:
+        # No pixel would have its whole window inside the image; shrinking the window
+        # would silently change the metric, so refuse instead.
+        raise ValueError(
+            f"SSIM uses a {SSIM_WINDOW}x{SSIM_WINDOW} Gaussian window (sigma {SSIM_SIGMA}); "
+            f"{name} images are {height}x{width}, need at least {SSIM_WINDOW} px per side"
+        )
+    return images
+
+
+def ssim_pairs(a_uint8: np.ndarray, b_uint8: np.ndarray) -> np.ndarray:
+    """SSIM of each pair (a[i], b[i]); inputs (N, 1, H, W) uint8, output (N,) float64."""
+    a_uint8 = _check_grayscale_uint8("a_uint8", a_uint8)
+    b_uint8 = _check_grayscale_uint8("b_uint8", b_uint8)
+    if a_uint8.shape != b_uint8.shape:
+        raise ValueError(f"ssim_pairs needs equal shapes; got {a_uint8.shape} and {b_uint8.shape}")
+
+    pad = SSIM_WINDOW // 2
+    height, width = a_uint8.shape[2:]
+    scores = np.empty(a_uint8.shape[0], dtype=np.float64)
+    for start in range(0, a_uint8.shape[0], _PAIRS_PER_BATCH):
+        stop = start + _PAIRS_PER_BATCH
+        a = torch.from_numpy(a_uint8[start:stop]).double() / 255.0  # (B, 1, H, W) in [0, 1]
+        b = torch.from_numpy(b_uint8[start:stop]).double() / 255.0
+        _, ssim_map = structural_similarity_index_measure(
+            a,
+            b,
+            gaussian_kernel=True,
+            sigma=SSIM_SIGMA,
+            kernel_size=SSIM_WINDOW,
+            data_range=1.0,
+            reduction="none",
+            return_full_image=True,
+        )  # ssim_map (B, 1, H, W)
+        # torchmetrics averages over the reflect-padded border too; crop it as skimage does
+        assert ssim_map.shape[-2:] == (height, width), f"unexpected SSIM map {tuple(ssim_map.shape)}"
+        valid = ssim_map[..., pad : height - pad, pad : width - pad]
+        scores[start:stop] = valid.mean(dim=(1, 2, 3)).numpy()
+    return scores
+
+
+def mean_ssim(fake_uint8: np.ndarray, real_uint8: np.ndarray, n_pairs: int, seed: int) -> float:
+    """Mean SSIM over `n_pairs` random (fake, real) pairs, drawn with replacement.
+
+    An unpaired structural-similarity score: fake and real images are matched at random,
+    so it says how much a typical synthetic image resembles a typical real one in local
+    luminance, contrast and structure. It is not a per-image match (that would be a
+    nearest-neighbour search, which rewards memorised copies).
+    """
+    fake_uint8 = _check_grayscale_uint8("fake_uint8", fake_uint8)
+    real_uint8 = _check_grayscale_uint8("real_uint8", real_uint8)
+    if fake_uint8.shape[2:] != real_uint8.shape[2:]:
+        raise ValueError(
+            f"fake and real image sizes differ: {fake_uint8.shape[2:]} vs {real_uint8.shape[2:]}"
+        )
+    if n_pairs < 1:
+        raise ValueError(f"n_pairs must be >= 1; got {n_pairs}")
+    if len(fake_uint8) == 0 or len(real_uint8) == 0:
+        raise ValueError(f"mean_ssim needs images: {len(fake_uint8)} fake, {len(real_uint8)} real")
+
+    rng = np.random.default_rng(seed)
+    fake_index = rng.integers(0, len(fake_uint8), size=n_pairs)
+    real_index = rng.integers(0, len(real_uint8), size=n_pairs)
+    return float(ssim_pairs(fake_uint8[fake_index], real_uint8[real_index]).mean())
