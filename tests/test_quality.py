@@ -99,6 +99,25 @@ def test_large_imaginary_part_raises_like_pytorch_fid(sigma_a):
     assert f"magnitude {reference_magnitude:.3g} " in str(ours.value)
 
 
+def test_singular_product_adds_eps_loudly(monkeypatch):
+    import ganaug.quality.frechet as frechet
+
+    real_sqrtm = frechet.linalg.sqrtm
+    calls = []
+
+    def sqrtm_failing_once(matrix):  # first call: a non-finite root, as for a singular product
+        calls.append(matrix)
+        return np.full_like(matrix, np.nan) if len(calls) == 1 else real_sqrtm(matrix)
+
+    monkeypatch.setattr(frechet.linalg, "sqrtm", sqrtm_failing_once)
+    sigma = np.diag([1.0, 0.0])  # singular covariance
+    with pytest.warns(RuntimeWarning, match="adding 0.01"):
+        distance = frechet_distance((np.zeros(2), sigma), (np.ones(2), sigma), eps=0.01)
+    np.testing.assert_allclose(calls[1], (sigma + 0.01 * np.eye(2)) @ (sigma + 0.01 * np.eye(2)))
+    # ||Δμ||² + Tr(2Σ) - 2 Tr(Σ + eps I) = 2 - 2 * 2 * eps
+    assert distance == pytest.approx(2.0 - 0.04)
+
+
 def test_frechet_distance_refuses_mismatched_inputs():
     a = feature_stats(gaussian_features(10, 4, seed=6), "inception")
     b = feature_stats(gaussian_features(10, 4, seed=7), "other-net")
@@ -222,7 +241,7 @@ def test_load_fid_inception_rejects_other_weights(tmp_path):
         load_fid_inception(path, device="cpu")
 
 
-def test_inception_features_refuses_non_uint8(random_inception_weights):
+def test_inception_features_refuses_non_uint8():
     with pytest.raises(ValueError, match="uint8 grayscale"):
         inception_features(torch.nn.Identity(), np.zeros((2, 1, 28, 28), np.float32), 2, "cpu")
 

@@ -85,7 +85,7 @@ class GANConfig:
     latent_dim: int = 100
     base_channels: int = 32  # DCGAN's ngf / ndf
     epochs: int = 60
-    batch_size: int = 64
+    batch_size: int = 32
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
@@ -283,8 +283,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def to_dict(obj: Any) -> Any:
-    """A config (or section) as plain dicts and lists, for JSON and MLflow."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    """A config (or section, or a mapping of sections) as plain dicts and lists."""
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

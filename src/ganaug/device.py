@@ -31,3 +31,8 @@ def describe(device: torch.device) -> dict[str, str]:
     else:
         info["cpu_threads"] = str(torch.get_num_threads())
     return info
+
+
+def to_device_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move an (N, C, H, W) batch in channels_last layout (faster convolutions on CPU and CUDA)."""
+    return images.to(device).contiguous(memory_format=torch.channels_last)

@@ -11,7 +11,7 @@ class SimpleCNN(nn.Module):
     """Conv blocks (conv, BatchNorm, ReLU, max-pool) x3, then dropout and dense layers,
     as in the DCGAN-augmentation chest X-ray papers; adaptive pooling makes it size-agnostic."""
 
-    def __init__(self, n_classes: int, in_chans: int = 1, width: int = 32, embed_dim: int = 128, dropout: float = 0.5):
+    def __init__(self, n_classes: int, in_chans: int = 1, width: int = 16, embed_dim: int = 128, dropout: float = 0.5):
         super().__init__()
         blocks: list[nn.Module] = []
         ch = in_chans

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ganaug.classify.models import create_classifier
-from ganaug.device import autocast
+from ganaug.device import autocast, to_device_images
 from ganaug.gan.train import to_model_range
 from ganaug.io import atomic_file
 
@@ -38,7 +38,7 @@ def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device, ba
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = to_model_range(torch.from_numpy(images[start : start + batch_size])).to(device)
+        x = to_device_images(to_model_range(torch.from_numpy(images[start : start + batch_size])), device)
         with autocast(device):
             out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
     return np.concatenate(out)
@@ -50,7 +50,7 @@ def extract_features(model: nn.Module, images: np.ndarray, device: torch.device,
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = to_model_range(torch.from_numpy(images[start : start + batch_size])).to(device)
+        x = to_device_images(to_model_range(torch.from_numpy(images[start : start + batch_size])), device)
         out.append(model.features(x).float().cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
@@ -75,7 +75,7 @@ def train_classifier(
     assert train_labels.ndim == 1, "train_classifier takes class indices (multi-label is not supported here)"
     torch.manual_seed(seed)
     order_rng = torch.Generator().manual_seed(seed)
-    model = create_classifier(arch, n_classes, train_images.shape[1]).to(device)
+    model = create_classifier(arch, n_classes, train_images.shape[1]).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     x_all, y_all = torch.from_numpy(train_images), torch.from_numpy(train_labels).long()
     x_val, y_val = torch.from_numpy(val_images), torch.from_numpy(val_labels).long()
@@ -91,7 +91,7 @@ def train_classifier(
             idx = order[start : start + batch_size]
             if len(idx) < 2:  # a single-image batch breaks BatchNorm
                 continue
-            x, y = to_model_range(x_all[idx]).to(device), y_all[idx].to(device)
+            x, y = to_device_images(to_model_range(x_all[idx]), device), y_all[idx].to(device)
             with autocast(device):
                 loss = F.cross_entropy(model(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
@@ -103,7 +103,7 @@ def train_classifier(
         model.eval()
         with torch.no_grad():
             logits = torch.cat(
-                [model(to_model_range(x_val[s : s + 256]).to(device)).float().cpu() for s in range(0, len(x_val), 256)]
+                [model(to_device_images(to_model_range(x_val[s : s + 256]), device)).float().cpu() for s in range(0, len(x_val), 256)]
             )
             val_loss = F.cross_entropy(logits, y_val).item()
             val_acc = (logits.argmax(1) == y_val).float().mean().item()
@@ -141,4 +141,4 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
     blob = torch.load(path, map_location="cpu", weights_only=False)
     model = create_classifier(blob["arch"], blob["n_classes"], blob["in_chans"])
     model.load_state_dict(blob["state_dict"])
-    return model.to(device).eval(), blob
+    return model.to(device, memory_format=torch.channels_last).eval(), blob

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ganaug.config import GANConfig, to_dict
-from ganaug.device import autocast
+from ganaug.device import autocast, to_device_images
 from ganaug.gan import GANS
 from ganaug.io import atomic_file
 
@@ -93,8 +93,8 @@ def training_loop(
     steps_per_epoch = n // batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
 
     generator, discriminator = build_networks(cfg, resolution, n_classes, channels)
-    generator.to(device)
-    discriminator.to(device)
+    generator.to(device, memory_format=torch.channels_last)
+    discriminator.to(device, memory_format=torch.channels_last)
     loss_fn = GANS[cfg.arch].loss()
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
@@ -146,7 +146,7 @@ def training_loop(
         order = torch.randperm(n, generator=order_rng)
         for i in tqdm(range(steps_per_epoch), desc=f"GAN epoch {epoch}/{cfg.epochs}", leave=False, mininterval=2):
             idx = order[i * batch_size : (i + 1) * batch_size]
-            real = to_model_range(x_all[idx]).to(device)  # (B, C, R, R) in [-1, 1]
+            real = to_device_images(to_model_range(x_all[idx]), device)  # (B, C, R, R) in [-1, 1]
             y = y_all[idx].to(device) if y_all is not None else None  # fakes take the batch's labels
             z = torch.randn(len(idx), cfg.latent_dim, generator=noise_rng).to(device)
 

@@ -1,0 +1,71 @@
+"""`ganaug <stage>`: one subcommand per pipeline stage, each reading params.yaml.
+
+`--dry-run` prints the resolved sections a stage reads and exits without touching data.
+Errors in params or inputs print one line naming the key or file; GANAUG_DEBUG=1 shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from ganaug.config import ConfigError, Params, dump_yaml, load_params
+
+# stage -> (params sections it reads, module with main(params, ...))
+STAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "prepare": (("data",), "ganaug.stages.prepare"),
+    "train-reference": (("reference", "classifier"), "ganaug.stages.train_reference"),
+    "train-gan": (("gan",), "ganaug.stages.train_gan"),
+    "synthesize": (("synthesize",), "ganaug.stages.synthesize"),
+    "train-classifier": (("classifier",), "ganaug.stages.train_classifier"),
+    "evaluate": (("evaluate",), "ganaug.stages.evaluate"),
+}
+
+
+def _run_stage(name: str, params: Params, args: argparse.Namespace) -> None:
+    import importlib
+
+    module = importlib.import_module(STAGES[name][1])
+    if name == "train-classifier":
+        module.main(params, args.arm)
+    else:
+        module.main(params)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganaug", description=__doc__)
+    sub = parser.add_subparsers(dest="stage", required=True)
+    for name, (sections, _) in STAGES.items():
+        p = sub.add_parser(name, help=f"run the {name.replace('-', '_')} stage (reads params: {', '.join(sections)})")
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        p.add_argument("--dry-run", action="store_true", help="print the resolved params this stage reads and exit")
+        if name == "train-classifier":
+            p.add_argument("--arm", required=True, choices=("real", "augmented"), help="training-set arm")
+    return parser
+
+
+def main(argv: list[str] | None = None, run: Callable[[str, Params, argparse.Namespace], None] = _run_stage) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except ConfigError as exc:
+        print(f"ganaug {args.stage}: params error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for section in STAGES[args.stage][0]:
+            print(dump_yaml({section: getattr(params, section)}), end="")
+        return 0
+    try:
+        run(args.stage, params, args)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        if os.environ.get("GANAUG_DEBUG"):
+            raise
+        print(f"ganaug {args.stage}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Where each stage reads and writes, relative to the project root (DVC runs stages there)."""
+
+from pathlib import Path
+
+PREPARED = Path("data/prepared")  # dataset.npz + meta.json
+SYNTHETIC = Path("data/synthetic")  # synthetic.npz + manifest.json
+REFERENCE = Path("models/reference")  # reference classifier + real feature statistics
+GAN = Path("models/gan")  # generator.pt, resolved config, figures
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+CACHE = Path(".ganaug")  # resumable checkpoints and feature caches, outside DVC outputs
+
+
+def classifier_dir(arm: str) -> Path:
+    return Path("models") / f"classifier_{arm}"

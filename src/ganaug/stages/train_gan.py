@@ -1,0 +1,276 @@
+"""Stage `train_gan`: train the configured GAN on the real *train* split, evaluate it as it
+trains, log everything to MLflow, and register the generator as a pyfunc model.
+
+The resumable checkpoint lives in `.ganaug/train_gan/<key>/` (outside DVC's outputs, which
+DVC deletes before a stage runs), keyed by the gan params and the dataset hash: a killed
+`dvc repro` resumes where it stopped, in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+from ganaug.classify.train import extract_features  # noqa: E402
+from ganaug.config import GANConfig, Params, dump_yaml, flatten, to_dict  # noqa: E402
+from ganaug.data.packed import PackedDataset, load_packed, read_meta  # noqa: E402
+from ganaug.device import describe, pick_device  # noqa: E402
+from ganaug.gan.generator import TrainedGenerator  # noqa: E402
+from ganaug.gan.train import EpochReport, load_checkpoint, to_uint8, training_loop  # noqa: E402
+from ganaug.io import write_json  # noqa: E402
+from ganaug.quality.frechet import FeatureStats, feature_stats, frechet_distance  # noqa: E402
+from ganaug.quality.inception import find_inception_weights, inception_features, load_fid_inception  # noqa: E402
+from ganaug.quality.ssim import mean_ssim  # noqa: E402
+from ganaug.stages import paths  # noqa: E402
+from ganaug.stages.checks import require_single_label  # noqa: E402
+from ganaug.stages.train_reference import load_reference, stats_path  # noqa: E402
+from ganaug.tracking import mlflow_utils, pyfunc_generator  # noqa: E402
+
+EVAL_SEED = 20_240_601  # fixed noise for evaluations and sample grids: epochs stay comparable
+GRID_SIZE = 64
+
+
+@dataclass(frozen=True)
+class GANData:
+    images: np.ndarray  # (N, C, H, W) uint8: what the GAN trains on
+    labels: np.ndarray | None  # (N,) for a conditional GAN
+    n_classes: int  # 0 = unconditional
+    trained_classes: list[int]  # classes the generator will produce
+    eval_counts: dict[int, int]  # images per class for each evaluation
+
+
+def select_training_data(dataset: PackedDataset, cfg: GANConfig) -> GANData:
+    """Minority mode: the smallest class of the train split only; conditional: all classes."""
+    counts = dataset.train.class_counts(dataset.n_classes)
+    if cfg.mode == "minority":
+        minority = int(np.argmin(counts))
+        images = dataset.train.of_class(minority)
+        return GANData(images, None, 0, [minority], {minority: cfg.n_eval})
+    share = np.asarray(counts, dtype=float) / sum(counts)
+    eval_counts = {c: max(2, int(round(cfg.n_eval * s))) for c, s in enumerate(share)}
+    return GANData(dataset.train.images, dataset.train.labels, dataset.n_classes, list(range(dataset.n_classes)), eval_counts)
+
+
+def checkpoint_key(cfg: GANConfig, dataset_hash: str, extractor: str) -> str:
+    blob = json.dumps({"gan": to_dict(cfg), "data": dataset_hash, "reference": extractor}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class QualityEvaluator:
+    """Metrics of G's samples against the real *train* split, computed at evaluation epochs.
+
+    - fd_domain: Fréchet distance in the reference classifier's penultimate features (offline).
+    - fid_inception: FID with pytorch-fid's InceptionV3, only when its weights are present.
+    - ssim_real_fake: mean SSIM over random (generated, real) pairs of the same class.
+    """
+
+    def __init__(self, dataset: PackedDataset, data: GANData, reference: torch.nn.Module, extractor: str,
+                 device: torch.device, inception_weights: Path | None, cache_dir: Path, dataset_hash: str):
+        self.dataset, self.data, self.reference, self.extractor, self.device = dataset, data, reference, extractor, device
+        self.real_stats = {c: FeatureStats.load(stats_path(paths.REFERENCE, c)) for c in data.trained_classes}
+        if len(data.trained_classes) > 1:
+            self.real_stats[None] = FeatureStats.load(stats_path(paths.REFERENCE, None))
+        self.inception = None
+        if inception_weights is not None:
+            self.inception = load_fid_inception(inception_weights, device)
+            self.inception_real = self._inception_real_stats(cache_dir, dataset_hash)
+
+    def _inception_real_stats(self, cache_dir: Path, dataset_hash: str) -> FeatureStats:
+        """Inception statistics of the real training images used, cached per dataset version."""
+        classes = "-".join(map(str, self.data.trained_classes))
+        path = cache_dir / "fid_stats" / f"{dataset_hash[:16]}_classes{classes}.npz"
+        if path.is_file():
+            return FeatureStats.load(path)
+        real = np.concatenate([self.dataset.train.of_class(c) for c in self.data.trained_classes])
+        stats = feature_stats(inception_features(self.inception, real, 64, self.device), "pytorch-fid-inception-v3-pool3")
+        stats.save(path)
+        return stats
+
+    def sample(self, generator: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        rng = torch.Generator().manual_seed(EVAL_SEED)
+        images, labels = [], []
+        for c, n in self.data.eval_counts.items():
+            z = torch.randn(n, generator.latent_dim, generator=rng).to(self.device)
+            y = torch.full((n,), c, dtype=torch.long, device=self.device) if self.data.n_classes else None
+            images.append(to_uint8(generator(z, y)).cpu().numpy())
+            labels.append(np.full(n, c))
+        return np.concatenate(images), np.concatenate(labels)
+
+    def __call__(self, epoch: int, generator: torch.nn.Module) -> dict[str, float]:
+        fake, fake_labels = self.sample(generator)
+        features = extract_features(self.reference, fake, self.device)
+        out: dict[str, float] = {}
+        for c in self.data.trained_classes:
+            name = self.dataset.class_names[c]
+            class_fd = frechet_distance(feature_stats(features[fake_labels == c], self.extractor), self.real_stats[c])
+            out[f"fd_domain_{name}"] = class_fd
+            out[f"ssim_real_fake_{name}"] = mean_ssim(fake[fake_labels == c], self.dataset.train.of_class(c), n_pairs=min(500, len(fake)), seed=epoch)
+        if None in self.real_stats:
+            out["fd_domain"] = frechet_distance(feature_stats(features, self.extractor), self.real_stats[None])
+            out["ssim_real_fake"] = float(np.mean([out[f"ssim_real_fake_{self.dataset.class_names[c]}"] for c in self.data.trained_classes]))
+        else:
+            name = self.dataset.class_names[self.data.trained_classes[0]]
+            out["fd_domain"], out["ssim_real_fake"] = out[f"fd_domain_{name}"], out[f"ssim_real_fake_{name}"]
+        if self.inception is not None:
+            fake_stats = feature_stats(inception_features(self.inception, fake, 64, self.device), "pytorch-fid-inception-v3-pool3")
+            out["fid_inception"] = frechet_distance(fake_stats, self.inception_real)
+        return out
+
+
+def sample_grid(generator: torch.nn.Module, data: GANData, device: torch.device) -> np.ndarray:
+    """A fixed-noise grid of GRID_SIZE samples as (H, W) uint8, classes in rows for a cGAN."""
+    rng = torch.Generator().manual_seed(EVAL_SEED + 1)
+    per_class = GRID_SIZE // len(data.trained_classes)
+    z = torch.randn(per_class * len(data.trained_classes), generator.latent_dim, generator=rng).to(device)
+    y = torch.tensor(np.repeat(data.trained_classes, per_class), device=device) if data.n_classes else None
+    with torch.no_grad():
+        images = generator(z, y).float().cpu()
+    grid = make_grid(images, nrow=per_class if data.n_classes else 8, normalize=True, value_range=(-1, 1), padding=2)
+    return (grid[0] * 255).round().to(torch.uint8).numpy()
+
+
+def loss_figure(losses: list[dict[str, float]], quality: list[dict[str, float]]) -> plt.Figure:
+    frame = pd.DataFrame(losses)
+    fig, axes = plt.subplots(1, 3 if quality else 2, figsize=(15 if quality else 10, 3.5))
+    window = max(1, len(frame) // 50)
+    for key in ("loss_d", "loss_g"):
+        axes[0].plot(frame["step"], frame[key].rolling(window, min_periods=1).mean(), label=key)
+    axes[0].set(xlabel="step", ylabel="BCE loss", title="GAN losses (smoothed)")
+    axes[0].legend()
+    for key in ("d_real", "d_fake"):
+        axes[1].plot(frame["step"], frame[key].rolling(window, min_periods=1).mean(), label=key)
+    axes[1].set(xlabel="step", ylabel="D output", title="D(x) and D(G(z))")
+    axes[1].legend()
+    if quality:
+        q = pd.DataFrame(quality)
+        axes[2].plot(q["epoch"], q["fd_domain"], marker="o")
+        axes[2].set(xlabel="epoch", ylabel="FD (reference features)", title="Fréchet distance, domain features")
+    fig.tight_layout()
+    return fig
+
+
+def main(params: Params) -> None:
+    cfg = params.gan
+    meta = read_meta(paths.PREPARED)
+    require_single_label(meta, "train_gan")
+    dataset = load_packed(paths.PREPARED)
+    data = select_training_data(dataset, cfg)
+    device = pick_device(cfg.device, "gan.device")
+    inception_weights = find_inception_weights(cfg.inception_weights)
+    reference, extractor = load_reference(paths.REFERENCE, device)
+    root = mlflow_utils.project_root()
+    key = checkpoint_key(cfg, meta["dataset_hash"], extractor)
+    work_dir = root / paths.CACHE / "train_gan" / key
+    work_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = work_dir / "checkpoint.pt"
+    evaluator = QualityEvaluator(dataset, data, reference, extractor, device, inception_weights, root / paths.CACHE, meta["dataset_hash"])
+
+    mlflow_utils.setup()
+    previous = load_checkpoint(checkpoint)
+    run_id = previous["extra"].get("mlflow_run_id") if previous else None
+    if previous:
+        print(f"resuming GAN training from {checkpoint} (epoch {previous['epoch']}/{cfg.epochs})")
+    tags = mlflow_utils.lineage_tags("train_gan", meta, **{"gan.arch": cfg.arch, "gan.mode": cfg.mode})
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"train_gan-{cfg.arch}-{cfg.mode}", tags=tags) as run:
+        if run_id is None:
+            mlflow.log_params({
+                **flatten(cfg, "gan"), **describe(device),
+                "data.n_train_images_gan": len(data.images),
+                "data.trained_classes": ",".join(dataset.class_names[c] for c in data.trained_classes),
+                "quality.feature_extractor": extractor,
+                "quality.fid_inception": "on" if inception_weights else "off (no local pytorch-fid weights)",
+            })
+        started = time.perf_counter()
+        train_seconds = [0.0]
+        last_end = [time.perf_counter()]
+
+        def on_epoch_end(report: EpochReport) -> None:
+            mlflow_utils.log_step_metrics(report.losses, ("loss_d", "loss_g", "d_real", "d_fake"))
+            if report.quality is not None:
+                mlflow.log_metrics(report.quality, step=report.epoch)
+                mlflow.log_image(sample_grid(report.generator, data, device), key="samples", step=report.epoch)
+                summary = ", ".join(f"{k}={v:.4g}" for k, v in report.quality.items() if "_" not in k.removeprefix("fd_").removeprefix("ssim_real_"))
+                print(f"epoch {report.epoch}/{cfg.epochs}: {summary}")
+            last_end[0] = time.perf_counter()
+
+        result = training_loop(
+            data.images, data.labels, data.n_classes, cfg, checkpoint, device,
+            evaluate=evaluator, on_epoch_end=on_epoch_end, extra_state={"mlflow_run_id": run.info.run_id},
+        )
+        train_seconds[0] = time.perf_counter() - started
+        final = result.quality[-1] if result.quality else {}
+        epochs_run = cfg.epochs - result.resumed_from_epoch
+        steps_per_epoch = len(data.images) // min(cfg.batch_size, len(data.images))
+        images_per_second = epochs_run * steps_per_epoch * min(cfg.batch_size, len(data.images)) / max(train_seconds[0], 1e-9)
+
+        out = paths.GAN
+        out.mkdir(parents=True, exist_ok=True)
+        trained = TrainedGenerator(
+            result.generator.cpu(), to_dict(cfg), dataset.class_names, data.trained_classes, data.n_classes > 0,
+            {"dataset_hash": meta["dataset_hash"], "epochs": cfg.epochs, "mlflow_run_id": run.info.run_id,
+             "feature_extractor": extractor, "final_quality": final},
+        )
+        trained.save(out / "generator.pt")
+        (out / "gan_config.yaml").write_text(dump_yaml(cfg))
+        grid = sample_grid(trained.network, data, torch.device("cpu"))
+        plt.imsave(out / "samples.png", grid, cmap="gray", vmin=0, vmax=255)
+        fig = loss_figure(result.losses, result.quality)
+        fig.savefig(out / "loss_curves.png", dpi=100)
+        mlflow.log_figure(fig, "loss_curves.png")
+        plt.close(fig)
+        mlflow.log_artifact(str(out / "gan_config.yaml"))
+        mlflow.log_artifact(str(out / "samples.png"))
+
+        pd.DataFrame(result.losses).to_csv(_mkparent(paths.PLOTS / "gan_losses.csv"), index=False)
+        pd.DataFrame(result.quality).to_csv(_mkparent(paths.PLOTS / "gan_quality.csv"), index=False)
+        metrics = {**{k: float(v) for k, v in final.items()}, "epochs": cfg.epochs, "steps": len(result.losses),
+                   "train_images_per_second": images_per_second}
+        mlflow.log_metric("train_images_per_second", images_per_second)
+        write_json(paths.METRICS / "gan.json", metrics)
+
+        info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution, data.trained_classes[0])
+        version = info.registered_model_version
+        if version is not None:
+            _tag_model_version(pyfunc_generator.REGISTERED_NAME, version, meta, final, cfg, dataset, data)
+    shutil.rmtree(work_dir, ignore_errors=True)  # finished: a forced rerun retrains from scratch
+    print(f"generator written to {out / 'generator.pt'}; registered {pyfunc_generator.REGISTERED_NAME} v{version}")
+
+
+def _mkparent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _tag_model_version(name: str, version: Any, meta: dict, final: dict, cfg: GANConfig, dataset: PackedDataset, data: GANData) -> None:
+    """The model card travels with the version: data hash, metrics, intended use."""
+    client = mlflow.MlflowClient()
+    classes = [dataset.class_names[c] for c in data.trained_classes]
+    tags = {"data.dataset_hash": meta["dataset_hash"], "data.source": str(meta["source"].get("name")),
+            "gan.arch": cfg.arch, "gan.mode": cfg.mode, "classes": ",".join(classes),
+            **{f"metric.{k}": f"{v:.6g}" for k, v in final.items()}}
+    for k, v in tags.items():
+        client.set_model_version_tag(name, str(version), k, v)
+    client.update_model_version(
+        name, str(version),
+        description=(
+            f"{cfg.arch} ({cfg.mode}) generator of {', '.join(classes)} at {dataset.image_shape[-1]} px, "
+            f"trained on the train split of data set {meta['dataset_hash'][:12]} "
+            f"({meta['source'].get('name')}). Intended use: research on synthetic augmentation of "
+            "classifier training sets; not for diagnosis. Memorisation not yet audited."
+        ),
+    )

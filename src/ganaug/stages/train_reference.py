@@ -1,0 +1,89 @@
+"""Stage `train_reference`: a classifier trained on the real *train* split (early stopping on
+val) whose penultimate features define the domain feature space for Fréchet distances, and
+whose predictions are the label-fidelity oracle. Real-image feature statistics are computed
+here once per dataset version.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+import torch
+
+from ganaug.classify.metrics import classification_metrics, scalar_metrics
+from ganaug.classify.train import extract_features, load_classifier, predict_proba, save_classifier, train_classifier
+from ganaug.config import Params, ReferenceConfig, flatten
+from ganaug.data.packed import PackedDataset, load_packed, read_meta
+from ganaug.device import describe, pick_device
+from ganaug.io import write_json
+from ganaug.quality.frechet import FeatureStats, feature_stats
+from ganaug.stages import paths
+from ganaug.stages.checks import require_single_label
+from ganaug.tracking import mlflow_utils
+
+MODEL_FILE = "model.pt"
+
+
+def extractor_name(arch: str, dataset_hash: str) -> str:
+    """Domain FDs are comparable only for the same reference network on the same data."""
+    return f"reference-{arch}-penultimate@{dataset_hash[:12]}"
+
+
+def stats_path(reference_dir: Path, class_index: int | None) -> Path:
+    return reference_dir / ("real_stats_all.npz" if class_index is None else f"real_stats_class{class_index}.npz")
+
+
+def real_feature_stats(model: torch.nn.Module, dataset: PackedDataset, extractor: str, device: torch.device) -> dict[int | None, FeatureStats]:
+    """Feature statistics of the real train split: all images (None) and each class."""
+    features = extract_features(model, dataset.train.images, device)
+    stats: dict[int | None, FeatureStats] = {None: feature_stats(features, extractor)}
+    for c in range(dataset.n_classes):
+        class_features = features[dataset.train.labels == c]
+        if len(class_features) >= 2:
+            stats[c] = feature_stats(class_features, extractor)
+    return stats
+
+
+def load_reference(reference_dir: Path, device: torch.device) -> tuple[torch.nn.Module, str]:
+    """(reference model, extractor name) from a train_reference output directory."""
+    model, blob = load_classifier(reference_dir / MODEL_FILE, device)
+    return model, blob["info"]["extractor"]
+
+
+def main(params: Params) -> None:
+    cfg: ReferenceConfig = params.reference
+    meta = read_meta(paths.PREPARED)
+    require_single_label(meta, "train_reference")
+    dataset = load_packed(paths.PREPARED)
+    device = pick_device(params.classifier.device, "classifier.device")
+    extractor = extractor_name(cfg.arch, meta["dataset_hash"])
+
+    mlflow_utils.setup()
+    with mlflow.start_run(run_name="train_reference", tags=mlflow_utils.lineage_tags("train_reference", meta)):
+        mlflow.log_params({**flatten(cfg, "reference"), **describe(device)})
+        result = train_classifier(
+            dataset.train.images, dataset.train.labels, dataset.val.images, dataset.val.labels,
+            dataset.n_classes, cfg.arch, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay,
+            cfg.patience, cfg.seed, device,
+            on_epoch_end=lambda r: mlflow.log_metrics({k: v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])),
+        )
+        val = classification_metrics(dataset.val.labels, predict_proba(result.model, dataset.val.images, device), dataset.class_names)
+        stats = real_feature_stats(result.model, dataset, extractor, device)
+        out = paths.REFERENCE
+        out.mkdir(parents=True, exist_ok=True)
+        for class_index, s in stats.items():
+            s.save(stats_path(out, class_index))
+        save_classifier(
+            result.model, out / MODEL_FILE, cfg.arch, dataset.n_classes, dataset.class_names, dataset.image_shape[0],
+            {"extractor": extractor, "best_epoch": result.best_epoch, "dataset_hash": meta["dataset_hash"]},
+        )
+        metrics = {f"val_{k}": v for k, v in scalar_metrics(val).items()} | {"best_epoch": result.best_epoch}
+        mlflow.log_metrics(metrics)
+        mlflow.set_tag("feature_extractor", extractor)
+        write_json(paths.METRICS / "reference.json", metrics)
+    print(f"reference classifier: val balanced accuracy {val['balanced_accuracy']:.3f}, extractor {extractor}")
+
+
+

@@ -1,0 +1,61 @@
+"""The generator as an MLflow pyfunc model: input rows (class_label, count), param seed,
+output uint8 images (N, C, H, W) in the order of the rows.
+
+    model = mlflow.pyfunc.load_model("models:/ganaug-generator@champion")
+    images = model.predict(pd.DataFrame({"class_label": [0], "count": [16]}), params={"seed": 7})
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+import ganaug
+
+REGISTERED_NAME = "ganaug-generator"
+
+
+class GeneratorModel(mlflow.pyfunc.PythonModel):
+    """Wraps `TrainedGenerator.sample`: a pure function of (weights, seed, requested counts)."""
+
+    def load_context(self, context: Any) -> None:
+        from ganaug.gan.generator import TrainedGenerator
+
+        self.generator = TrainedGenerator.load(context.artifacts["generator"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+        missing = {"class_label", "count"} - set(model_input.columns)
+        if missing:
+            raise ValueError(f"generator input needs columns class_label and count; missing {sorted(missing)}")
+        seed = int((params or {}).get("seed", 0))
+        requests = [(int(c), int(n)) for c, n in zip(model_input["class_label"], model_input["count"])]
+        images, _ = self.generator.sample(requests, seed)
+        return images
+
+
+def signature(channels: int, resolution: int) -> ModelSignature:
+    return ModelSignature(
+        inputs=Schema([ColSpec("long", "class_label"), ColSpec("long", "count")]),
+        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, channels, resolution, resolution))]),
+        params=ParamSchema([ParamSpec("seed", "long", 0)]),
+    )
+
+
+def log_generator(generator_file: Path, channels: int, resolution: int, example_class: int, register: bool = True) -> Any:
+    """Log (and register) the generator in the active run; returns the ModelInfo."""
+    return mlflow.pyfunc.log_model(
+        name="generator",
+        python_model=GeneratorModel(),
+        artifacts={"generator": str(generator_file)},
+        code_paths=[str(Path(ganaug.__file__).parent)],  # the model carries the code that samples it
+        signature=signature(channels, resolution),
+        input_example=pd.DataFrame({"class_label": [example_class], "count": [2]}),
+        pip_requirements=["torch", "numpy", "pandas", "scipy", "ruamel.yaml", "tqdm"],
+        registered_model_name=REGISTERED_NAME if register else None,
+    )
