@@ -9,6 +9,8 @@ from sklearn.preprocessing import StandardScaler
 from ganaug.data.phantom import (
     EXTRA_FINDINGS,
     FINDINGS,
+    SUBTLE_SEVERITY_RANGE,
+    PhantomSet,
     class_counts,
     generate_phantoms,
     render_phantom,
@@ -30,6 +32,11 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     """(H, W) -> (H / factor, W / factor) by averaging factor x factor blocks."""
     h, w = image.shape
     return image.reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+def severity_rng(seed: int, i: int) -> np.random.Generator:
+    """The stream generate_phantoms draws image i's pneumonia severity from."""
+    return np.random.default_rng(np.random.SeedSequence([seed, i, 1]))
 
 
 # --- Determinism ---------------------------------------------------------------------------
@@ -222,3 +229,114 @@ def test_findings_are_learnable_from_small_images():
     classifier.fit(pixels[:400], phantoms.finding[:400])
     accuracy = classifier.score(pixels[400:], phantoms.finding[400:])
     assert accuracy > 0.6, f"held-out accuracy {accuracy:.2f} (chance 0.33)"
+
+
+# --- Severity ------------------------------------------------------------------------------
+
+
+def test_full_severity_is_the_default_image():
+    for i, finding in enumerate(FINDINGS):
+        default, default_masks = render_phantom(64, finding, True, True, image_rng(8, i), return_masks=True)
+        for severity in (1.0, 1, np.float32(1.0)):
+            image, masks = render_phantom(64, finding, True, True, image_rng(8, i), return_masks=True, severity=severity)
+            np.testing.assert_array_equal(image, default)
+            np.testing.assert_array_equal(masks["lesion"], default_masks["lesion"])
+    args = dict(n=12, size=32, seed=3, class_fractions=EQUAL, cardiomegaly_rate=0.3, effusion_rate=0.3)
+    default = generate_phantoms(**args)
+    full = generate_phantoms(**args, severity_range=(1.0, 1.0))
+    np.testing.assert_array_equal(full.images, default.images)
+    np.testing.assert_array_equal(default.severity, (default.finding > 0).astype(np.float32))
+    # A PhantomSet built without severities holds the full-severity ones.
+    rebuilt = PhantomSet(images=default.images, finding=default.finding, extras=default.extras)
+    np.testing.assert_array_equal(rebuilt.severity, default.severity)
+
+
+@pytest.mark.parametrize("finding", ["bacterial", "viral"])
+def test_lower_severity_changes_the_lungs_less(finding):
+    """Same patient, normal vs pneumonia: the mean lung brightening grows with severity."""
+    for i in range(8):
+        normal, masks = render_phantom(64, "normal", i % 2 == 0, i % 3 == 0, image_rng(6, i), return_masks=True)
+        lung = lungs(masks)
+        changes, lesion_areas = [], []
+        for severity in (0.25, 0.5, 1.0):
+            image, masks = render_phantom(
+                64, finding, i % 2 == 0, i % 3 == 0, image_rng(6, i), return_masks=True, severity=severity
+            )
+            changes.append((image.astype(float) - normal)[lung].mean())
+            lesion_areas.append(masks["pneumonia"].sum())
+        assert 0 < changes[0] < changes[1] < changes[2], f"image {i}: lung change {np.round(changes, 2)}"
+        # A faint finding keeps a mask; a milder consolidation is no larger.
+        assert lesion_areas[0] > 0 and lesion_areas[0] <= lesion_areas[2]
+
+
+def test_normal_images_ignore_severity():
+    for i in range(3):
+        default, default_masks = render_phantom(64, "normal", True, True, image_rng(7, i), return_masks=True)
+        mild, mild_masks = render_phantom(64, "normal", True, True, image_rng(7, i), return_masks=True, severity=0.3)
+        np.testing.assert_array_equal(mild, default)
+        assert not mild_masks["pneumonia"].any()
+
+
+@pytest.mark.parametrize("severity", [0, 0.0, -0.5, 1.01, float("nan"), "0.5", None])
+def test_render_rejects_bad_severity(severity):
+    with pytest.raises(ValueError, match="severity"):
+        render_phantom(32, "bacterial", False, False, image_rng(0, 0), severity=severity)
+
+
+@pytest.mark.parametrize(
+    "severity_range", [(0.0, 0.5), (0.5, 0.2), (0.5, 1.2), (-0.1, 0.5), (0.3,), (0.1, 0.2, 0.3), 0.3, (float("nan"), 0.5)]
+)
+def test_generate_rejects_bad_severity_range(severity_range):
+    args = dict(n=6, size=32, seed=0, class_fractions=EQUAL, cardiomegaly_rate=0.1, effusion_rate=0.1)
+    with pytest.raises(ValueError, match="severity_range"):
+        generate_phantoms(**args, severity_range=severity_range)
+
+
+def test_severity_range_determinism():
+    args = dict(size=32, seed=5, class_fractions=EQUAL, cardiomegaly_rate=0.2, effusion_rate=0.2)
+    mild = (0.2, 0.4)
+    a = generate_phantoms(20, **args, severity_range=mild)
+    b = generate_phantoms(20, **args, severity_range=mild)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.severity, b.severity)
+
+    # Severities: float32, 0 for normal, spread over the range for pneumonia.
+    pneumonia = a.finding > 0
+    assert a.severity.dtype == np.float32 and a.severity.shape == (20,)
+    assert np.all(a.severity[~pneumonia] == 0)
+    assert np.all((a.severity[pneumonia] >= 0.2) & (a.severity[pneumonia] <= 0.4))
+    assert len(np.unique(a.severity[pneumonia])) == pneumonia.sum()
+
+    # Image i depends only on (seed, i, labels, severity_range), not on n.
+    large = generate_phantoms(45, **args, severity_range=mild)
+    same_labels = (a.finding == large.finding[:20]) & np.all(a.extras == large.extras[:20], axis=1)
+    assert (same_labels & pneumonia).sum() >= 2, "too few shared pneumonia labels to test anything"
+    np.testing.assert_array_equal(a.images[same_labels], large.images[:20][same_labels])
+    np.testing.assert_array_equal(a.severity[same_labels], large.severity[:20][same_labels])
+
+    # And it is render_phantom with the (seed, i) stream at the severity from the (seed, i, 1) stream.
+    i = int(np.flatnonzero(pneumonia)[0])
+    severity = severity_rng(5, i).uniform(*mild)
+    cardiomegaly, effusion = (bool(flag) for flag in a.extras[i])
+    alone = render_phantom(32, FINDINGS[a.finding[i]], cardiomegaly, effusion, image_rng(5, i), severity=severity)
+    np.testing.assert_array_equal(alone, a.images[i, 0])
+
+    # The range changes the pneumonia images only: same labels, same normal images.
+    full = generate_phantoms(20, **args)
+    np.testing.assert_array_equal(full.finding, a.finding)
+    np.testing.assert_array_equal(full.extras, a.extras)
+    np.testing.assert_array_equal(full.images[~pneumonia], a.images[~pneumonia])
+    assert all(not np.array_equal(full.images[j], a.images[j]) for j in np.flatnonzero(pneumonia))
+
+
+def test_subtle_severity_range_is_harder_but_learnable():
+    """At 64 px, a linear model on 16 x 16 thumbnails lands between chance and its full-severity ~0.95."""
+    phantoms = generate_phantoms(
+        900, 64, seed=7, class_fractions=EQUAL, cardiomegaly_rate=0.1, effusion_rate=0.1,
+        severity_range=SUBTLE_SEVERITY_RANGE,
+    )
+    pixels = np.stack([block_mean(image, 4) for image in phantoms.images[:, 0]]).reshape(900, -1) / 255.0
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    classifier.fit(pixels[:600], phantoms.finding[:600])
+    accuracy = classifier.score(pixels[600:], phantoms.finding[600:])
+    assert 0.5 < accuracy < 0.85, f"held-out accuracy {accuracy:.2f} (chance 0.33, full severity ~0.95)"

@@ -59,11 +59,11 @@ class DataConfig:
 class ClassifierConfig:
     arch: str = "simple_cnn"  # simple_cnn | a timm model name
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one run per seed
-    epochs: int = 20
+    epochs: int = 15
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 5  # epochs without a better validation loss before stopping
+    patience: int = 4  # epochs without a better validation loss before stopping
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

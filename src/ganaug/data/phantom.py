@@ -14,6 +14,11 @@ Primary finding (class id = index in FINDINGS):
                at the fissure and the lung border
     viral      diffuse bilateral interstitial pattern: reticular band-pass texture plus
                ground-glass haze in both lungs, densest around the hila
+Pneumonia severity in (0, 1] scales the primary finding (1 = the full-blown textbook
+pattern): a milder consolidation is fainter, smaller and softer-edged; a milder interstitial
+pattern has fainter reticulation (times severity) and much fainter haze (times severity
+squared: a diffuse haze lifts the mean lung brightness, which even a linear model on a
+thumbnail reads easily). Normal images have no severity.
 Extra findings, independent of the class:
     cardiomegaly  heart width / thorax width in CARDIOMEGALY_CTR (> 0.5) instead of NORMAL_CTR
     effusion      fluid at one lung base (sometimes both): costophrenic angle blunted,
@@ -36,6 +41,16 @@ MIN_SIZE, MAX_SIZE = 28, 256
 NORMAL_CTR = (0.39, 0.46)  # cardiothoracic ratio, heart width / inner thorax width
 CARDIOMEGALY_CTR = (0.55, 0.65)
 
+# Pneumonia severities that make the task hard but learnable at 64 px: a logistic regression
+# on 16 x 16 thumbnails, 600 training images, 3 balanced classes, reaches ~0.7 held-out
+# accuracy (0.93-0.96 at full severity); a consolidation at 0.2 is faint but visible.
+SUBTLE_SEVERITY_RANGE = (0.2, 0.4)
+
+# Bacterial consolidation at severity s: the blob-cluster threshold rises and the density
+# exponent grows by these times (1 - s), so milder lesions are smaller and softer-edged.
+BACTERIAL_SHRINK = 0.2
+BACTERIAL_SOFTEN = 0.5
+
 _VESSEL_BINS = 1024  # angular resolution of the vessel pattern around each hilum
 
 
@@ -44,6 +59,15 @@ class PhantomSet:
     images: np.ndarray  # (N, 1, H, W) uint8
     finding: np.ndarray  # (N,) int64 index into FINDINGS
     extras: np.ndarray  # (N, 2) uint8 multi-hot over EXTRA_FINDINGS
+    # (N,) float32 pneumonia severity in (0, 1], 0 for normal; None = 1 for every pneumonia
+    severity: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.severity is None:
+            object.__setattr__(self, "severity", (self.finding > 0).astype(np.float32))
+        assert self.severity.shape == self.finding.shape, (
+            f"severity has shape {self.severity.shape}, expected {self.finding.shape}"
+        )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -142,15 +166,21 @@ def render_phantom(
     effusion: bool,
     rng: np.random.Generator,
     return_masks: bool = False,
+    severity: float = 1.0,
 ) -> np.ndarray | tuple[np.ndarray, dict[str, np.ndarray | float]]:
     """One (size, size) uint8 chest radiograph.
 
     The rng is split into independent streams (patient, pneumonia, effusion, acquisition),
     so the same rng state with other labels gives the same patient, exposure and noise.
+    severity in (0, 1] scales the pneumonia pattern (1 = full strength, ignored for
+    "normal"); it draws nothing from the rng, so one rng state gives the same lesion
+    placement and texture at every severity.
     With return_masks, also returns a dict of (size, size) bool masks:
         "lung_left", "lung_right"  lung fields (image-left / image-right) as aerated in health
         "heart", "body"
-        "lesion"                   "pneumonia" | "effusion", each also given on its own
+        "lesion"                   "pneumonia" | "effusion", each also given on its own;
+                                   "pneumonia" is the extent of the finding, which does
+                                   not fade with severity (a faint lesion still has a mask)
     and geometry in pixels: "heart_width", "thorax_width" (widest column extents of the
     heart mask and of the two lung fields), so heart_width / thorax_width is the
     cardiothoracic ratio.
@@ -159,6 +189,9 @@ def render_phantom(
         raise ValueError(f"size must be an integer in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}")
     if finding not in FINDINGS:
         raise ValueError(f"finding must be one of {FINDINGS}, got {finding!r}")
+    if not (isinstance(severity, (int, float, np.integer, np.floating)) and 0.0 < severity <= 1.0):
+        raise ValueError(f"severity must be a number in (0, 1], got {severity!r}")
+    severity = float(severity)  # a Python float keeps float32 maps float32 (NumPy 2 promotion)
     patient_rng, pneumonia_rng, effusion_rng, acquisition_rng = rng.spawn(4)
     patient = _draw_patient(patient_rng, cardiomegaly)
     u, v = _patient_grid(size, patient)
@@ -237,11 +270,11 @@ def render_phantom(
     vessel_fill = 0.35 * streaks * np.exp(-hilar_distance / 0.3) + 0.5 * hilar_shadow
 
     # --- Findings, as the fraction of lung air displaced (fluid, cells) per pixel.
-    pneumonia = None
+    pneumonia = pneumonia_extent = None
     if finding == "bacterial":
-        pneumonia = _lobar_consolidation(u, side, v, is_left, patient, pneumonia_rng, edge)
+        pneumonia, pneumonia_extent = _lobar_consolidation(u, side, v, is_left, patient, pneumonia_rng, edge, severity)
     elif finding == "viral":
-        pneumonia = _interstitial_pattern(hilar_distance, patient, pneumonia_rng, size)
+        pneumonia, pneumonia_extent = _interstitial_pattern(hilar_distance, patient, pneumonia_rng, size, severity)
     fluid = None
     if effusion:
         fluid = _pleural_effusion(side, v, is_left, diaphragm, lateral_wall, patient, effusion_rng)
@@ -283,7 +316,7 @@ def render_phantom(
 
     lungs = lung_field > 0.5
     heart_mask = heart > 0.5
-    pneumonia_mask = lungs & (pneumonia > 0.15) if pneumonia is not None else np.zeros_like(lungs)
+    pneumonia_mask = lungs & pneumonia_extent if pneumonia is not None else np.zeros_like(lungs)
     effusion_mask = lungs & (fluid > 0.5) if fluid is not None else np.zeros_like(lungs)
     return image, {
         "lung_left": lungs & is_left,
@@ -309,8 +342,13 @@ def _vessel_profile(patient: _Patient) -> np.ndarray:
     return np.clip(profile / 3.0, 0.0, 1.0).astype(np.float32).reshape(-1)
 
 
-def _lobar_consolidation(u, side, v, is_left, patient, rng, edge) -> np.ndarray:
-    """Fuzzy opacity filling much of one lobe of one lung, (size, size) displaced-air fraction."""
+def _lobar_consolidation(u, side, v, is_left, patient, rng, edge, severity) -> tuple[np.ndarray, np.ndarray]:
+    """Fuzzy opacity filling much of one lobe of one lung.
+
+    Returns the (size, size) displaced-air fraction and the (size, size) bool extent of the
+    opacity. Lower severity: proportionally less air displaced, a higher threshold on the
+    blob cluster (a smaller opacity) and a larger exponent on the density (a softer margin).
+    """
     in_left_lung = bool(rng.random() < 0.5)  # image-left = the patient's right: three lobes
     lobes = ("upper", "middle", "lower") if in_left_lung else ("upper", "lower")
     lobe = lobes[rng.integers(len(lobes))]
@@ -339,13 +377,20 @@ def _lobar_consolidation(u, side, v, is_left, patient, rng, edge) -> np.ndarray:
         density += np.exp(((u - blob_u) ** 2 + (v - blob_v) ** 2) * (-0.5 / sigma**2))
     margin = gaussian_filter(rng.standard_normal(u.shape, dtype=np.float32), 0.04 * u.shape[0], truncate=3.0)
     margin /= margin.std() + 1e-8
-    density = np.clip(1.8 * density / density.max() - 0.45 + 0.25 * margin, 0.0, 1.0) ** 0.7
+    # Both are exactly 0.45 and 0.7 at severity 1.
+    threshold, exponent = 0.45 + BACTERIAL_SHRINK * (1.0 - severity), 0.7 + BACTERIAL_SOFTEN * (1.0 - severity)
+    density = np.clip(1.8 * density / density.max() - threshold + 0.25 * margin, 0.0, 1.0) ** exponent
     side_mask = is_left if in_left_lung else ~is_left
-    return opacity * density * lobe_mask * side_mask
+    full_opacity = opacity * density * lobe_mask * side_mask  # this lesion at full density
+    return severity * full_opacity, full_opacity > 0.15
 
 
-def _interstitial_pattern(hilar_distance, patient, rng, size) -> np.ndarray:
-    """Reticular network plus ground-glass haze in both lungs, densest around the hila."""
+def _interstitial_pattern(hilar_distance, patient, rng, size, severity) -> tuple[np.ndarray, np.ndarray]:
+    """Reticular network plus ground-glass haze in both lungs, densest around the hila.
+
+    Returns the (size, size) displaced-air fraction and the (size, size) bool extent of the
+    pattern at full severity. Severity scales the reticular lines, severity squared the haze.
+    """
     haze, lines = rng.uniform(0.25, 0.40), rng.uniform(0.2, 0.3)
     noise = rng.standard_normal((size, size), dtype=np.float32)
     fine, coarse = 0.008 * size * patient.scale, 0.02 * size * patient.scale
@@ -353,7 +398,8 @@ def _interstitial_pattern(hilar_distance, patient, rng, size) -> np.ndarray:
     band_pass /= band_pass.std() + 1e-8
     reticular = np.exp(-((band_pass / 0.45) ** 2))  # bright lines along the zero crossings
     perihilar = 0.35 + 0.65 * np.exp(-((hilar_distance / 0.38) ** 2))
-    return np.minimum(perihilar * (haze + lines * reticular), 1.0)
+    extent = np.minimum(perihilar * (haze + lines * reticular), 1.0) > 0.15
+    return np.minimum(perihilar * (severity**2 * haze + severity * lines * reticular), 1.0), extent
 
 
 def _pleural_effusion(side, v, is_left, diaphragm, lateral_wall, patient, rng) -> np.ndarray:
@@ -419,8 +465,14 @@ def generate_phantoms(
     cardiomegaly_rate: float,
     effusion_rate: float,
     progress: bool = False,
+    severity_range: tuple[float, float] = (1.0, 1.0),
 ) -> PhantomSet:
-    """n labelled radiographs; image i depends only on (seed, i, its labels)."""
+    """n labelled radiographs; image i depends only on (seed, i, its labels, severity_range).
+
+    Each pneumonia image draws its severity uniformly from severity_range, from a stream of
+    its own ((seed, i, 1)), so the range changes how strong the finding is, never the
+    patient, the lesion placement or the noise.
+    """
     if not isinstance(size, (int, np.integer)) or not MIN_SIZE <= size <= MAX_SIZE:
         raise ValueError(f"size must be an integer in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}")
     for name, rate in (("cardiomegaly_rate", cardiomegaly_rate), ("effusion_rate", effusion_rate)):
@@ -428,6 +480,14 @@ def generate_phantoms(
             raise ValueError(f"{name} must be in [0, 1], got {rate}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if not (
+        isinstance(severity_range, (tuple, list))
+        and len(severity_range) == 2
+        and all(isinstance(bound, (int, float, np.integer, np.floating)) for bound in severity_range)
+        and 0.0 < severity_range[0] <= severity_range[1] <= 1.0
+    ):
+        raise ValueError(f"severity_range must be (low, high) with 0 < low <= high <= 1, got {severity_range!r}")
+    low_severity, high_severity = (float(bound) for bound in severity_range)
     counts = class_counts(n, class_fractions)
 
     assignment_rng = np.random.default_rng(seed)
@@ -437,7 +497,15 @@ def generate_phantoms(
     extras = (assignment_rng.random((n, len(EXTRA_FINDINGS))) < rates).astype(np.uint8)
 
     images = np.empty((n, 1, size, size), dtype=np.uint8)
+    severity = np.zeros(n, dtype=np.float32)  # 0 for normal
     for i in tqdm(range(n), desc="phantoms", unit="img", disable=not progress):
         rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
-        images[i, 0] = render_phantom(size, FINDINGS[finding[i]], bool(extras[i, 0]), bool(extras[i, 1]), rng)
-    return PhantomSet(images=images, finding=finding, extras=extras)
+        image_severity = 1.0
+        if finding[i] > 0:
+            severity_rng = np.random.default_rng(np.random.SeedSequence([seed, i, 1]))
+            image_severity = severity_rng.uniform(low_severity, high_severity)
+            severity[i] = image_severity
+        images[i, 0] = render_phantom(
+            size, FINDINGS[finding[i]], bool(extras[i, 0]), bool(extras[i, 1]), rng, severity=image_severity
+        )
+    return PhantomSet(images=images, finding=finding, extras=extras, severity=severity)

@@ -41,8 +41,11 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
 def stratified_split(
     images: np.ndarray, labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, Split]:
-    """Stratified train/val/test split (on class index, or on the label combination if multi-hot)."""
-    strata = labels if labels.ndim == 1 else np.array(["".join(map(str, row)) for row in labels])
+    """Stratified train/val/test split (on class index, or on the label combination if multi-hot;
+    combinations too rare to split are pooled)."""
+    strata = labels.astype(str) if labels.ndim == 1 else np.array(["".join(map(str, row)) for row in labels])
+    if labels.ndim == 2:
+        strata = _pool_rare_strata(strata, min_count=6)
     index = np.arange(len(images))
     held_out = val_fraction + test_fraction
     if held_out == 0:
@@ -56,6 +59,16 @@ def stratified_split(
         name: Split(images[np.sort(idx)], labels[np.sort(idx)])
         for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))
     }
+
+
+def _pool_rare_strata(strata: np.ndarray, min_count: int) -> np.ndarray:
+    values, counts = np.unique(strata, return_counts=True)
+    rare = set(values[counts < min_count])
+    pooled = np.array(["rare" if s in rare else s for s in strata])
+    if 0 < (pooled == "rare").sum() < min_count:  # too few even pooled: join the largest stratum
+        values, counts = np.unique(pooled[pooled != "rare"], return_counts=True)
+        pooled[pooled == "rare"] = values[np.argmax(counts)]
+    return pooled
 
 
 def load_phantom(cfg: DataConfig) -> PackedDataset:

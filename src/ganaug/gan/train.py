@@ -92,6 +92,7 @@ def training_loop(
     batch_size = min(cfg.batch_size, n)
     steps_per_epoch = n // batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
 
+    torch.manual_seed(cfg.seed)  # network initialisation (and anything else on the global RNG)
     generator, discriminator = build_networks(cfg, resolution, n_classes, channels)
     generator.to(device, memory_format=torch.channels_last)
     discriminator.to(device, memory_format=torch.channels_last)
@@ -100,7 +101,6 @@ def training_loop(
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     order_rng = torch.Generator().manual_seed(cfg.seed)  # data order
     noise_rng = torch.Generator().manual_seed(cfg.seed + 1)  # latent vectors (on CPU: device-independent)
-    torch.manual_seed(cfg.seed)
     losses: list[dict[str, float]] = []
     quality: list[dict[str, float]] = []
     start_epoch, step = 0, 0

@@ -1,0 +1,158 @@
+"""The whole pipeline through DVC on tiny settings: `dvc repro` produces every output and an
+MLflow run per training step; a second repro reruns nothing; `dvc exp run -S gan.lr_g=…`
+reruns from train_gan on; the registered generator samples; the notebook executes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+from ruamel.yaml import YAML
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data": {"image_size": 32, "phantom": {"n_images": 200}},
+    "reference": {"epochs": 2},
+    "gan": {"epochs": 2, "eval_every": 1, "n_eval": 40, "batch_size": 16, "base_channels": 8},
+    "classifier": {"epochs": 2, "seeds": [0, 1]},
+    "evaluate": {"n_bootstrap": 100},
+}
+STAGES = ["prepare", "train_reference", "train_gan", "synthesize", "train_classifier_real",
+          "train_classifier_augmented", "evaluate"]
+
+
+def merge(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        if isinstance(value, dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def ran_stages(output: str) -> set[str]:
+    return {s for s in STAGES if f"Running stage '{s}'" in output}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A fresh git + DVC project holding this repository's pipeline with tiny params."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copy(REPO / ".gitignore", root / ".gitignore")
+    yaml = YAML()
+    params = yaml.load((REPO / "params.yaml").read_text())
+    with open(root / "params.yaml", "w") as f:
+        yaml.dump(merge(params, TINY), f)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+
+    def sh(*cmd: str) -> str:
+        done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        return done.stdout + done.stderr
+
+    sh("git", "init", "-q")
+    sh("dvc", "init", "-q")
+    sh("dvc", "config", "core.analytics", "false")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "tiny pipeline")
+    first = sh("dvc", "repro")
+    return root, sh, env, first
+
+
+def test_repro_runs_every_stage_and_writes_outputs(project):
+    root, _, _, first = project
+    assert ran_stages(first) == set(STAGES)
+    for path in ("data/prepared/dataset.npz", "data/prepared/meta.json", "models/reference/model.pt",
+                 "models/gan/generator.pt", "models/gan/loss_curves.png", "data/synthetic/synthetic.npz",
+                 "plots/gan_losses.csv", "plots/roc_real.csv", "plots/confusion_augmented.csv"):
+        assert (root / path).is_file(), path
+    manifest = json.loads((root / "data/synthetic/manifest.json").read_text())
+    assert manifest["counts"] == {"normal": manifest["real_train_counts"]["pneumonia"] - manifest["real_train_counts"]["normal"]}
+    evaluation = json.loads((root / "metrics/evaluation.json").read_text())
+    assert set(evaluation["arms"]) == {"real", "augmented"}
+    for diff in evaluation["difference"].values():
+        assert diff["ci_low"] <= diff["augmented_minus_real"] <= diff["ci_high"]
+    gan_metrics = json.loads((root / "metrics/gan.json").read_text())
+    assert np.isfinite(gan_metrics["fd_domain"]) and 0 < gan_metrics["ssim_real_fake"] <= 1
+
+
+def test_every_training_step_is_an_mlflow_run_with_lineage(project):
+    root, *_ = project
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ganaug"])
+    stages = runs["tags.ganaug.stage"].value_counts().to_dict()
+    assert stages["train_reference"] >= 1 and stages["train_gan"] >= 1 and stages["evaluate"] >= 1
+    assert stages["train_classifier_real"] >= 2 and stages["train_classifier_augmented"] >= 2  # one per seed
+    gan = runs[runs["tags.ganaug.stage"] == "train_gan"].iloc[-1]
+    assert len(gan["tags.git.commit"]) == 40
+    meta = json.loads((root / "data/prepared/meta.json").read_text())
+    assert gan["tags.data.dataset_hash"] == meta["dataset_hash"]
+    assert gan["params.gan.lr_g"] == "0.0002"
+    client = mlflow.MlflowClient()
+    losses = client.get_metric_history(gan["run_id"], "loss_d")
+    assert len(losses) == int(gan["metrics.steps"]) if "metrics.steps" in gan else len(losses) > 1
+    artifacts = {a.path for a in client.list_artifacts(gan["run_id"])}
+    assert "loss_curves.png" in artifacts
+    mlflow.set_tracking_uri(None)
+
+
+def test_second_repro_reruns_nothing(project):
+    _, sh, _, _ = project
+    again = sh("dvc", "repro")
+    assert ran_stages(again) == set()
+    assert "Data and pipelines are up to date" in sh("dvc", "status")
+
+
+def test_exp_run_on_a_gan_param_reruns_from_train_gan(project):
+    root, sh, _, _ = project
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "baseline results")
+    out = sh("dvc", "exp", "run", "-S", "gan.lr_g=0.0001")
+    assert ran_stages(out) == {"train_gan", "synthesize", "train_classifier_augmented", "evaluate"}
+    shown = json.loads(sh("dvc", "exp", "show", "--json").split("\n", 1)[-1] if False else sh("dvc", "exp", "show", "--json"))
+    assert len(json.dumps(shown)) > 0
+    assert "evaluation.json" in sh("dvc", "metrics", "show")
+    sh("dvc", "plots", "show", "-o", str(root / "dvc_plots"))
+    assert (root / "dvc_plots" / "index.html").is_file()
+
+
+def test_registered_generator_samples_each_requested_class(project):
+    root, *_ = project
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/ganaug-generator/1")
+    images = model.predict(pd.DataFrame({"class_label": [0], "count": [4]}), params={"seed": 3})
+    assert images.shape == (4, 1, 32, 32) and images.dtype == np.uint8
+    with pytest.raises(Exception, match="cannot produce classes"):
+        model.predict(pd.DataFrame({"class_label": [1], "count": [1]}))  # minority GAN: normal only
+    mlflow.set_tracking_uri(None)
+
+
+def test_notebook_executes_against_the_runs(project, monkeypatch):
+    root, _, env, _ = project
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    notebook = nbformat.read(REPO / "notebooks" / "compare_runs.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root)}}).execute()
+    outputs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for c in notebook.cells for o in c.get("outputs", []))
+    assert "Model A (real)" in outputs and "Model B (real+synthetic)" in outputs
+    assert "steps;" in outputs and "fd_domain" in outputs
