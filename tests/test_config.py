@@ -34,6 +34,7 @@ def test_repository_params_load_and_match_defaults():
         ({"classifier": {"seeds": []}}, "classifier.seeds=[]: expected a non-empty list"),
         ({"classifier": {"seeds": [0, "1"]}}, "classifier.seeds[1]='1': expected an integer"),
         ({"evaluate": {"ci": 1.5}}, "evaluate.ci=1.5: expected in (0, 1)"),
+        ({"data": {"phantom": {"severity_range": [0.5, 0.2]}}}, "data.phantom.severity_range=[0.5, 0.2]: expected [low, high]"),
         ({"gann": {}}, "unknown params key 'gann'; did you mean 'gan'?"),
         ({"gan": 3}, "gan: expected a mapping"),
     ],

@@ -43,11 +43,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dry-run", action="store_true", help="print the resolved params this stage reads and exit")
         if name == "train-classifier":
             p.add_argument("--arm", required=True, choices=("real", "augmented"), help="training-set arm")
+    p = sub.add_parser("promote", help="move the registry's champion alias to a generator version that earns it")
+    p.add_argument("--version", help="model version to consider (default: the newest)")
+    p.add_argument("--metric", default="fd_domain", help="fd_domain (default), fid_inception or ssim_real_fake")
+    p.add_argument("--alias", default="champion")
+    p.add_argument("--force", action="store_true", help="promote without comparing")
     return parser
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from ganaug.tracking.registry import REGISTERED_NAME, promote
+
+    decision = promote(args.version, args.metric, args.alias, args.force)
+    action = "promoted" if decision.promote else "not promoted"
+    print(f"{REGISTERED_NAME}: {action} to @{args.alias}: {decision.reason}")
+    return 0
 
 
 def main(argv: list[str] | None = None, run: Callable[[str, Params, argparse.Namespace], None] = _run_stage) -> int:
     args = build_parser().parse_args(argv)
+    if args.stage == "promote":
+        try:
+            return _promote(args)
+        except ValueError as exc:
+            print(f"ganaug promote: error: {exc}", file=sys.stderr)
+            return 1
     try:
         params = load_params(args.params)
     except ConfigError as exc:

@@ -35,6 +35,7 @@ class PhantomConfig:
     )  # relative class sizes over normal / bacterial / viral
     cardiomegaly_rate: float = 0.1  # fraction of images with an enlarged heart
     effusion_rate: float = 0.1  # fraction of images with a pleural effusion
+    severity_range: list[float] = field(default_factory=lambda: [0.2, 0.4])  # pneumonia strength, drawn per image
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,9 @@ _CHECKS: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
     (PhantomConfig, "n_images"): (lambda v: v >= 10, ">= 10"),
     (PhantomConfig, "cardiomegaly_rate"): _PROBABILITY,
     (PhantomConfig, "effusion_rate"): _PROBABILITY,
+    (PhantomConfig, "severity_range"): (
+        lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "[low, high] with 0 < low <= high <= 1"
+    ),
     (MedMNISTConfig, "size"): (lambda v: v in (28, 64, 128, 224), "one of 28, 64, 128, 224"),
     (ClassifierConfig, "seeds"): (lambda v: len(v) >= 1 and len(set(v)) == len(v), "a non-empty list of distinct seeds"),
     (EvaluateConfig, "ci"): (lambda v: 0 < v < 1, "in (0, 1)"),

@@ -81,6 +81,7 @@ def load_phantom(cfg: DataConfig) -> PackedDataset:
         class_fractions=pcfg.class_fractions,
         cardiomegaly_rate=pcfg.cardiomegaly_rate,
         effusion_rate=pcfg.effusion_rate,
+        severity_range=tuple(pcfg.severity_range),
         progress=True,
     )
     if pcfg.label_mode == "binary":
@@ -102,6 +103,7 @@ def load_phantom(cfg: DataConfig) -> PackedDataset:
         "class_fractions": pcfg.class_fractions,
         "cardiomegaly_rate": pcfg.cardiomegaly_rate,
         "effusion_rate": pcfg.effusion_rate,
+        "severity_range": pcfg.severity_range,
         "label_mode": pcfg.label_mode,
     }
     preprocessing = {"image_size": cfg.image_size, "rendered_at": cfg.image_size, "split": "stratified", "split_seed": cfg.seed}

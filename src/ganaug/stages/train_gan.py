@@ -246,7 +246,7 @@ def main(params: Params) -> None:
         info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution, data.trained_classes[0])
         version = info.registered_model_version
         if version is not None:
-            _tag_model_version(pyfunc_generator.REGISTERED_NAME, version, meta, final, cfg, dataset, data)
+            _tag_model_version(pyfunc_generator.REGISTERED_NAME, version, meta, final, cfg, dataset, data, extractor)
     shutil.rmtree(work_dir, ignore_errors=True)  # finished: a forced rerun retrains from scratch
     print(f"generator written to {out / 'generator.pt'}; registered {pyfunc_generator.REGISTERED_NAME} v{version}")
 
@@ -256,12 +256,13 @@ def _mkparent(path: Path) -> Path:
     return path
 
 
-def _tag_model_version(name: str, version: Any, meta: dict, final: dict, cfg: GANConfig, dataset: PackedDataset, data: GANData) -> None:
+def _tag_model_version(name: str, version: Any, meta: dict, final: dict, cfg: GANConfig, dataset: PackedDataset,
+                       data: GANData, extractor: str) -> None:
     """The model card travels with the version: data hash, metrics, intended use."""
     client = mlflow.MlflowClient()
     classes = [dataset.class_names[c] for c in data.trained_classes]
     tags = {"data.dataset_hash": meta["dataset_hash"], "data.source": str(meta["source"].get("name")),
-            "gan.arch": cfg.arch, "gan.mode": cfg.mode, "classes": ",".join(classes),
+            "gan.arch": cfg.arch, "gan.mode": cfg.mode, "classes": ",".join(classes), "feature_extractor": extractor,
             **{f"metric.{k}": f"{v:.6g}" for k, v in final.items()}}
     for k, v in tags.items():
         client.set_model_version_tag(name, str(version), k, v)
