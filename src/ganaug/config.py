@@ -28,14 +28,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class PhantomConfig:
-    n_images: int = 2400  # images generated before splitting
+    n_images: int = 2000  # images generated before splitting
     label_mode: Literal["binary", "three_class", "multilabel"] = "binary"
     class_fractions: dict[str, float] = field(
         default_factory=lambda: {"normal": 0.26, "bacterial": 0.48, "viral": 0.26}
     )  # relative class sizes over normal / bacterial / viral
     cardiomegaly_rate: float = 0.1  # fraction of images with an enlarged heart
     effusion_rate: float = 0.1  # fraction of images with a pleural effusion
-    severity_range: list[float] = field(default_factory=lambda: [0.2, 0.4])  # pneumonia strength, drawn per image
+    severity_range: list[float] = field(default_factory=lambda: [0.4, 0.8])  # pneumonia strength, drawn per image
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,11 @@ class DataConfig:
 class ClassifierConfig:
     arch: str = "simple_cnn"  # simple_cnn | a timm model name
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one run per seed
-    epochs: int = 15
+    epochs: int = 12
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 4  # epochs without a better validation loss before stopping
+    patience: int = 3  # epochs without a better validation loss before stopping
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -85,7 +85,7 @@ class GANConfig:
     mode: Literal["minority", "conditional"] = "minority"
     latent_dim: int = 100
     base_channels: int = 32  # DCGAN's ngf / ndf
-    epochs: int = 60
+    epochs: int = 50
     batch_size: int = 32
     lr_g: float = 2e-4
     lr_d: float = 2e-4

@@ -9,6 +9,7 @@ non-finite loss, naming the step and the last good checkpoint.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ class EpochReport:
     epoch: int  # 1-based, completed
     step: int  # optimizer steps so far
     losses: list[dict[str, float]]  # this epoch's per-step records
+    train_seconds: float  # wall time of this epoch's optimisation steps (no evaluation)
+    images_seen: int  # real images through D this epoch
     quality: dict[str, float] | None  # evaluation metrics, when this epoch was evaluated
     generator: nn.Module
 
@@ -144,6 +147,7 @@ def training_loop(
         discriminator.train()
         epoch_losses: list[dict[str, float]] = []
         order = torch.randperm(n, generator=order_rng)
+        epoch_start = time.perf_counter()
         for i in tqdm(range(steps_per_epoch), desc=f"GAN epoch {epoch}/{cfg.epochs}", leave=False, mininterval=2):
             idx = order[i * batch_size : (i + 1) * batch_size]
             real = to_device_images(to_model_range(x_all[idx]), device)  # (B, C, R, R) in [-1, 1]
@@ -184,6 +188,7 @@ def training_loop(
                     )
             epoch_losses.append(record)
         losses.extend(epoch_losses)
+        train_seconds = time.perf_counter() - epoch_start
 
         metrics = None
         if evaluate is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
@@ -193,7 +198,7 @@ def training_loop(
             quality.append({"epoch": epoch, **metrics})
         save_checkpoint(epoch)
         if on_epoch_end is not None:
-            on_epoch_end(EpochReport(epoch, step, epoch_losses, metrics, generator))
+            on_epoch_end(EpochReport(epoch, step, epoch_losses, train_seconds, steps_per_epoch * batch_size, metrics, generator))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
 

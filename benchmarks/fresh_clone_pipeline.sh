@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Time the README's first command on a fresh clone: `make pipeline` (venv + install + dvc repro).
+#   benchmarks/fresh_clone_pipeline.sh            # full: a new venv, install from the registries
+#   REUSE_VENV=/path/.venv benchmarks/fresh_clone_pipeline.sh   # pipeline only, with an existing venv
+# Prints the wall time of the install and of `dvc repro` separately.
+set -euo pipefail
+repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
+work=$(mktemp -d /tmp/ganaug-fresh-XXXX)
+git clone -q "$repo" "$work/ganaug"
+cd "$work/ganaug"
+echo "fresh clone of $(git rev-parse --short HEAD) in $work/ganaug; $(nproc) cores; $(python3 --version)"
+start=$(date +%s.%N)
+if [ -n "${REUSE_VENV:-}" ]; then
+  mid=$(date +%s.%N)
+  PATH="$REUSE_VENV/bin:$PATH" dvc repro
+else
+  make setup
+  mid=$(date +%s.%N)
+  make pipeline
+fi
+end=$(date +%s.%N)
+python3 - "$start" "$mid" "$end" <<'PY'
+import sys
+start, mid, end = map(float, sys.argv[1:])
+print(f"install: {mid - start:.0f} s   dvc repro: {end - mid:.0f} s   total: {end - start:.0f} s")
+PY
+cat metrics/evaluation.json | python3 -c "import json,sys; d=json.load(sys.stdin); print({k: round(v['augmented_minus_real'], 4) for k, v in d['difference'].items()})"
