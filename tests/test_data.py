@@ -137,3 +137,12 @@ def test_real_pneumoniamnist_prepares_with_official_counts():
     assert dataset.val.class_counts(2) == [135, 389]
     assert dataset.test.class_counts(2) == [234, 390]
     assert dataset.image_shape == (1, 28, 28)
+
+
+def test_single_label_stages_refuse_multilabel_data_by_name(tmp_path):
+    from ganaug.stages.checks import StageInputError, require_single_label
+
+    dataset = load_phantom(tiny_data_config(phantom={"n_images": 120, "label_mode": "multilabel"}))
+    meta = save_packed(dataset, tmp_path / "prepared")
+    with pytest.raises(StageInputError, match="train_gan needs single-label data.*data.phantom.label_mode=binary"):
+        require_single_label(meta, "train_gan")
