@@ -6,6 +6,7 @@ train and val; test predictions are made afterwards by the caller.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,26 +34,27 @@ class ClassifierResult:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """uint8 (N, C, H, W) -> class probabilities (N, K)."""
-    model.eval()
+def map_batches(fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, device: torch.device,
+                batch_size: int = 256, mixed_precision: bool = True) -> np.ndarray:
+    """Apply `fn` to uint8 (N, C, H, W) images in batches (as [-1, 1] floats); concatenated on the CPU."""
     out = []
     for start in range(0, len(images), batch_size):
         x = to_device_images(to_model_range(torch.from_numpy(images[start : start + batch_size])), device)
-        with autocast(device):
-            out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
+        with autocast(device) if mixed_precision else contextlib.nullcontext():
+            out.append(fn(x).float().cpu().numpy())
     return np.concatenate(out)
 
 
-@torch.no_grad()
-def extract_features(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """uint8 (N, C, H, W) -> penultimate features (N, D) float64."""
+def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """uint8 (N, C, H, W) -> class probabilities (N, K)."""
     model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = to_device_images(to_model_range(torch.from_numpy(images[start : start + batch_size])), device)
-        out.append(model.features(x).float().cpu().numpy())
-    return np.concatenate(out).astype(np.float64)
+    return map_batches(lambda x: torch.softmax(model(x).float(), dim=1), images, device, batch_size)
+
+
+def extract_features(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """uint8 (N, C, H, W) -> penultimate features (N, D) float64, in full precision (they feed covariances)."""
+    model.eval()
+    return map_batches(model.features, images, device, batch_size, mixed_precision=False).astype(np.float64)
 
 
 def train_classifier(
@@ -78,7 +80,7 @@ def train_classifier(
     model = create_classifier(arch, n_classes, train_images.shape[1]).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     x_all, y_all = torch.from_numpy(train_images), torch.from_numpy(train_labels).long()
-    x_val, y_val = torch.from_numpy(val_images), torch.from_numpy(val_labels).long()
+    y_val = torch.from_numpy(val_labels).long()
     history: list[dict[str, float]] = []
     best_state: dict[str, Any] | None = None
     best_loss, best_epoch, stale = float("inf"), 0, 0
@@ -101,12 +103,9 @@ def train_classifier(
             count += len(idx)
 
         model.eval()
-        with torch.no_grad():
-            logits = torch.cat(
-                [model(to_device_images(to_model_range(x_val[s : s + 256]), device)).float().cpu() for s in range(0, len(x_val), 256)]
-            )
-            val_loss = F.cross_entropy(logits, y_val).item()
-            val_acc = (logits.argmax(1) == y_val).float().mean().item()
+        logits = torch.from_numpy(map_batches(model, val_images, device))
+        val_loss = F.cross_entropy(logits, y_val).item()
+        val_acc = (logits.argmax(1) == y_val).float().mean().item()
         record = {"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss, "val_accuracy": val_acc}
         history.append(record)
         if on_epoch_end is not None:
