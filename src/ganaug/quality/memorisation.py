@@ -1,0 +1,289 @@
+"""Memorisation audit: are synthetic images copies of training images?
+
+For each synthetic image, the distance to its nearest *training* image is compared with the
+training images' own nearest-neighbour distances, taken leave-one-out (each training image's
+distance to its nearest *other* training image). A synthetic image closer to the training set
+than almost any training image is to the rest of it is a probable copy:
+
+    threshold = q-quantile of the training leave-one-out NN distances  (q = 0.01 by default)
+    copy_rate = fraction of synthetic images with NN distance to training <= threshold
+
+A generator that samples the training distribution without memorising scores about q; one that
+returns (lightly perturbed) training images scores close to 1. Filtering synthetic images by
+similarity to a training image (e.g. keeping only SSIM >= 0.8) drives the copy rate up: audit
+the set that is actually used for augmentation, after any such filter.
+
+Two spaces, same procedure:
+    pixel    images (N, 1, H, W) uint8 flattened to [0, 1]; the distance is the L2 norm
+             divided by sqrt(H * W), i.e. the RMS pixel difference (0.01 ~ 2.5 grey levels),
+             so thresholds read the same at 28 px and at 256 px.
+    feature  feature vectors (N, D) from one extractor (e.g. a classifier's penultimate
+             layer, computed by the caller); the distance is plain Euclidean. A copy can hide
+             from pixel distance behind a shift or a contrast change, not from a good feature
+             space; a feature-space near-copy can also be a different image the extractor
+             cannot tell apart, so read both.
+
+`training` is always the TRAIN split only. The test split must never be an input: it would
+make held-out patients part of the reference, and a generator trained without them would look
+"memorised" wherever a test image resembles a training one.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+PIXEL_SPACE = "pixel"  # report.space of pixel audits; feature audits use the extractor name
+DEFAULT_QUANTILE = 0.01
+DEFAULT_TOP_K = 16
+_GRID_GAP = 2  # px of white between the images of `closest_pairs_grid`
+
+
+def nearest_training_distances(
+    queries: np.ndarray,
+    training: np.ndarray,
+    chunk: int = 512,
+    exclude_self: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Euclidean nearest neighbour in `training` (M, D) of each row of `queries` (N, D).
+
+    Returns (distances (N,) float64, indices (N,) int64 into `training`). With
+    `exclude_self=True`, `queries` must be `training` itself and row i never matches row i
+    (leave-one-out); a duplicated row still finds its twin at distance 0.
+
+    The search uses ||q||² + ||t||² - 2 q·t in chunks of `chunk` queries (memory: chunk x M
+    float64); the distance to the neighbour found is then recomputed from the difference
+    vector, so it carries no cancellation error and an exact copy is at distance 0.0.
+    """
+    queries = np.asarray(queries, dtype=np.float64)
+    training = np.asarray(training, dtype=np.float64)
+    if queries.ndim != 2 or training.ndim != 2 or queries.shape[1] != training.shape[1]:
+        raise ValueError(
+            f"queries and training must be (N, D) and (M, D); got {queries.shape} and {training.shape}"
+        )
+    if len(queries) == 0:
+        raise ValueError("queries is empty")
+    if len(training) < (2 if exclude_self else 1):
+        raise ValueError(
+            f"training needs at least {2 if exclude_self else 1} rows"
+            f"{' for leave-one-out' if exclude_self else ''}; got {len(training)}"
+        )
+    if exclude_self and queries.shape != training.shape:
+        raise ValueError(
+            "exclude_self=True needs queries to be training itself; "
+            f"got {queries.shape} vs {training.shape}"
+        )
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1; got {chunk}")
+
+    training_sq = np.einsum("md,md->m", training, training)  # (M,)
+    distances = np.empty(len(queries), dtype=np.float64)
+    indices = np.empty(len(queries), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        block = queries[start : start + chunk]  # (B, D)
+        # squared distances up to the per-row constant ||q||², which does not move the argmin
+        partial_sq = training_sq[None, :] - 2.0 * (block @ training.T)  # (B, M)
+        if exclude_self:
+            rows = np.arange(len(block))
+            partial_sq[rows, start + rows] = np.inf
+        nearest = np.argmin(partial_sq, axis=1)  # (B,)
+        indices[start : start + len(block)] = nearest
+        distances[start : start + len(block)] = np.linalg.norm(block - training[nearest], axis=1)
+    return distances, indices
+
+
+def pixel_vectors(images: np.ndarray) -> np.ndarray:
+    """(N, 1, H, W) uint8 -> (N, H*W) float64 whose Euclidean distances are RMS pixel differences."""
+    images = _check_images("images", images)
+    n_pixels = images.shape[2] * images.shape[3]
+    return images.reshape(len(images), n_pixels).astype(np.float64) / (255.0 * np.sqrt(n_pixels))
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: array fields make == and hash ambiguous
+class MemorisationReport:
+    """Nearest-training-neighbour audit of one synthetic set in one space."""
+
+    space: str  # "pixel", or the feature extractor's name
+    n_synthetic: int
+    n_training: int
+    quantile: float  # q: threshold = q-quantile of training_nn
+    threshold: float  # a synthetic image at or below this NN distance counts as a copy
+    copy_rate: float  # fraction of synthetic images at or below threshold; ~quantile if no copying
+    synthetic_nn: np.ndarray  # (n_synthetic,) float64 distance to the nearest training image
+    synthetic_nn_index: np.ndarray  # (n_synthetic,) int64 index of that training image
+    training_nn: np.ndarray  # (n_training,) float64 leave-one-out NN distance within training
+    # the top_k (synthetic index, training index, distance) pairs, closest first
+    closest_pairs: tuple[tuple[int, int, float], ...]
+
+    def summary(self) -> dict[str, float]:
+        """Scalars for MLflow `log_metrics` (prefix the keys with the space when logging both)."""
+        median_synthetic = float(np.median(self.synthetic_nn))
+        median_training = float(np.median(self.training_nn))
+        return {
+            "copy_rate": self.copy_rate,
+            "threshold": self.threshold,
+            "quantile": self.quantile,
+            "median_synthetic_nn": median_synthetic,
+            "median_training_nn": median_training,
+            # < 1: synthetic images sit closer to the training set than training images to
+            # each other (copying or mode collapse onto training images); ~1: no sign of it
+            "nn_ratio_median": float(np.float64(median_synthetic) / median_training),
+            "min_synthetic_nn": float(self.synthetic_nn.min()),
+            "n_synthetic": float(self.n_synthetic),
+            "n_training": float(self.n_training),
+        }
+
+
+def audit_pixels(
+    synthetic_images: np.ndarray,
+    training_images: np.ndarray,
+    quantile: float = DEFAULT_QUANTILE,
+    top_k: int = DEFAULT_TOP_K,
+) -> MemorisationReport:
+    """Pixel-space audit of synthetic images (N, 1, H, W) uint8 against the TRAIN split images.
+
+    Distances are RMS pixel differences in [0, 1] (see the module docstring).
+    """
+    synthetic_images = _check_images("synthetic_images", synthetic_images)
+    training_images = _check_images("training_images", training_images, min_count=2)
+    if synthetic_images.shape[2:] != training_images.shape[2:]:
+        raise ValueError(
+            f"synthetic_images and training_images sizes differ: "
+            f"{synthetic_images.shape[2:]} vs {training_images.shape[2:]}"
+        )
+    _check_options(quantile, top_k)
+    return _audit(
+        pixel_vectors(synthetic_images), pixel_vectors(training_images), PIXEL_SPACE, quantile, top_k
+    )
+
+
+def audit_features(
+    synthetic_features: np.ndarray,
+    training_features: np.ndarray,
+    extractor: str,
+    quantile: float = DEFAULT_QUANTILE,
+    top_k: int = DEFAULT_TOP_K,
+) -> MemorisationReport:
+    """Feature-space audit: synthetic (N, D) against TRAIN split (M, D) features of one `extractor`.
+
+    `extractor` names the network and layer (e.g. "resnet18-penultimate"); it becomes the
+    report's `space`. Distances are Euclidean in feature units.
+    """
+    synthetic_features = _check_features("synthetic_features", synthetic_features)
+    training_features = _check_features("training_features", training_features, min_count=2)
+    if synthetic_features.shape[1] != training_features.shape[1]:
+        raise ValueError(
+            f"synthetic_features and training_features dimensions differ: "
+            f"{synthetic_features.shape[1]} vs {training_features.shape[1]} ({extractor})"
+        )
+    if not extractor or extractor == PIXEL_SPACE:
+        raise ValueError(f"extractor must name the feature network; got {extractor!r}")
+    _check_options(quantile, top_k)
+    return _audit(synthetic_features, training_features, extractor, quantile, top_k)
+
+
+def closest_pairs_grid(
+    report: MemorisationReport,
+    synthetic_images: np.ndarray,
+    training_images: np.ndarray,
+) -> np.ndarray:
+    """(H, W) uint8 image for MLflow `log_image`: one row per closest pair, synthetic | training.
+
+    Rows follow `report.closest_pairs` (closest first), separated by white gaps. Pass the
+    same images the report was computed from (for a feature audit, the images the features
+    were extracted from).
+    """
+    synthetic_images = _check_images("synthetic_images", synthetic_images)
+    training_images = _check_images("training_images", training_images)
+    if (len(synthetic_images), len(training_images)) != (report.n_synthetic, report.n_training):
+        raise ValueError(
+            f"the report audited {report.n_synthetic} synthetic and {report.n_training} training "
+            f"images; got {len(synthetic_images)} and {len(training_images)}"
+        )
+    if synthetic_images.shape[2:] != training_images.shape[2:]:
+        raise ValueError(
+            f"synthetic_images and training_images sizes differ: "
+            f"{synthetic_images.shape[2:]} vs {training_images.shape[2:]}"
+        )
+    height, width = synthetic_images.shape[2:]
+    gap = _GRID_GAP
+    n_rows = len(report.closest_pairs)
+    grid = np.full((n_rows * (height + gap) + gap, 2 * width + 3 * gap), 255, dtype=np.uint8)
+    for row, (synthetic_index, training_index, _) in enumerate(report.closest_pairs):
+        top = gap + row * (height + gap)
+        grid[top : top + height, gap : gap + width] = synthetic_images[synthetic_index, 0]
+        left = 2 * gap + width
+        grid[top : top + height, left : left + width] = training_images[training_index, 0]
+    return grid
+
+
+def _audit(
+    synthetic: np.ndarray, training: np.ndarray, space: str, quantile: float, top_k: int
+) -> MemorisationReport:
+    """The audit on (N, D) and (M, D) vectors whose Euclidean distance is the one to use."""
+    synthetic_nn, synthetic_nn_index = nearest_training_distances(synthetic, training)
+    training_nn, _ = nearest_training_distances(training, training, exclude_self=True)
+    threshold = float(np.quantile(training_nn, quantile))
+    if threshold == 0.0:
+        warnings.warn(
+            f"memorisation audit ({space}): at least a fraction {quantile} of the training images "
+            "have an exact duplicate in the training set, so the copy threshold is 0 and only "
+            "exact copies count; deduplicate the train split",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    # "<=", not "<": with a threshold of 0, exact copies must still count
+    copy_rate = float(np.mean(synthetic_nn <= threshold))
+    order = np.argsort(synthetic_nn, kind="stable")[:top_k]
+    closest_pairs = tuple(
+        (int(i), int(synthetic_nn_index[i]), float(synthetic_nn[i])) for i in order
+    )
+    return MemorisationReport(
+        space=space,
+        n_synthetic=len(synthetic),
+        n_training=len(training),
+        quantile=float(quantile),
+        threshold=threshold,
+        copy_rate=copy_rate,
+        synthetic_nn=synthetic_nn,
+        synthetic_nn_index=synthetic_nn_index,
+        training_nn=training_nn,
+        closest_pairs=closest_pairs,
+    )
+
+
+def _check_images(name: str, images: np.ndarray, min_count: int = 1) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(
+            f"{name} must be uint8 grayscale images (N, 1, H, W); got {images.dtype} {images.shape}"
+        )
+    _check_count(name, len(images), min_count)
+    return images
+
+
+def _check_features(name: str, features: np.ndarray, min_count: int = 1) -> np.ndarray:
+    features = np.asarray(features)
+    if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
+        raise ValueError(f"{name} must be float features (N, D); got {features.dtype} {features.shape}")
+    _check_count(name, len(features), min_count)
+    if not np.isfinite(features).all():
+        raise ValueError(f"{name} contain NaN or inf")
+    return features.astype(np.float64, copy=False)
+
+
+def _check_count(name: str, count: int, min_count: int) -> None:
+    if count == 0:
+        raise ValueError(f"{name} is empty")
+    if count < min_count:
+        # only the training set asks for 2: its leave-one-out distances need an "other" image
+        raise ValueError(f"{name} needs at least {min_count} for leave-one-out distances; got {count}")
+
+
+def _check_options(quantile: float, top_k: int) -> None:
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), e.g. 0.01; got {quantile}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1; got {top_k}")
