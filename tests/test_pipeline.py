@@ -95,6 +95,12 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
         assert diff["ci_low"] <= diff["augmented_minus_real"] <= diff["ci_high"]
     gan_metrics = json.loads((root / "metrics/gan.json").read_text())
     assert np.isfinite(gan_metrics["fd_domain"]) and 0 < gan_metrics["ssim_real_fake"] <= 1
+    for name in ("kd_domain", "recall_domain", "coverage_domain", "ms_ssim_real_fake", "label_fidelity"):
+        assert np.isfinite(gan_metrics[name]), name
+    assert gan_metrics["precision_domain_ci_low"] <= gan_metrics["precision_domain"] <= gan_metrics["precision_domain_ci_high"]
+    assert 0 <= gan_metrics["memorisation_pixel_copy_rate"] <= 1  # the trained GAN's rate is reported
+    assert 0 <= manifest["memorisation"]["memorisation_domain_copy_rate"] <= 1
+    assert (root / "data/synthetic/memorisation_closest_pairs.png").is_file()
 
 
 def test_every_training_step_is_an_mlflow_run_with_lineage(project):
@@ -102,7 +108,7 @@ def test_every_training_step_is_an_mlflow_run_with_lineage(project):
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["ganaug"])
     stages = runs["tags.ganaug.stage"].value_counts().to_dict()
-    assert stages["train_reference"] >= 1 and stages["train_gan"] >= 1 and stages["evaluate"] >= 1
+    assert stages["train_reference"] >= 1 and stages["train_gan"] >= 1 and stages["evaluate"] >= 1 and stages["synthesize"] >= 1
     assert stages["train_classifier_real"] >= 2 and stages["train_classifier_augmented"] >= 2  # one per seed
     gan = runs[runs["tags.ganaug.stage"] == "train_gan"].iloc[-1]
     assert len(gan["tags.git.commit"]) == 40
@@ -113,7 +119,7 @@ def test_every_training_step_is_an_mlflow_run_with_lineage(project):
     losses = client.get_metric_history(gan["run_id"], "loss_d")
     assert len(losses) == int(gan["metrics.steps"]) if "metrics.steps" in gan else len(losses) > 1
     artifacts = {a.path for a in client.list_artifacts(gan["run_id"])}
-    assert "loss_curves.png" in artifacts
+    assert {"loss_curves.png", "memorisation_closest_pairs.png"} <= artifacts
     mlflow.set_tracking_uri(None)
 
 

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dry-run", action="store_true", help="print the resolved params this stage reads and exit")
         if name == "train-classifier":
             p.add_argument("--arm", required=True, choices=("real", "augmented"), help="training-set arm")
+    p = sub.add_parser("quality", help="all quality metrics of one image set against another (table + JSON)")
+    from ganaug.quality.compare import add_arguments
+
+    add_arguments(p)
     p = sub.add_parser("promote", help="move the registry's champion alias to a generator version that earns it")
     p.add_argument("--version", help="model version to consider (default: the newest)")
     p.add_argument("--metric", default="fd_domain", help="fd_domain (default), fid_inception or ssim_real_fake")
@@ -62,11 +66,15 @@ def _promote(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None, run: Callable[[str, Params, argparse.Namespace], None] = _run_stage) -> int:
     args = build_parser().parse_args(argv)
-    if args.stage == "promote":
+    if args.stage in ("promote", "quality"):
         try:
+            if args.stage == "quality":
+                from ganaug.quality.compare import main as quality_main
+
+                return quality_main(args)
             return _promote(args)
-        except ValueError as exc:
-            print(f"ganaug promote: error: {exc}", file=sys.stderr)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"ganaug {args.stage}: error: {exc}", file=sys.stderr)
             return 1
     try:
         params = load_params(args.params)

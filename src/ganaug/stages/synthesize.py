@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
+import matplotlib
 
-from ganaug.config import Params, SynthesizeConfig
-from ganaug.data.packed import read_meta
-from ganaug.gan.generator import TrainedGenerator
-from ganaug.io import atomic_dir, write_json
-from ganaug.stages import paths
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ganaug.classify.train import extract_features  # noqa: E402
+from ganaug.config import Params, SynthesizeConfig, flatten  # noqa: E402
+from ganaug.data.packed import load_packed, read_meta  # noqa: E402
+from ganaug.gan.generator import TrainedGenerator  # noqa: E402
+from ganaug.io import atomic_dir, write_json  # noqa: E402
+from ganaug.quality.memorisation import closest_pairs_grid  # noqa: E402
+from ganaug.quality.suite import memorisation  # noqa: E402
+from ganaug.stages import paths  # noqa: E402
+from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference  # noqa: E402
+from ganaug.tracking import mlflow_utils  # noqa: E402
 
 SYNTHETIC_FILE = "synthetic.npz"
 MANIFEST_FILE = "manifest.json"
@@ -46,6 +57,15 @@ def main(params: Params) -> None:
         raise ValueError(f"{generator_file} was trained on another data set than {paths.PREPARED}; rerun train_gan")
     train_counts = [meta["counts"]["train"]["per_class"][name] for name in meta["class_names"]]
     images, labels, counts = synthesize(generator, train_counts, cfg)
+
+    # memorisation audit of the written set against the train split (never the test split)
+    dataset = load_packed(paths.PREPARED)
+    cpu = torch.device("cpu")
+    reference, extractor = load_reference(paths.REFERENCE, cpu)
+    in_classes = np.isin(dataset.train.labels, list(counts))
+    train_features = np.load(paths.REFERENCE / REAL_FEATURES_FILE)[in_classes]
+    audit, report = memorisation(images, dataset.train.images[in_classes], extract_features(reference, images, cpu),
+                                 train_features, extractor)
     manifest = {
         "generator_file": str(generator_file),
         "generator_sha256": hashlib.sha256(generator_file.read_bytes()).hexdigest(),
@@ -57,11 +77,22 @@ def main(params: Params) -> None:
         "real_train_counts": dict(zip(meta["class_names"], train_counts)),
         "image_shape": list(images.shape[1:]),
         "filter": None,
+        "memorisation": audit,
     }
-    with atomic_dir(paths.SYNTHETIC) as tmp:
-        np.savez(tmp / SYNTHETIC_FILE, images=images, labels=labels)
-        write_json(tmp / MANIFEST_FILE, manifest)
-    print(f"wrote {len(images)} synthetic images {manifest['counts']} to {paths.SYNTHETIC}")
+    mlflow_utils.setup()
+    with mlflow.start_run(run_name="synthesize", tags=mlflow_utils.lineage_tags("synthesize", meta, **{
+            "synthetic.generator_run_id": str(generator.info.get("mlflow_run_id"))})):
+        mlflow.log_params(flatten(cfg, "synthesize") | {f"synthetic.n_{k}": v for k, v in manifest["counts"].items()})
+        mlflow.log_metrics(audit)
+        with atomic_dir(paths.SYNTHETIC) as tmp:
+            np.savez(tmp / SYNTHETIC_FILE, images=images, labels=labels)
+            write_json(tmp / MANIFEST_FILE, manifest)
+            plt.imsave(tmp / "memorisation_closest_pairs.png", closest_pairs_grid(report, images, dataset.train.images[in_classes]),
+                       cmap="gray", vmin=0, vmax=255)
+        mlflow.log_artifact(str(paths.SYNTHETIC / MANIFEST_FILE))
+        mlflow.log_artifact(str(paths.SYNTHETIC / "memorisation_closest_pairs.png"))
+    print(f"wrote {len(images)} synthetic images {manifest['counts']} to {paths.SYNTHETIC}; "
+          f"copy rate {audit['memorisation_pixel_copy_rate']:.3f} (pixels), {audit['memorisation_domain_copy_rate']:.3f} (features)")
 
 
 def load_synthetic(directory=paths.SYNTHETIC) -> tuple[np.ndarray, np.ndarray, dict]:

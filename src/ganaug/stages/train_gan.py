@@ -25,24 +25,26 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from ganaug.classify.train import extract_features  # noqa: E402
+from ganaug.classify.train import extract_features, predict_proba  # noqa: E402
 from ganaug.config import GANConfig, Params, dump_yaml, flatten, to_dict  # noqa: E402
 from ganaug.data.packed import PackedDataset, load_packed, read_meta  # noqa: E402
 from ganaug.device import describe, pick_device  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.gan.train import EpochReport, load_checkpoint, to_uint8, training_loop  # noqa: E402
-from ganaug.io import write_json  # noqa: E402
-from ganaug.quality.frechet import FeatureStats, feature_stats, frechet_distance  # noqa: E402
-from ganaug.quality.inception import find_inception_weights, inception_features, load_fid_inception  # noqa: E402
-from ganaug.quality.ssim import mean_ssim  # noqa: E402
+from ganaug.io import atomic_file, write_json  # noqa: E402
+from ganaug.quality.frechet import FeatureStats  # noqa: E402
+from ganaug.quality.inception import FID_EXTRACTOR, find_inception_weights, inception_features, load_fid_inception  # noqa: E402
+from ganaug.quality.memorisation import MemorisationReport, closest_pairs_grid  # noqa: E402
+from ganaug.quality.suite import FeatureSet, feature_metrics, label_fidelity, memorisation, pixel_metrics  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.checks import require_single_label  # noqa: E402
-from ganaug.stages.train_reference import load_reference, stats_path  # noqa: E402
+from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference, stats_path  # noqa: E402
 from ganaug.tracking import mlflow_utils, pyfunc_generator  # noqa: E402
 
 EVAL_SEED = 20_240_601  # fixed noise for evaluations and sample grids: epochs stay comparable
 GRID_SIZE = 64
-SSIM_PAIRS = 200  # random (generated, real) pairs per class and evaluation
+SHOWN = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "ssim_real_fake", "label_fidelity",
+         "fid_inception", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate")  # printed each evaluation
 
 
 @dataclass(frozen=True)
@@ -72,34 +74,44 @@ def checkpoint_key(cfg: GANConfig, dataset_hash: str, extractor: str) -> str:
 
 
 class QualityEvaluator:
-    """Metrics of G's samples against the real *train* split, computed at evaluation epochs.
+    """Metrics of G's samples against the real *train* split, at every evaluation epoch
+    (names and definitions: `ganaug.quality.suite`). The last evaluation adds bootstrap
+    intervals and the memorisation audit (`self.final_report` keeps the closest pairs).
 
-    - fd_domain: Fréchet distance in the reference classifier's penultimate features (offline).
-    - fid_inception: FID with pytorch-fid's InceptionV3, only when its weights are present.
-    - ssim_real_fake: mean SSIM over random (generated, real) pairs of the same class.
+    - fd_domain, kd_domain, precision/recall/density/coverage_domain: in the reference
+      classifier's penultimate features (offline, always); per class too for a cGAN.
+    - fid_inception, kid_inception, …_inception: only when pytorch-fid's weights are present.
+    - ssim_real_fake, ms_ssim_real_fake: random (generated, real) pairs of the same class.
+    - label_fidelity: share of samples the reference classifier assigns to the intended class.
     """
 
     def __init__(self, dataset: PackedDataset, data: GANData, reference: torch.nn.Module, extractor: str,
-                 device: torch.device, inception_weights: Path | None, cache_dir: Path, dataset_hash: str):
+                 device: torch.device, inception_weights: Path | None, cache_dir: Path, dataset_hash: str, final_epoch: int):
         self.dataset, self.data, self.reference, self.extractor, self.device = dataset, data, reference, extractor, device
+        self.final_epoch = final_epoch
+        real_features = np.load(paths.REFERENCE / REAL_FEATURES_FILE)  # (N_train, D), train-split order
+        self.real_features = {c: real_features[dataset.train.labels == c] for c in data.trained_classes}
         self.real_stats = {c: FeatureStats.load(stats_path(paths.REFERENCE, c)) for c in data.trained_classes}
-        if len(data.trained_classes) > 1:
-            self.real_stats[None] = FeatureStats.load(stats_path(paths.REFERENCE, None))
+        self.real_images = {c: dataset.train.of_class(c) for c in data.trained_classes}
+        self.final_report: MemorisationReport | None = None
+        self.final_fake: np.ndarray | None = None
         self.inception = None
         if inception_weights is not None:
             self.inception = load_fid_inception(inception_weights, device)
-            self.inception_real = self._inception_real_stats(cache_dir, dataset_hash)
+            self.inception_real = self._inception_real_features(cache_dir, dataset_hash)
 
-    def _inception_real_stats(self, cache_dir: Path, dataset_hash: str) -> FeatureStats:
-        """Inception statistics of the real training images used, cached per dataset version."""
+    def _inception_real_features(self, cache_dir: Path, dataset_hash: str) -> np.ndarray:
+        """Inception features of the real training images used, cached per dataset version."""
         classes = "-".join(map(str, self.data.trained_classes))
-        path = cache_dir / "fid_stats" / f"{dataset_hash[:16]}_classes{classes}.npz"
+        path = cache_dir / "inception_features" / f"{dataset_hash[:16]}_classes{classes}.npy"
         if path.is_file():
-            return FeatureStats.load(path)
-        real = np.concatenate([self.dataset.train.of_class(c) for c in self.data.trained_classes])
-        stats = feature_stats(inception_features(self.inception, real, 64, self.device), "pytorch-fid-inception-v3-pool3")
-        stats.save(path)
-        return stats
+            return np.load(path)
+        real = np.concatenate([self.real_images[c] for c in self.data.trained_classes])
+        features = inception_features(self.inception, real, 64, self.device)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            np.save(tmp, features)
+        return features
 
     def sample(self, generator: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
         rng = torch.Generator().manual_seed(EVAL_SEED)
@@ -112,23 +124,35 @@ class QualityEvaluator:
         return np.concatenate(images), np.concatenate(labels)
 
     def __call__(self, epoch: int, generator: torch.nn.Module) -> dict[str, float]:
+        final = epoch == self.final_epoch
         fake, fake_labels = self.sample(generator)
         features = extract_features(self.reference, fake, self.device)
-        out: dict[str, float] = {}
-        for c in self.data.trained_classes:
-            name = self.dataset.class_names[c]
-            class_fd = frechet_distance(feature_stats(features[fake_labels == c], self.extractor), self.real_stats[c])
-            out[f"fd_domain_{name}"] = class_fd
-            out[f"ssim_real_fake_{name}"] = mean_ssim(fake[fake_labels == c], self.dataset.train.of_class(c), n_pairs=SSIM_PAIRS, seed=epoch)
-        if None in self.real_stats:
-            out["fd_domain"] = frechet_distance(feature_stats(features, self.extractor), self.real_stats[None])
-            out["ssim_real_fake"] = float(np.mean([out[f"ssim_real_fake_{self.dataset.class_names[c]}"] for c in self.data.trained_classes]))
-        else:
-            name = self.dataset.class_names[self.data.trained_classes[0]]
-            out["fd_domain"], out["ssim_real_fake"] = out[f"fd_domain_{name}"], out[f"ssim_real_fake_{name}"]
+        classes = self.data.trained_classes
+        per_class = {c: feature_metrics(FeatureSet("domain", self.extractor, self.real_features[c], features[fake_labels == c],
+                                                   self.real_stats[c]), with_ci=final, seed=epoch)
+                     for c in classes}
+        pixels = {c: pixel_metrics(self.real_images[c], fake[fake_labels == c], seed=epoch, with_ci=final) for c in classes}
+        if len(classes) == 1:
+            out = {**per_class[classes[0]], **pixels[classes[0]]}
+        else:  # all classes pooled, plus each class under its own suffix
+            all_real = np.concatenate([self.real_features[c] for c in classes])
+            out = feature_metrics(FeatureSet("domain", self.extractor, all_real, features), with_ci=final, seed=epoch)
+            for c in classes:
+                name = self.dataset.class_names[c]
+                out |= {f"{k}_{name}": v for k, v in {**per_class[c], **pixels[c]}.items()}
+            for key in ("ssim_real_fake", "ms_ssim_real_fake"):
+                out[key] = float(np.mean([pixels[c][key] for c in classes]))
+        predicted = predict_proba(self.reference, fake, self.device).argmax(1)
+        out |= label_fidelity(predicted, fake_labels, self.dataset.class_names)
         if self.inception is not None:
-            fake_stats = feature_stats(inception_features(self.inception, fake, 64, self.device), "pytorch-fid-inception-v3-pool3")
-            out["fid_inception"] = frechet_distance(fake_stats, self.inception_real)
+            fake_inception = inception_features(self.inception, fake, 64, self.device)
+            out |= feature_metrics(FeatureSet("inception", FID_EXTRACTOR, self.inception_real, fake_inception), with_ci=final, seed=epoch)
+        if final:
+            train_images = np.concatenate([self.real_images[c] for c in classes])
+            train_features = np.concatenate([self.real_features[c] for c in classes])
+            audit, self.final_report = memorisation(fake, train_images, features, train_features, self.extractor)
+            self.final_fake = fake
+            out |= audit
         return out
 
 
@@ -178,7 +202,8 @@ def main(params: Params) -> None:
     work_dir = root / paths.CACHE / "train_gan" / key
     work_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = work_dir / "checkpoint.pt"
-    evaluator = QualityEvaluator(dataset, data, reference, extractor, device, inception_weights, root / paths.CACHE, meta["dataset_hash"])
+    evaluator = QualityEvaluator(dataset, data, reference, extractor, device, inception_weights, root / paths.CACHE,
+                                 meta["dataset_hash"], final_epoch=cfg.epochs)
 
     mlflow_utils.setup()
     previous = load_checkpoint(checkpoint)
@@ -204,7 +229,7 @@ def main(params: Params) -> None:
             if report.quality is not None:
                 mlflow.log_metrics(report.quality, step=report.epoch)
                 mlflow.log_image(sample_grid(report.generator, data, device), key="samples", step=report.epoch)
-                summary = ", ".join(f"{k}={v:.4g}" for k, v in report.quality.items() if "_" not in k.removeprefix("fd_").removeprefix("ssim_real_"))
+                summary = ", ".join(f"{k}={report.quality[k]:.4g}" for k in SHOWN if k in report.quality)
                 print(f"epoch {report.epoch}/{cfg.epochs}: {summary}")
 
         result = training_loop(
@@ -231,6 +256,11 @@ def main(params: Params) -> None:
         plt.close(fig)
         mlflow.log_artifact(str(out / "gan_config.yaml"))
         mlflow.log_artifact(str(out / "samples.png"))
+        if evaluator.final_report is not None:  # the evaluated samples nearest to a training image
+            train_images = np.concatenate([evaluator.real_images[c] for c in data.trained_classes])
+            pairs = closest_pairs_grid(evaluator.final_report, evaluator.final_fake, train_images)
+            plt.imsave(out / "memorisation_closest_pairs.png", pairs, cmap="gray", vmin=0, vmax=255)
+            mlflow.log_artifact(str(out / "memorisation_closest_pairs.png"))
 
         pd.DataFrame(result.losses).to_csv(_mkparent(paths.PLOTS / "gan_losses.csv"), index=False)
         pd.DataFrame(result.quality).to_csv(_mkparent(paths.PLOTS / "gan_quality.csv"), index=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
-
+import numpy as np
 import torch
 
 from ganaug.classify.metrics import classification_metrics, scalar_metrics
@@ -24,6 +24,7 @@ from ganaug.stages.checks import require_single_label
 from ganaug.tracking import mlflow_utils
 
 MODEL_FILE = "model.pt"
+REAL_FEATURES_FILE = "real_features_train.npy"  # (N_train, D) float64, train-split order
 
 
 def extractor_name(arch: str, dataset_hash: str) -> str:
@@ -35,9 +36,8 @@ def stats_path(reference_dir: Path, class_index: int | None) -> Path:
     return reference_dir / ("real_stats_all.npz" if class_index is None else f"real_stats_class{class_index}.npz")
 
 
-def real_feature_stats(model: torch.nn.Module, dataset: PackedDataset, extractor: str, device: torch.device) -> dict[int | None, FeatureStats]:
-    """Feature statistics of the real train split: all images (None) and each class."""
-    features = extract_features(model, dataset.train.images, device)
+def real_feature_stats(features: np.ndarray, dataset: PackedDataset, extractor: str) -> dict[int | None, FeatureStats]:
+    """Feature statistics of the real train split (`features` in split order): all images (None) and each class."""
     stats: dict[int | None, FeatureStats] = {None: feature_stats(features, extractor)}
     for c in range(dataset.n_classes):
         class_features = features[dataset.train.labels == c]
@@ -70,9 +70,11 @@ def main(params: Params) -> None:
             on_epoch_end=lambda r: mlflow.log_metrics({k: v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])),
         )
         val = classification_metrics(dataset.val.labels, predict_proba(result.model, dataset.val.images, device), dataset.class_names)
-        stats = real_feature_stats(result.model, dataset, extractor, device)
+        features = extract_features(result.model, dataset.train.images, device)
+        stats = real_feature_stats(features, dataset, extractor)
         out = paths.REFERENCE
         out.mkdir(parents=True, exist_ok=True)
+        np.save(out / REAL_FEATURES_FILE, features)
         for class_index, s in stats.items():
             s.save(stats_path(out, class_index))
         save_classifier(
