@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
-from ganaug.quality.ssim import SSIM_SIGMA, SSIM_WINDOW
+from ganaug.quality.ssim import SSIM_SIGMA, SSIM_WINDOW, check_grayscale_uint8
 
 # Wang, Simoncelli & Bovik (2003), scale 1 (finest) to scale 5 (coarsest)
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -69,18 +69,8 @@ def ms_ssim_betas(side: int) -> tuple[float, ...]:
 
 
 def _check_grayscale_uint8(name: str, images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(
-            f"{name} must be uint8 grayscale images (N, 1, H, W); got {images.dtype} {images.shape}"
-        )
-    height, width = images.shape[2:]
-    if min(height, width) < MS_SSIM_MIN_SIDE:
-        raise ValueError(
-            f"MS-SSIM needs images of at least {MS_SSIM_MIN_SIDE} px per side (2 scales with a "
-            f"{SSIM_WINDOW}x{SSIM_WINDOW} window); {name} images are {height}x{width}"
-        )
-    return images
+    return check_grayscale_uint8(name, images, MS_SSIM_MIN_SIDE,
+                                 f"MS-SSIM needs 2 scales with a {SSIM_WINDOW}x{SSIM_WINDOW} window")
 
 
 def ms_ssim_pairs(a_uint8: np.ndarray, b_uint8: np.ndarray) -> np.ndarray:

@@ -17,27 +17,26 @@ SSIM_WINDOW = 2 * int(3.5 * SSIM_SIGMA + 0.5) + 1  # 11
 _PAIRS_PER_BATCH = 256  # bounds memory: 5 x (B, 1, H, W) float64 intermediates
 
 
-def _check_grayscale_uint8(name: str, images: np.ndarray) -> np.ndarray:
+def check_grayscale_uint8(name: str, images: np.ndarray, min_side: int = SSIM_WINDOW,
+                          requirement: str = f"SSIM uses a {SSIM_WINDOW}x{SSIM_WINDOW} Gaussian window (sigma {SSIM_SIGMA})") -> np.ndarray:
+    """`images` as uint8 (N, 1, H, W) of at least `min_side` px, or a ValueError naming `name`."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(
             f"{name} must be uint8 grayscale images (N, 1, H, W); got {images.dtype} {images.shape}"
         )
     height, width = images.shape[2:]
-    if min(height, width) < SSIM_WINDOW:
+    if min(height, width) < min_side:
         # No pixel would have its whole window inside the image; shrinking the window
         # would silently change the metric, so refuse instead.
-        raise ValueError(
-            f"SSIM uses a {SSIM_WINDOW}x{SSIM_WINDOW} Gaussian window (sigma {SSIM_SIGMA}); "
-            f"{name} images are {height}x{width}, need at least {SSIM_WINDOW} px per side"
-        )
+        raise ValueError(f"{requirement}; {name} images are {height}x{width}, need at least {min_side} px per side")
     return images
 
 
 def ssim_pairs(a_uint8: np.ndarray, b_uint8: np.ndarray) -> np.ndarray:
     """SSIM of each pair (a[i], b[i]); inputs (N, 1, H, W) uint8, output (N,) float64."""
-    a_uint8 = _check_grayscale_uint8("a_uint8", a_uint8)
-    b_uint8 = _check_grayscale_uint8("b_uint8", b_uint8)
+    a_uint8 = check_grayscale_uint8("a_uint8", a_uint8)
+    b_uint8 = check_grayscale_uint8("b_uint8", b_uint8)
     if a_uint8.shape != b_uint8.shape:
         raise ValueError(f"ssim_pairs needs equal shapes; got {a_uint8.shape} and {b_uint8.shape}")
 
@@ -73,8 +72,8 @@ def mean_ssim(fake_uint8: np.ndarray, real_uint8: np.ndarray, n_pairs: int, seed
     luminance, contrast and structure. It is not a per-image match (that would be a
     nearest-neighbour search, which rewards memorised copies).
     """
-    fake_uint8 = _check_grayscale_uint8("fake_uint8", fake_uint8)
-    real_uint8 = _check_grayscale_uint8("real_uint8", real_uint8)
+    fake_uint8 = check_grayscale_uint8("fake_uint8", fake_uint8)
+    real_uint8 = check_grayscale_uint8("real_uint8", real_uint8)
     if fake_uint8.shape[2:] != real_uint8.shape[2:]:
         raise ValueError(
             f"fake and real image sizes differ: {fake_uint8.shape[2:]} vs {real_uint8.shape[2:]}"
