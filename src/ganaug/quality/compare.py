@@ -49,9 +49,16 @@ def load_image_set(path: str | Path, split: str = "train") -> tuple[np.ndarray, 
 def quality_report(real: np.ndarray, fake: np.ndarray, real_labels: np.ndarray | None, fake_labels: np.ndarray | None,
                    class_names: list[str] | None, reference: torch.nn.Module | None, extractor: str | None,
                    inception: torch.nn.Module | None, device: torch.device, n_bootstrap: int = 100, seed: int = 0) -> dict[str, float]:
-    """All metrics of `fake` against `real`, with bootstrap intervals (fake set resampled)."""
+    """All metrics of `fake` against `real`, with bootstrap intervals (fake set resampled).
+    When both sets are labelled, real images of classes the fake set lacks are left out
+    (a minority-class generator is compared with that class only)."""
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(f"real images {real.shape[1:]} and fake images {fake.shape[1:]} differ in shape")
+    if real_labels is not None and fake_labels is not None:
+        keep = np.isin(real_labels, np.unique(fake_labels))
+        if not keep.any():
+            raise ValueError("the real set has none of the fake set's classes")
+        real, real_labels = real[keep], real_labels[keep]
     out = pixel_metrics(real, fake, seed=seed, with_ci=True, n_bootstrap=n_bootstrap)
     if reference is not None:
         real_f, fake_f = extract_features(reference, real, device), extract_features(reference, fake, device)
