@@ -7,7 +7,6 @@ import pytest
 import pytorch_fid.inception as pfi
 import torch
 from pytorch_fid.fid_score import calculate_frechet_distance
-from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
 from ganaug.quality.frechet import FeatureStats, feature_stats, frechet_distance
@@ -22,21 +21,14 @@ from ganaug.quality.inception import (
 )
 from ganaug.quality.ssim import SSIM_WINDOW, mean_ssim, ssim_pairs
 
+from conftest import smooth_images
+
 
 def gaussian_features(n: int, dim: int, seed: int, shift: float = 0.0) -> np.ndarray:
     """(n, dim) correlated Gaussian features."""
     rng = np.random.default_rng(seed)
     mixing = rng.normal(size=(dim, dim)) / np.sqrt(dim)
     return rng.normal(size=(n, dim)) @ mixing + shift
-
-
-def smooth_images(n: int, size: int, seed: int) -> np.ndarray:
-    """(n, 1, size, size) uint8 blurred noise: image-like local structure."""
-    rng = np.random.default_rng(seed)
-    blurred = gaussian_filter(rng.random((n, 1, size, size)), sigma=(0, 0, 2, 2))
-    low = blurred.min(axis=(2, 3), keepdims=True)
-    high = blurred.max(axis=(2, 3), keepdims=True)
-    return np.round(255 * (blurred - low) / (high - low)).astype(np.uint8)
 
 
 # --- Fréchet distance -------------------------------------------------------------------

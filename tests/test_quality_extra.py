@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter
 from scipy.signal import fftconvolve
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
@@ -20,19 +19,12 @@ from ganaug.quality.msssim import (
     ms_ssim_pairs,
 )
 
+from conftest import smooth_images
+
 
 def gaussian_features(n: int, dim: int, seed: int, shift: float = 0.0, scale: float = 1.0) -> np.ndarray:
     """(n, dim) isotropic Gaussian features, N(shift, scale²)."""
     return np.random.default_rng(seed).normal(loc=shift, scale=scale, size=(n, dim))
-
-
-def smooth_images(n: int, size: int, seed: int) -> np.ndarray:
-    """(n, 1, size, size) uint8 blurred noise: image-like local structure."""
-    rng = np.random.default_rng(seed)
-    blurred = gaussian_filter(rng.random((n, 1, size, size)), sigma=(0, 0, 2, 2))
-    low = blurred.min(axis=(2, 3), keepdims=True)
-    high = blurred.max(axis=(2, 3), keepdims=True)
-    return np.round(255 * (blurred - low) / (high - low)).astype(np.uint8)
 
 
 def noisy_copies(images: np.ndarray, amount: float, seed: int) -> np.ndarray:

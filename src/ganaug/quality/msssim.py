@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
-from ganaug.quality.ssim import SSIM_SIGMA, SSIM_WINDOW, check_grayscale_uint8
+from ganaug.quality.ssim import SSIM_SIGMA, SSIM_WINDOW, check_grayscale_uint8, random_pair_scores
 
 # Wang, Simoncelli & Bovik (2003), scale 1 (finest) to scale 5 (coarsest)
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -114,18 +114,4 @@ def mean_ms_ssim(fake_uint8: np.ndarray, real_uint8: np.ndarray, n_pairs: int, s
     MS-SSIM used as a diversity score (Odena et al. 2017); an image can then be paired with
     itself (probability 1/N per pair), which scores 1.
     """
-    fake_uint8 = _check_grayscale_uint8("fake_uint8", fake_uint8)
-    real_uint8 = _check_grayscale_uint8("real_uint8", real_uint8)
-    if fake_uint8.shape[2:] != real_uint8.shape[2:]:
-        raise ValueError(
-            f"fake and real image sizes differ: {fake_uint8.shape[2:]} vs {real_uint8.shape[2:]}"
-        )
-    if n_pairs < 1:
-        raise ValueError(f"n_pairs must be >= 1; got {n_pairs}")
-    if len(fake_uint8) == 0 or len(real_uint8) == 0:
-        raise ValueError(f"mean_ms_ssim needs images: {len(fake_uint8)} fake, {len(real_uint8)} real")
-
-    rng = np.random.default_rng(seed)
-    fake_index = rng.integers(0, len(fake_uint8), size=n_pairs)
-    real_index = rng.integers(0, len(real_uint8), size=n_pairs)
-    return float(ms_ssim_pairs(fake_uint8[fake_index], real_uint8[real_index]).mean())
+    return float(random_pair_scores(ms_ssim_pairs, fake_uint8, real_uint8, n_pairs, seed).mean())

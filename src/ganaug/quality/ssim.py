@@ -7,6 +7,8 @@ window (sigma 1.5), mean over the pixels whose window lies inside the image.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
@@ -64,6 +66,34 @@ def ssim_pairs(a_uint8: np.ndarray, b_uint8: np.ndarray) -> np.ndarray:
     return scores
 
 
+def random_pair_scores(
+    pair_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],  # (a, b) uint8 pairs -> (N,) scores
+    fake_uint8: np.ndarray,
+    real_uint8: np.ndarray,
+    n_pairs: int,
+    seed: int,
+) -> np.ndarray:
+    """`pair_fn` on `n_pairs` random (fake, real) pairs drawn with replacement: (n_pairs,) scores.
+
+    The fake indices are drawn first, then the real ones, from `np.random.default_rng(seed)`;
+    `pair_fn` checks the images themselves (dtype, channels, minimum size).
+    """
+    fake_uint8, real_uint8 = np.asarray(fake_uint8), np.asarray(real_uint8)
+    if fake_uint8.shape[2:] != real_uint8.shape[2:]:
+        raise ValueError(
+            f"fake and real image sizes differ: {fake_uint8.shape[2:]} vs {real_uint8.shape[2:]}"
+        )
+    if n_pairs < 1:
+        raise ValueError(f"n_pairs must be >= 1; got {n_pairs}")
+    if len(fake_uint8) == 0 or len(real_uint8) == 0:
+        raise ValueError(f"random pairs need images: {len(fake_uint8)} fake, {len(real_uint8)} real")
+
+    rng = np.random.default_rng(seed)
+    fake_index = rng.integers(0, len(fake_uint8), size=n_pairs)
+    real_index = rng.integers(0, len(real_uint8), size=n_pairs)
+    return pair_fn(fake_uint8[fake_index], real_uint8[real_index])
+
+
 def mean_ssim(fake_uint8: np.ndarray, real_uint8: np.ndarray, n_pairs: int, seed: int) -> float:
     """Mean SSIM over `n_pairs` random (fake, real) pairs, drawn with replacement.
 
@@ -72,18 +102,4 @@ def mean_ssim(fake_uint8: np.ndarray, real_uint8: np.ndarray, n_pairs: int, seed
     luminance, contrast and structure. It is not a per-image match (that would be a
     nearest-neighbour search, which rewards memorised copies).
     """
-    fake_uint8 = check_grayscale_uint8("fake_uint8", fake_uint8)
-    real_uint8 = check_grayscale_uint8("real_uint8", real_uint8)
-    if fake_uint8.shape[2:] != real_uint8.shape[2:]:
-        raise ValueError(
-            f"fake and real image sizes differ: {fake_uint8.shape[2:]} vs {real_uint8.shape[2:]}"
-        )
-    if n_pairs < 1:
-        raise ValueError(f"n_pairs must be >= 1; got {n_pairs}")
-    if len(fake_uint8) == 0 or len(real_uint8) == 0:
-        raise ValueError(f"mean_ssim needs images: {len(fake_uint8)} fake, {len(real_uint8)} real")
-
-    rng = np.random.default_rng(seed)
-    fake_index = rng.integers(0, len(fake_uint8), size=n_pairs)
-    real_index = rng.integers(0, len(real_uint8), size=n_pairs)
-    return float(ssim_pairs(fake_uint8[fake_index], real_uint8[real_index]).mean())
+    return float(random_pair_scores(ssim_pairs, fake_uint8, real_uint8, n_pairs, seed).mean())

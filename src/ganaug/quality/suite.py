@@ -22,7 +22,7 @@ from ganaug.quality.kid import kernel_distance
 from ganaug.quality.manifold import density_coverage, precision_recall, real_balls_per_fake
 from ganaug.quality.memorisation import MemorisationReport, audit_features, audit_pixels
 from ganaug.quality.msssim import ms_ssim_pairs
-from ganaug.quality.ssim import ssim_pairs
+from ganaug.quality.ssim import random_pair_scores, ssim_pairs
 
 PAIRS = 200  # random (generated, real) pairs for SSIM and MS-SSIM
 KD_SUBSETS = 50  # kernel-distance subsets (random subsets of up to 1000 per set)
@@ -84,12 +84,10 @@ def pixel_metrics(real_images: np.ndarray, fake_images: np.ndarray, seed: int, w
                   n_bootstrap: int = 200, ci: float = 0.95) -> dict[str, float]:
     """Mean SSIM and MS-SSIM over PAIRS random (generated, real) pairs (an unpaired score);
     with `with_ci`, a bootstrap interval over the pairs."""
-    rng = np.random.default_rng(seed)
-    fake_idx = rng.integers(0, len(fake_images), PAIRS)
-    real_idx = rng.integers(0, len(real_images), PAIRS)
     out: dict[str, float] = {}
     for name, pair_fn in (("ssim_real_fake", ssim_pairs), ("ms_ssim_real_fake", ms_ssim_pairs)):
-        values = pair_fn(fake_images[fake_idx], real_images[real_idx])  # (PAIRS,)
+        # the same seed draws the same pairs for both scores
+        values = random_pair_scores(pair_fn, fake_images, real_images, PAIRS, seed)  # (PAIRS,)
         out |= mean_with_ci(values, name, n_bootstrap, ci, seed) if with_ci else {name: float(values.mean())}
     return out
 
