@@ -4,7 +4,8 @@ Both sets are phantoms (different seeds) at 64 px; the feature network is the re
 architecture (simple CNN) with random weights: the cost does not depend on the weights.
 Times each part of `ganaug.quality.suite` as train_gan runs it: features, the domain-feature
 metrics (FD, kernel distance, precision/recall, density/coverage), SSIM + MS-SSIM on 200 pairs,
-label-fidelity predictions, and the final-epoch extras (intervals, memorisation audit).
+label-fidelity predictions, the final-epoch extras (intervals, memorisation audit), and
+the SSIM likeness that synthesize and `ganaug quality` compute.
 
     .venv/bin/python benchmarks/quality_eval_cost.py [--n 2000] [--size 64]
 """
@@ -15,12 +16,13 @@ import argparse
 import platform
 import time
 
+import numpy as np
 import torch
 
 from ganaug.classify.models import SimpleCNN
 from ganaug.classify.train import extract_features, predict_proba
 from ganaug.data.phantom import generate_phantoms
-from ganaug.quality.suite import FeatureSet, feature_metrics, memorisation, pixel_metrics
+from ganaug.quality.suite import FeatureSet, feature_metrics, memorisation, pixel_metrics, ssim_likeness
 
 
 def timed(label: str, fn, results: dict):
@@ -52,6 +54,10 @@ def main() -> None:
     per_epoch = sum(v for k, v in t.items() if "once" not in k)
     timed("final epoch: intervals (200 resamples)", lambda: (feature_metrics(fs, with_ci=True), pixel_metrics(real, fake, 0, with_ci=True)), t)
     timed("final epoch: memorisation audit (pixels + features)", lambda: memorisation(fake, real, fake_f, real_f, "bench"), t)
+    n_like = min(500, args.n)
+    zeros = lambda n: np.zeros(n, np.int64)
+    timed(f"SSIM likeness, {n_like} generated vs {args.n} real (synthesize, quality)",
+          lambda: ssim_likeness(fake[:n_like], zeros(n_like), real, zeros(args.n)), t)
     print(f"{args.n} generated vs {args.n} real images at {args.size} px; {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads")
     for label, seconds in t.items():

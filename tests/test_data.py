@@ -49,7 +49,7 @@ def test_phantom_split_is_stratified_and_disjoint():
     assert sum(sizes.values()) == 120
     ratios = [split.labels.mean() for split in dataset.splits.values()]
     assert max(ratios) - min(ratios) < 0.1  # the pneumonia share is about the same in each split
-    assert dataset.extra["leakage"]["exact_duplicates_across_splits"] == {"train-val": 0, "train-test": 0, "val-test": 0}
+    assert dataset.extra["leakage"]["counts"]["exact_duplicates"] == {"train-val": 0, "train-test": 0, "val-test": 0}
 
 
 def test_three_class_and_multilabel_modes():
@@ -131,10 +131,11 @@ def test_split_rejects_mismatched_labels():
 @pytest.mark.shared_data
 def test_real_pneumoniamnist_prepares_with_official_counts():
     path = shared_file("pneumoniamnist.npz")
-    dataset = prepare(tiny_data_config(source="medmnist", image_size=28, medmnist={"path": str(path)}))
+    # its 8 train/val exact duplicates fail the default leakage check (tests/test_sources.py)
+    dataset = prepare(tiny_data_config(source="medmnist", image_size=28, on_leakage="drop", medmnist={"path": str(path)}))
     assert isinstance(dataset, PackedDataset)
     assert dataset.train.class_counts(2) == [1214, 3494]
-    assert dataset.val.class_counts(2) == [135, 389]
+    assert sum(dataset.val.class_counts(2)) == 135 + 389 - 8
     assert dataset.test.class_counts(2) == [234, 390]
     assert dataset.image_shape == (1, 28, 28)
 

@@ -143,6 +143,19 @@ def test_exp_run_on_a_gan_param_reruns_from_train_gan(project):
     assert (root / "dvc_plots" / "index.html").is_file()
 
 
+def test_exp_run_with_a_filter_reruns_from_synthesize_and_audits_both_sets(project):
+    root, sh, _, _ = project
+    out = sh("dvc", "exp", "run", "-S", "synthesize.filter=ssim_likeness", "-S", "synthesize.filter_threshold=0.0",
+             "-S", "synthesize.max_draws=50")
+    assert ran_stages(out) == {"synthesize", "train_classifier_augmented", "evaluate"}
+    manifest = json.loads((root / "data/synthetic/manifest.json").read_text())
+    normal = manifest["filter"]["per_class"]["normal"]
+    assert manifest["filter"]["name"] == "ssim_likeness" and normal["kept"] == manifest["counts"]["normal"]
+    assert normal["drawn"] >= normal["kept"] and normal["score_kept"]["p10"] >= 0.0
+    assert 0 <= manifest["unfiltered_candidates"]["unfiltered_memorisation_pixel_copy_rate"] <= 1
+    assert -1 <= manifest["ssim_likeness"]["ssim_likeness_median"] <= 1
+
+
 def test_registered_generator_samples_each_requested_class(project):
     root, *_ = project
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")

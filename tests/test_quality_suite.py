@@ -94,3 +94,28 @@ def test_quality_refuses_the_test_split_and_bad_files(tmp_path):
     np.savez(tmp_path / "x.npz", pixels=np.zeros((2, 1, 28, 28), np.uint8))
     with pytest.raises(ValueError, match="no 'images' array"):
         load_image_set(tmp_path / "x.npz")
+
+
+def test_quality_command_with_inception_weights_reports_fid_kid_and_inception_score(tmp_path):
+    """Random FID-Inception weights stand in for the real file (not on this machine): the
+    plumbing is what is checked, from the weights file to the named metrics and intervals."""
+    import torch
+
+    from ganaug.quality.inception import fid_inception_architecture
+
+    torch.manual_seed(0)
+    weights = tmp_path / "pt_inception.pth"
+    torch.save(fid_inception_architecture().state_dict(), weights)
+    real = generate_phantoms(12, 28, 0, FRACTIONS, 0.1, 0.1).images
+    fake = generate_phantoms(12, 28, 1, FRACTIONS, 0.1, 0.1).images
+    np.savez(tmp_path / "real.npz", images=real)
+    np.savez(tmp_path / "fake.npz", images=fake)
+    out = tmp_path / "q.json"
+    assert cli_main(["quality", "--real", str(tmp_path / "real.npz"), "--fake", str(tmp_path / "fake.npz"),
+                     "--reference", str(tmp_path / "none"), "--inception-weights", str(weights),
+                     "--json", str(out), "--n-bootstrap", "20"]) == 0
+    metrics = json.loads(out.read_text())["metrics"]
+    for name in ("fid_inception", "kid_inception", "precision_inception", "coverage_inception"):
+        assert metrics[f"{name}_ci_low"] <= metrics[name] <= metrics[f"{name}_ci_high"], name
+    assert metrics["inception_score"] >= 1.0 and metrics["inception_score_std"] >= 0
+    assert 0 < metrics["ssim_likeness_median"] <= metrics["ssim_likeness_max"] <= 1

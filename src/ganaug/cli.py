@@ -17,6 +17,7 @@ from ganaug.config import ConfigError, Params, dump_yaml, load_params
 STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "prepare": (("data",), "ganaug.stages.prepare"),
     "train-reference": (("reference", "classifier"), "ganaug.stages.train_reference"),
+    "real-features": (("quality",), "ganaug.stages.real_features"),
     "train-gan": (("gan",), "ganaug.stages.train_gan"),
     "synthesize": (("synthesize",), "ganaug.stages.synthesize"),
     "train-classifier": (("classifier",), "ganaug.stages.train_classifier"),

@@ -3,6 +3,7 @@
 Arrays (all splits in one file):
     {split}_images  (N, C, H, W) uint8, C = 1 for X-ray / MRI
     {split}_labels  (N,) int64 class indices, or (N, K) uint8 multi-hot
+    {split}_groups  (N,) int64 anonymous patient ids (only when the source has patients)
 for split in train / val / test. `meta.json` carries class names, source, preprocessing,
 per-split counts and content hashes, so the data's identity travels with it.
 """
@@ -28,6 +29,7 @@ META_FILE = "meta.json"
 class Split:
     images: np.ndarray  # (N, C, H, W) uint8
     labels: np.ndarray  # (N,) int64, or (N, K) uint8 multi-hot
+    groups: np.ndarray | None = None  # (N,) int64 anonymous patient ids; None when the source has none
 
     def __post_init__(self) -> None:
         assert self.images.ndim == 4 and self.images.dtype == np.uint8, (
@@ -35,6 +37,9 @@ class Split:
         )
         assert len(self.labels) == len(self.images), (
             f"{len(self.images)} images but {len(self.labels)} labels"
+        )
+        assert self.groups is None or self.groups.shape == (len(self.images),), (
+            f"{len(self.images)} images but groups of shape {self.groups.shape}"
         )
 
     def __len__(self) -> int:
@@ -48,6 +53,11 @@ class Split:
         if self.multilabel:
             return [int(c) for c in self.labels.sum(axis=0)]
         return [int(c) for c in np.bincount(self.labels, minlength=n_classes)]
+
+    def subset(self, keep: np.ndarray) -> Split:
+        """The images selected by a boolean mask or index array, with their labels and groups."""
+        groups = None if self.groups is None else self.groups[keep]
+        return Split(self.images[keep], self.labels[keep], groups)
 
     def of_class(self, class_index: int) -> np.ndarray:
         """Images of one class, (M, C, H, W) uint8."""
@@ -98,7 +108,11 @@ class PackedDataset:
             "label_kind": "multi_hot" if self.multilabel else "class_index",
             "image_shape": list(self.image_shape),
             "counts": {
-                name: {"total": len(split), "per_class": dict(zip(self.class_names, split.class_counts(self.n_classes)))}
+                name: {
+                    "total": len(split),
+                    "per_class": dict(zip(self.class_names, split.class_counts(self.n_classes))),
+                    **({} if split.groups is None else {"patients": len(np.unique(split.groups))}),
+                }
                 for name, split in self.splits.items()
             },
             "content_hash": hashes,
@@ -110,9 +124,10 @@ class PackedDataset:
 
 
 def split_hash(split: Split) -> str:
-    """sha256 over shapes, pixels and labels: the identity of a split's content."""
+    """sha256 over shapes, pixels, labels (and patient groups if any): the identity of a split's content."""
     digest = hashlib.sha256()
-    for array in (split.images, split.labels):
+    arrays = (split.images, split.labels) if split.groups is None else (split.images, split.labels, split.groups)
+    for array in arrays:
         digest.update(str((array.shape, str(array.dtype))).encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
@@ -129,6 +144,8 @@ def save_packed(dataset: PackedDataset, out_dir: str | Path) -> dict[str, Any]:
     for name, split in dataset.splits.items():
         arrays[f"{name}_images"] = split.images
         arrays[f"{name}_labels"] = split.labels
+        if split.groups is not None:
+            arrays[f"{name}_groups"] = split.groups
     with atomic_dir(out_dir) as tmp:
         np.savez(tmp / ARRAYS_FILE, **arrays)  # uncompressed: loads fast, DVC dedups by hash
         write_json(tmp / META_FILE, meta)
@@ -149,7 +166,10 @@ def load_packed(path: str | Path) -> PackedDataset:
         missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz.files]
         if missing:
             raise ValueError(f"{str(arrays_path)!r} lacks arrays {missing}")
-        splits = {s: Split(npz[f"{s}_images"], npz[f"{s}_labels"]) for s in SPLITS}
+        splits = {
+            s: Split(npz[f"{s}_images"], npz[f"{s}_labels"], npz[f"{s}_groups"] if f"{s}_groups" in npz.files else None)
+            for s in SPLITS
+        }
     extra = {k: v for k, v in meta.items() if k not in _META_KEYS}
     return PackedDataset(splits, meta["class_names"], meta["source"], meta["preprocessing"], extra)
 

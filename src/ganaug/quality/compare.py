@@ -20,8 +20,15 @@ from ganaug.classify.train import extract_features, predict_proba
 from ganaug.data.packed import ARRAYS_FILE, META_FILE, load_packed
 from ganaug.device import pick_device
 from ganaug.io import write_json
-from ganaug.quality.inception import FID_EXTRACTOR, find_inception_weights, inception_features, load_fid_inception
-from ganaug.quality.suite import FeatureSet, feature_metrics, label_fidelity, memorisation, pixel_metrics
+from ganaug.quality.inception import (
+    FID_EXTRACTOR,
+    find_inception_weights,
+    inception_features,
+    inception_score,
+    load_fid_inception,
+    load_inception_fc,
+)
+from ganaug.quality.suite import FeatureSet, feature_metrics, label_fidelity, memorisation, pixel_metrics, ssim_likeness
 
 
 def load_image_set(path: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
@@ -48,7 +55,8 @@ def load_image_set(path: str | Path, split: str = "train") -> tuple[np.ndarray, 
 
 def quality_report(real: np.ndarray, fake: np.ndarray, real_labels: np.ndarray | None, fake_labels: np.ndarray | None,
                    class_names: list[str] | None, reference: torch.nn.Module | None, extractor: str | None,
-                   inception: torch.nn.Module | None, device: torch.device, n_bootstrap: int = 100, seed: int = 0) -> dict[str, float]:
+                   inception: torch.nn.Module | None, device: torch.device, n_bootstrap: int = 100, seed: int = 0,
+                   inception_fc: np.ndarray | None = None) -> dict[str, float]:
     """All metrics of `fake` against `real`, with bootstrap intervals (fake set resampled).
     When both sets are labelled, real images of classes the fake set lacks are left out
     (a minority-class generator is compared with that class only)."""
@@ -60,6 +68,10 @@ def quality_report(real: np.ndarray, fake: np.ndarray, real_labels: np.ndarray |
             raise ValueError("the real set has none of the fake set's classes")
         real, real_labels = real[keep], real_labels[keep]
     out = pixel_metrics(real, fake, seed=seed, with_ci=True, n_bootstrap=n_bootstrap)
+    if real_labels is not None and fake_labels is not None:
+        out |= ssim_likeness(fake, fake_labels, real, real_labels)
+    else:
+        out |= ssim_likeness(fake, np.zeros(len(fake), np.int64), real, np.zeros(len(real), np.int64))
     if reference is not None:
         real_f, fake_f = extract_features(reference, real, device), extract_features(reference, fake, device)
         out |= feature_metrics(FeatureSet("domain", extractor, real_f, fake_f), with_ci=True, n_bootstrap=n_bootstrap, seed=seed)
@@ -74,6 +86,8 @@ def quality_report(real: np.ndarray, fake: np.ndarray, real_labels: np.ndarray |
     if inception is not None:
         real_i, fake_i = (inception_features(inception, x, 64, device) for x in (real, fake))
         out |= feature_metrics(FeatureSet("inception", FID_EXTRACTOR, real_i, fake_i), with_ci=True, n_bootstrap=n_bootstrap, seed=seed)
+        if inception_fc is not None:
+            out["inception_score"], out["inception_score_std"] = inception_score(fake_i, inception_fc, splits=min(10, len(fake_i)))
     out["n_real"], out["n_fake"] = float(len(real)), float(len(fake))
     return out
 
@@ -111,10 +125,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"no reference classifier at {args.reference}: domain-feature metrics skipped")
     weights = find_inception_weights(args.inception_weights)
     inception = load_fid_inception(weights, device) if weights else None
+    inception_fc = load_inception_fc(weights) if weights else None
     if inception is None:
         print("no local pytorch-fid Inception weights: fid_inception / kid_inception skipped")
     report = quality_report(real, fake, real_labels, fake_labels, class_names or fake_names, reference, extractor,
-                            inception, device, n_bootstrap=args.n_bootstrap)
+                            inception, device, n_bootstrap=args.n_bootstrap, inception_fc=inception_fc)
     print(as_table(report).to_string(index=False))
     write_json(args.json, {"real": str(args.real), "fake": str(args.fake), "extractor": extractor, "metrics": report})
     print(f"wrote {args.json}")

@@ -151,3 +151,27 @@ def frechet_distance(
 
     distance = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
     return float(distance)
+
+
+def frechet_distance_of_features(a: np.ndarray, b: np.ndarray) -> float:
+    """The Fréchet distance of the Gaussian fits of feature sets `a` (Na, D) and `b` (Nb, D),
+    exact and fast when a set has fewer vectors than dimensions (Inception's 2048).
+
+    With centred data A, B and Σa = AᵀA/(Na-1), Σb = BᵀB/(Nb-1), the non-zero eigenvalues of
+    Σa Σb are the squared singular values of A Bᵀ / √((Na-1)(Nb-1)), so tr (Σa Σb)^½ is that
+    matrix's nuclear norm: an (Na x Nb) SVD replaces the (D x D) matrix square root. When
+    D <= min(Na, Nb) the covariance route of `frechet_distance` is used instead (same value).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sets must be (N, D) with one D; got {a.shape} and {b.shape}")
+    if min(len(a), len(b)) < 2:
+        raise ValueError(f"a covariance needs at least 2 feature vectors per set; got {len(a)} and {len(b)}")
+    if a.shape[1] <= min(len(a), len(b)):
+        return frechet_distance(feature_stats(a, "features"), feature_stats(b, "features"))
+    centred_a, centred_b = a - a.mean(axis=0), b - b.mean(axis=0)
+    scale_a, scale_b = len(a) - 1, len(b) - 1
+    trace_covmean = linalg.svdvals(centred_a @ centred_b.T / np.sqrt(scale_a * scale_b)).sum()
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    trace_a, trace_b = (centred_a**2).sum() / scale_a, (centred_b**2).sum() / scale_b
+    return float(diff @ diff + trace_a + trace_b - 2 * trace_covmean)

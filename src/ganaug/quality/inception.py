@@ -144,3 +144,48 @@ def inception_features(
     if not np.isfinite(features).all():
         raise FloatingPointError("Inception features contain NaN or inf")
     return features
+
+
+INCEPTION_CLASSES = 1008  # the 2015 TF Inception's ImageNet head (1000 classes + 8 unused)
+
+
+def load_inception_fc(weights_path: str | os.PathLike) -> np.ndarray:
+    """The classifier weights (1008, 2048) float64 of the same FID Inception weights file.
+
+    With them the Inception Score needs no second forward pass: its logits are the pool3
+    features already computed for the FID, times this matrix (see `inception_score`).
+    """
+    state_dict = torch.load(Path(weights_path), map_location="cpu", weights_only=True)
+    weight = state_dict.get("fc.weight")
+    if weight is None or tuple(weight.shape) != (INCEPTION_CLASSES, FID_FEATURE_DIM):
+        shape = None if weight is None else tuple(weight.shape)
+        raise ValueError(
+            f"{weights_path} has no Inception classifier 'fc.weight' of shape ({INCEPTION_CLASSES}, {FID_FEATURE_DIM}); "
+            f"got {shape}. The Inception Score needs pytorch-fid's full weights file {FID_WEIGHTS_FILE}."
+        )
+    return weight.double().numpy()
+
+
+def inception_score(pool3_features: np.ndarray, fc_weight: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """Inception Score (Salimans et al. 2016): (mean, std) over `splits` consecutive groups of
+    exp(E_x KL(p(y|x) || p(y))).
+
+    As the original code and torch-fidelity do, the logits are pool3 @ fc.weightᵀ without the
+    bias ("logits_unbiased"), and the std is over splits with ddof = 0. The score only says how
+    confidently and diversely an ImageNet classifier labels the images: it is reported because
+    papers report it, and says little about X-rays, which are no ImageNet class.
+    """
+    features = np.asarray(pool3_features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[1] != fc_weight.shape[1]:
+        raise ValueError(f"pool3 features must be (N, {fc_weight.shape[1]}); got {features.shape}")
+    if not 1 <= splits <= len(features):
+        raise ValueError(f"splits must be in [1, N={len(features)}]; got {splits}")
+    logits = features @ fc_weight.T  # (N, 1008)
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))  # log p(y|x)
+    scores = []
+    for part in np.array_split(log_p, splits):
+        p = np.exp(part)
+        log_marginal = np.log(p.mean(axis=0, keepdims=True))  # log p(y) within the split
+        scores.append(np.exp((p * (part - log_marginal)).sum(axis=1).mean()))
+    return float(np.mean(scores)), float(np.std(scores))

@@ -22,6 +22,8 @@ bounded while time is O(N_real x N_fake x D); fine up to ~5000 samples per set o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.spatial.distance import cdist
 
@@ -128,9 +130,27 @@ def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[fl
     return float(real_balls_per_fake.mean() / k), float(np.mean(real_ball_has_fake))
 
 
+@dataclass(frozen=True)
+class ManifoldHits:
+    """Per-sample values whose means are the four metrics (at one k)."""
+
+    real_balls_per_fake: np.ndarray  # (N_fake,) int: real balls containing each fake; precision = mean(> 0), density = mean / k
+    real_ball_has_fake: np.ndarray  # (N_real,) bool: coverage = mean
+    real_in_fake_manifold: np.ndarray | None  # (N_real,) bool: recall = mean (None without fake radii)
+    k: int
+
+
+def manifold_hits(real: np.ndarray, fake: np.ndarray, k: int, with_recall: bool = True) -> ManifoldHits:
+    """The per-sample values behind precision, recall (`with_recall`; needs more than k fakes),
+    density and coverage. Each metric is a mean over one set with the other set held fixed,
+    so its interval is a bootstrap over that set's values (fakes for precision and density,
+    reals for recall and coverage), free of the bias that duplicated samples cause when the
+    set defining the balls is resampled."""
+    real, fake, k = _check_pair(real, fake, k, fake_min=k + 1 if with_recall else 1)
+    return ManifoldHits(*_ball_statistics(real, fake, k, with_recall), k=k)
+
+
 def real_balls_per_fake(real: np.ndarray, fake: np.ndarray, k: int) -> np.ndarray:
     """(N_fake,) how many real k-NN balls contain each fake: precision is the mean of `> 0`
-    (at k=3), density the mean of `/ k` (at k=5). Per-sample values, so their means can be
-    bootstrapped over the fake set without the duplicate bias of recall or coverage."""
-    real, fake, k = _check_pair(real, fake, k, fake_min=1)
-    return _ball_statistics(real, fake, k, False)[0]
+    (at k=3), density the mean of `/ k` (at k=5)."""
+    return manifold_hits(real, fake, k, with_recall=False).real_balls_per_fake

@@ -103,3 +103,63 @@ def mean_ssim(fake_uint8: np.ndarray, real_uint8: np.ndarray, n_pairs: int, seed
     nearest-neighbour search, which rewards memorised copies).
     """
     return float(random_pair_scores(ssim_pairs, fake_uint8, real_uint8, n_pairs, seed).mean())
+
+
+def _valid_gaussian_matrix(size: int) -> torch.Tensor:
+    """(size, size - 10) float64 matrix M with x @ M = the 'valid' 1-D Gaussian filtering of x
+    (SSIM's 11-tap window, sigma 1.5, as torchmetrics builds it): rows of M are shifted windows."""
+    taps = torch.arange(SSIM_WINDOW, dtype=torch.float64) - SSIM_WINDOW // 2
+    window = torch.exp(-(taps**2) / (2 * SSIM_SIGMA**2))
+    window /= window.sum()
+    out = size - SSIM_WINDOW + 1
+    matrix = torch.zeros(size, out, dtype=torch.float64)
+    for j in range(out):
+        matrix[j : j + SSIM_WINDOW, j] = window
+    return matrix
+
+
+def max_ssim_to_set(fake_uint8: np.ndarray, real_uint8: np.ndarray, pairs_per_block: int = 1024, dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
+    """For each fake image, the highest SSIM to any real image and that image's index:
+    ((N_fake,) float64, (N_fake,) int64). Exact: every (fake, real) pair is scored with the
+    same SSIM as `ssim_pairs` (the HealthGAN paper's SSIM "likeness" when `real` is the
+    training set). Per-image means and variances are filtered once; only the cross term is
+    filtered per pair, as two matrix products with banded Gaussian matrices. float32 (the
+    default) agrees with `ssim_pairs` to about 1e-4 and is twice as fast as float64.
+    """
+    fake_uint8 = check_grayscale_uint8("fake_uint8", fake_uint8)
+    real_uint8 = check_grayscale_uint8("real_uint8", real_uint8)
+    if fake_uint8.shape[2:] != real_uint8.shape[2:]:
+        raise ValueError(f"fake and real image sizes differ: {fake_uint8.shape[2:]} vs {real_uint8.shape[2:]}")
+    if len(real_uint8) == 0:
+        raise ValueError("max_ssim_to_set needs at least one real image")
+    height, width = fake_uint8.shape[2:]
+    rows, cols = _valid_gaussian_matrix(height).to(dtype), _valid_gaussian_matrix(width).to(dtype)
+
+    def filtered(x: torch.Tensor) -> torch.Tensor:  # (..., H, W) -> (..., H - 10, W - 10)
+        return rows.T @ (x @ cols)
+
+    c1, c2 = 0.01**2, 0.03**2  # data range 1
+    fake = torch.from_numpy(fake_uint8[:, 0]).to(dtype) / 255.0  # (Nf, H, W)
+    real = torch.from_numpy(real_uint8[:, 0]).to(dtype) / 255.0  # (Nr, H, W)
+    mu_f, mu_r = filtered(fake), filtered(real)
+    var_f, var_r = filtered(fake * fake) - mu_f**2, filtered(real * real) - mu_r**2
+    best = np.full(len(fake), -np.inf)
+    best_index = np.zeros(len(fake), dtype=np.int64)
+    real_block = max(1, min(len(real), pairs_per_block))
+    fake_block = max(1, pairs_per_block // real_block)
+    for fs in range(0, len(fake), fake_block):
+        f = slice(fs, fs + fake_block)
+        for rs in range(0, len(real), real_block):
+            r = slice(rs, rs + real_block)
+            mu_fr = mu_f[f, None] * mu_r[None, r]  # (b, c, h, w)
+            cov = filtered(fake[f, None] * real[None, r]) - mu_fr
+            ssim_map = ((2 * mu_fr + c1) * (2 * cov + c2)) / (
+                (mu_f[f, None] ** 2 + mu_r[None, r] ** 2 + c1) * (var_f[f, None] + var_r[None, r] + c2)
+            )
+            scores = ssim_map.mean(dim=(2, 3), dtype=torch.float64).numpy()  # (b, c)
+            block_best = scores.argmax(axis=1)
+            block_value = scores[np.arange(len(scores)), block_best]
+            better = block_value > best[f]
+            best[f] = np.where(better, block_value, best[f])
+            best_index[f] = np.where(better, block_best + rs, best_index[f])
+    return best, best_index

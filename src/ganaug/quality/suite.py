@@ -16,17 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ganaug.quality.bootstrap import bootstrap_ci
-from ganaug.quality.frechet import FeatureStats, feature_stats, frechet_distance
+from ganaug.quality.bootstrap import bootstrap_ci, half_sample_ci
+from ganaug.quality.frechet import FeatureStats, feature_stats, frechet_distance, frechet_distance_of_features
 from ganaug.quality.kid import kernel_distance
-from ganaug.quality.manifold import density_coverage, precision_recall, real_balls_per_fake
+from ganaug.quality.manifold import manifold_hits
 from ganaug.quality.memorisation import MemorisationReport, audit_features, audit_pixels
 from ganaug.quality.msssim import ms_ssim_pairs
-from ganaug.quality.ssim import random_pair_scores, ssim_pairs
+from ganaug.quality.ssim import max_ssim_to_set, random_pair_scores, ssim_pairs
 
 PAIRS = 200  # random (generated, real) pairs for SSIM and MS-SSIM
 KD_SUBSETS = 50  # kernel-distance subsets (random subsets of up to 1000 per set)
 PR_K, DC_K = 3, 5  # neighbourhood sizes of precision/recall and density/coverage
+HALF_SAMPLES = 50  # half-sample replicates for the FD and kernel-distance intervals
 
 
 @dataclass(frozen=True)
@@ -58,25 +59,38 @@ def mean_with_ci(values: np.ndarray, name: str, n_bootstrap: int, ci: float, see
 def feature_metrics(fs: FeatureSet, with_ci: bool = False, n_bootstrap: int = 200, ci: float = 0.95, seed: int = 0) -> dict[str, float]:
     """FD, kernel distance, precision/recall and density/coverage in one feature space.
 
-    With `with_ci`, precision and density (means over generated samples) also get
-    `<name>_ci_low` / `<name>_ci_high` from a bootstrap over the generated set. FD, kernel
-    distance, recall and coverage get none: resampling with replacement duplicates samples,
-    which biases them (recall and coverage drop, the distances rise), so a percentile interval
-    would not cover the value.
+    With `with_ci`, every metric also gets `<name>_ci_low` / `<name>_ci_high`
+    (`ganaug.quality.bootstrap` says why each scheme fits its statistic):
+    precision and density by a bootstrap over the generated samples, recall and coverage by a
+    bootstrap over the real samples (each a mean over that set with the other held fixed), FD
+    and kernel distance by half-sampling both sets without replacement (HALF_SAMPLES replicates).
     """
     names = _names(fs.space)
-    real_stats = fs.real_stats or feature_stats(fs.real, fs.extractor)
     k_pr, k_dc = min(PR_K, len(fs.real) - 1), min(DC_K, len(fs.real) - 1)
-    precision, recall = precision_recall(fs.real, fs.fake, k_pr)
-    density, coverage = density_coverage(fs.real, fs.fake, k_dc)
-    out = {
-        names["fd"]: frechet_distance(feature_stats(fs.fake, fs.extractor), real_stats),
-        names["kd"]: kernel_distance(fs.real, fs.fake, n_subsets=KD_SUBSETS, subset_size=min(1000, len(fs.real), len(fs.fake)), seed=seed)[0],
-        names["precision"]: precision, names["recall"]: recall, names["density"]: density, names["coverage"]: coverage,
+    pr = manifold_hits(fs.real, fs.fake, k_pr, with_recall=True)
+    dc = manifold_hits(fs.real, fs.fake, k_dc, with_recall=False)
+    per_sample = {  # name -> the values the metric is the mean of
+        names["precision"]: (pr.real_balls_per_fake > 0).astype(float),
+        names["recall"]: pr.real_in_fake_manifold.astype(float),
+        names["density"]: dc.real_balls_per_fake / k_dc,
+        names["coverage"]: dc.real_ball_has_fake.astype(float),
     }
+
+    def fd(real: np.ndarray, fake: np.ndarray) -> float:  # half-sample replicates: fast when N < D
+        return frechet_distance_of_features(real, fake)
+
+    def kd(real: np.ndarray, fake: np.ndarray, n_subsets: int = 1) -> float:
+        return kernel_distance(real, fake, n_subsets=n_subsets, subset_size=min(1000, len(real), len(fake)), seed=seed)[0]
+
+    observed_fd = (frechet_distance(feature_stats(fs.fake, fs.extractor), fs.real_stats) if fs.real_stats is not None
+                   else frechet_distance_of_features(fs.real, fs.fake))  # exact, and no (D x D) sqrtm when N < D
+    out = {names["fd"]: observed_fd, names["kd"]: kd(fs.real, fs.fake, KD_SUBSETS)}
+    out |= {name: float(values.mean()) for name, values in per_sample.items()}
     if with_ci:
-        out |= mean_with_ci((real_balls_per_fake(fs.real, fs.fake, k_pr) > 0).astype(float), names["precision"], n_bootstrap, ci, seed)
-        out |= mean_with_ci(real_balls_per_fake(fs.real, fs.fake, k_dc) / k_dc, names["density"], n_bootstrap, ci, seed)
+        for name, values in per_sample.items():
+            out |= mean_with_ci(values, name, n_bootstrap, ci, seed)
+        for name, statistic in ((names["fd"], fd), (names["kd"], kd)):
+            out |= half_sample_ci(statistic, fs.real, fs.fake, HALF_SAMPLES, ci, seed, value=out[name]).as_dict(name)
     return out
 
 
@@ -108,3 +122,15 @@ def memorisation(fake_images: np.ndarray, train_images: np.ndarray, fake_feature
     out = {f"memorisation_pixel_{k}": v for k, v in pixel.summary().items() if k in ("copy_rate", "threshold", "nn_ratio_median")}
     out |= {f"memorisation_domain_{k}": v for k, v in feature.summary().items() if k in ("copy_rate", "threshold", "nn_ratio_median")}
     return out, pixel
+
+
+def ssim_likeness(fake_images: np.ndarray, fake_labels: np.ndarray, train_images: np.ndarray, train_labels: np.ndarray) -> dict[str, float]:
+    """The HealthGAN paper's SSIM "likeness": each generated image's highest SSIM to any
+    training image of its class; summarised as mean, median, 90th percentile and max. High
+    values mean near-copies of training images (read with the memorisation audit)."""
+    values = np.empty(len(fake_images))
+    for c in np.unique(fake_labels):
+        mine = fake_labels == c
+        values[mine] = max_ssim_to_set(fake_images[mine], train_images[train_labels == c])[0]
+    return {"ssim_likeness_mean": float(values.mean()), "ssim_likeness_median": float(np.median(values)),
+            "ssim_likeness_p90": float(np.quantile(values, 0.9)), "ssim_likeness_max": float(values.max())}

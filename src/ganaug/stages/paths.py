@@ -4,6 +4,7 @@ from pathlib import Path
 
 PREPARED = Path("data/prepared")  # dataset.npz + meta.json
 SYNTHETIC = Path("data/synthetic")  # synthetic.npz + manifest.json
+REAL_FEATURES = Path("data/real_features")  # Inception features of the real train split
 REFERENCE = Path("models/reference")  # reference classifier + real feature statistics
 GAN = Path("models/gan")  # generator.pt, resolved config, figures
 METRICS = Path("metrics")

@@ -1,6 +1,8 @@
-"""Stage `synthesize`: sample per-class counts from the trained generator and write the
-synthetic set (packed) with a manifest: generator, seed, counts. A pure function of
-(generator file, seed, counts)."""
+"""Stage `synthesize`: sample per-class counts from the trained generator, optionally filter
+them (`synthesize.filter`), and write the synthetic set (packed) with a manifest: generator,
+seed, counts, filter statistics, memorisation audit and SSIM likeness of the written set (and
+of the unfiltered candidates when a filter ran). A pure function of (generator file, seed,
+counts, filter)."""
 
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ import torch  # noqa: E402
 
 from ganaug.classify.train import extract_features  # noqa: E402
 from ganaug.config import Params, SynthesizeConfig, flatten  # noqa: E402
-from ganaug.data.packed import load_packed, read_meta  # noqa: E402
+from ganaug.data.packed import Split, load_packed, read_meta  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.io import atomic_dir, write_json  # noqa: E402
 from ganaug.quality.memorisation import closest_pairs_grid  # noqa: E402
-from ganaug.quality.suite import memorisation  # noqa: E402
+from ganaug.quality.filters import FilteredDraw, Scorer, draw_filtered, reference_confidence_scorer, ssim_likeness_scorer  # noqa: E402
+from ganaug.quality.suite import memorisation, ssim_likeness  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference  # noqa: E402
 from ganaug.tracking import mlflow_utils  # noqa: E402
@@ -35,7 +38,7 @@ def synthetic_counts(train_counts: list[int], trained_classes: list[int], target
     return {c: max(0, target - train_counts[c]) for c in trained_classes}
 
 
-def synthesize(generator: TrainedGenerator, train_counts: list[int], cfg: SynthesizeConfig) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+def requested_counts(generator: TrainedGenerator, train_counts: list[int], cfg: SynthesizeConfig) -> dict[int, int]:
     counts = synthetic_counts(train_counts, generator.trained_classes, cfg.target_ratio)
     if sum(counts.values()) == 0:
         names = [generator.class_names[c] for c in generator.trained_classes]
@@ -44,8 +47,27 @@ def synthesize(generator: TrainedGenerator, train_counts: list[int], cfg: Synthe
             f"{cfg.target_ratio} x the largest class ({max(train_counts)} images), so no synthetic "
             "image would be made; raise the ratio"
         )
+    return counts
+
+
+def synthesize(generator: TrainedGenerator, train_counts: list[int], cfg: SynthesizeConfig) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    counts = requested_counts(generator, train_counts, cfg)
     images, labels = generator.sample(counts, cfg.seed, cfg.batch_size)
     return images, labels, counts
+
+
+def filter_scorer(cfg: SynthesizeConfig, train: Split, reference: torch.nn.Module, device: torch.device) -> Scorer:
+    if cfg.filter == "ssim_likeness":
+        return ssim_likeness_scorer(train.images, train.labels)
+    return reference_confidence_scorer(reference, device)
+
+
+def synthesize_filtered(generator: TrainedGenerator, train_counts: list[int], cfg: SynthesizeConfig, scorer: Scorer) -> FilteredDraw:
+    """`synthesize` with a filter: draws candidates until each class has its count of images
+    scoring >= synthesize.filter_threshold."""
+    counts = requested_counts(generator, train_counts, cfg)
+    sample = lambda c, n, seed: generator.sample({c: n}, seed, cfg.batch_size)[0]
+    return draw_filtered(sample, counts, scorer, cfg.filter_threshold, cfg.max_draws, cfg.seed, cfg.filter)
 
 
 def main(params: Params) -> None:
@@ -56,16 +78,30 @@ def main(params: Params) -> None:
     if generator.info.get("dataset_hash") != meta["dataset_hash"]:
         raise ValueError(f"{generator_file} was trained on another data set than {paths.PREPARED}; rerun train_gan")
     train_counts = [meta["counts"]["train"]["per_class"][name] for name in meta["class_names"]]
-    images, labels, counts = synthesize(generator, train_counts, cfg)
-
-    # memorisation audit of the written set against the train split (never the test split)
-    dataset = load_packed(paths.PREPARED)
+    dataset = load_packed(paths.PREPARED)  # the test split is never read below
+    train = dataset.train
     cpu = torch.device("cpu")
     reference, extractor = load_reference(paths.REFERENCE, cpu)
-    in_classes = np.isin(dataset.train.labels, list(counts))
-    train_features = np.load(paths.REFERENCE / REAL_FEATURES_FILE)[in_classes]
-    audit, report = memorisation(images, dataset.train.images[in_classes], extract_features(reference, images, cpu),
-                                 train_features, extractor)
+    draw = None
+    if cfg.filter == "none":
+        images, labels, counts = synthesize(generator, train_counts, cfg)
+    else:
+        draw = synthesize_filtered(generator, train_counts, cfg, filter_scorer(cfg, train, reference, cpu))
+        images, labels = draw.images, draw.labels
+        counts = {int(c): int((labels == c).sum()) for c in np.unique(labels)}
+
+    # memorisation audit of the written set against the train split (never the test split);
+    # with a filter, the unfiltered candidates too: the difference is what the filter caused
+    in_classes = np.isin(train.labels, list(counts))
+    train_images, train_features = train.images[in_classes], np.load(paths.REFERENCE / REAL_FEATURES_FILE)[in_classes]
+    audit, report = memorisation(images, train_images, extract_features(reference, images, cpu), train_features, extractor)
+    likeness = ssim_likeness(images, labels, train.images, train.labels)
+    unfiltered = {}
+    if draw is not None:
+        drawn_audit, _ = memorisation(draw.drawn_images, train_images, extract_features(reference, draw.drawn_images, cpu),
+                                      train_features, extractor)
+        unfiltered = {f"unfiltered_{k}": v for k, v in drawn_audit.items()}
+        unfiltered |= {f"unfiltered_{k}": v for k, v in ssim_likeness(draw.drawn_images, draw.drawn_labels, train.images, train.labels).items()}
     manifest = {
         "generator_file": str(generator_file),
         "generator_sha256": hashlib.sha256(generator_file.read_bytes()).hexdigest(),
@@ -76,23 +112,35 @@ def main(params: Params) -> None:
         "counts": {meta["class_names"][c]: n for c, n in counts.items()},
         "real_train_counts": dict(zip(meta["class_names"], train_counts)),
         "image_shape": list(images.shape[1:]),
-        "filter": None,
+        "filter": None if draw is None else {
+            "name": cfg.filter, "threshold": cfg.filter_threshold, "max_draws": cfg.max_draws,
+            "per_class": draw.statistics(meta["class_names"]),
+        },
         "memorisation": audit,
+        "ssim_likeness": likeness,
+        "unfiltered_candidates": unfiltered or None,
     }
     mlflow_utils.setup()
     with mlflow.start_run(run_name="synthesize", tags=mlflow_utils.lineage_tags("synthesize", meta, **{
             "synthetic.generator_run_id": str(generator.info.get("mlflow_run_id"))})):
         mlflow.log_params(flatten(cfg, "synthesize") | {f"synthetic.n_{k}": v for k, v in manifest["counts"].items()})
-        mlflow.log_metrics(audit)
+        mlflow.log_metrics(audit | likeness | unfiltered)
+        if draw is not None:
+            mlflow.log_metrics({f"filter_acceptance_{name}": s["acceptance"] for name, s in manifest["filter"]["per_class"].items()})
         with atomic_dir(paths.SYNTHETIC) as tmp:
             np.savez(tmp / SYNTHETIC_FILE, images=images, labels=labels)
             write_json(tmp / MANIFEST_FILE, manifest)
-            plt.imsave(tmp / "memorisation_closest_pairs.png", closest_pairs_grid(report, images, dataset.train.images[in_classes]),
+            plt.imsave(tmp / "memorisation_closest_pairs.png", closest_pairs_grid(report, images, train_images),
                        cmap="gray", vmin=0, vmax=255)
         mlflow.log_artifact(str(paths.SYNTHETIC / MANIFEST_FILE))
         mlflow.log_artifact(str(paths.SYNTHETIC / "memorisation_closest_pairs.png"))
     print(f"wrote {len(images)} synthetic images {manifest['counts']} to {paths.SYNTHETIC}; "
-          f"copy rate {audit['memorisation_pixel_copy_rate']:.3f} (pixels), {audit['memorisation_domain_copy_rate']:.3f} (features)")
+          f"copy rate {audit['memorisation_pixel_copy_rate']:.3f} (pixels), {audit['memorisation_domain_copy_rate']:.3f} (features); "
+          f"SSIM likeness median {likeness['ssim_likeness_median']:.3f}")
+    if draw is not None:
+        print(f"filter {cfg.filter} >= {cfg.filter_threshold}: kept {len(images)} of {len(draw.drawn_images)} candidates; "
+              f"copy rate (pixels) {unfiltered['unfiltered_memorisation_pixel_copy_rate']:.3f} unfiltered -> "
+              f"{audit['memorisation_pixel_copy_rate']:.3f} kept")
 
 
 def load_synthetic(directory=paths.SYNTHETIC) -> tuple[np.ndarray, np.ndarray, dict]:

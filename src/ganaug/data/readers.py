@@ -1,0 +1,145 @@
+"""Reading image files in parallel: PIL formats and DICOM, decoded, grayscaled and preprocessed.
+
+`read_files` keeps the input order whatever the number of workers, shows a progress bar, and
+returns one `ReadResult` per file: pixels, or the reason the file is bad. Workers are threads:
+PIL's decoders and resampling release the GIL, a thread starts in no time, and unlike
+processes they need no `if __name__ == "__main__"` guard in the caller's script (on this
+project's 2-core machine, 3000 Kaggle JPEGs at 64 px: 2.5 s serial, 1.9 s with 2 threads,
+2.6 s with 2 spawned processes, load average 3.7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from ganaug.config import PreprocessConfig
+from ganaug.data.preprocess import minmax_to_uint8, preprocess, rgb_to_grayscale, to_grayscale
+
+# extension -> the format PIL must find in the file; a mismatch is a bad file (a renamed file)
+PIL_FORMATS = {
+    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+    ".gif": "GIF", ".webp": "WEBP",
+}
+DICOM_RULE = (
+    "pixel data only: modality LUT (RescaleSlope/Intercept), window from WindowCenter/WindowWidth "
+    "(else the image's min-max) to 8 bits, MONOCHROME1 inverted; PatientID used only to group "
+    "images into anonymous patients, no tag value written anywhere"
+)
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    pixels: np.ndarray | None  # (size, size) uint8, None if the file is bad
+    reason: str | None = None  # why the file is bad
+    native_hw: tuple[int, int] | None = None  # size before preprocessing
+    native_mode: str | None = None  # PIL mode, or "DICOM <photometric interpretation>"
+    patient: str | None = None  # DICOM PatientID (grouping only; never written)
+
+
+def read_pil(path: str, size: int, cfg: PreprocessConfig) -> ReadResult:
+    """A PNG / JPEG / BMP / TIFF file -> preprocessed pixels, or why it cannot be used."""
+    suffix = Path(path).suffix.lower()
+    try:
+        with Image.open(path) as image:
+            expected = PIL_FORMATS.get(suffix)
+            if expected is not None and image.format != expected:
+                return ReadResult(None, f"content is {image.format} but the extension is {suffix}")
+            if getattr(image, "n_frames", 1) > 1:
+                return ReadResult(None, f"has {image.n_frames} frames; expected a single image")
+            image.load()  # decode now: a truncated file fails here
+            mode, hw = image.mode, (image.height, image.width)
+            gray = to_grayscale(image)
+    except UnidentifiedImageError:
+        return ReadResult(None, "not an image PIL can identify")
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated / corrupt data
+        return ReadResult(None, f"cannot decode: {exc}")
+    return ReadResult(preprocess(gray, size, cfg), None, hw, mode)
+
+
+def dicom_pixels(dataset) -> np.ndarray:
+    """A pydicom dataset's pixel data -> (H, W) uint8 per DICOM_RULE."""
+    from pydicom.pixels import apply_modality_lut
+
+    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ValueError(f"multi-frame DICOM ({frames} frames); expected a single image")
+    pixels = dataset.pixel_array
+    photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
+    if pixels.ndim == 3:  # colour (SamplesPerPixel 3): to grayscale first
+        if photometric != "RGB":
+            from pydicom.pixels import convert_color_space
+
+            pixels = convert_color_space(pixels, photometric, "RGB")
+        return rgb_to_grayscale(minmax_to_uint8(pixels) if pixels.dtype != np.uint8 else pixels)
+    values = apply_modality_lut(pixels, dataset).astype(np.float64)
+    center, width = getattr(dataset, "WindowCenter", None), getattr(dataset, "WindowWidth", None)
+    if center is not None and width is not None:
+        center = float(center[0] if hasattr(center, "__len__") and not isinstance(center, str) else center)
+        width = float(width[0] if hasattr(width, "__len__") and not isinstance(width, str) else width)
+        # DICOM PS3.3 C.11.2.1.2.1, linear window
+        scaled = np.clip((values - (center - 0.5)) / max(width - 1, 1) + 0.5, 0, 1)
+        gray = np.round(255 * scaled).astype(np.uint8)
+    else:
+        gray = minmax_to_uint8(values)
+    if photometric == "MONOCHROME1":  # 0 is white: invert so that bone is bright, as in MONOCHROME2
+        gray = 255 - gray
+    return gray
+
+
+def read_dicom(path: str, size: int, cfg: PreprocessConfig) -> ReadResult:
+    """A DICOM file -> preprocessed pixels and its PatientID (for grouping only)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        dataset = pydicom.dcmread(path)
+        gray = dicom_pixels(dataset)
+    except InvalidDicomError:
+        return ReadResult(None, "not a DICOM file (no DICM preamble / file meta)")
+    except AttributeError:
+        return ReadResult(None, "DICOM file without pixel data")
+    except Exception as exc:  # pydicom raises many types for unsupported or corrupt pixel data
+        return ReadResult(None, f"cannot decode DICOM pixel data ({type(exc).__name__})")
+    patient = str(getattr(dataset, "PatientID", "") or "") or None
+    mode = f"DICOM {getattr(dataset, 'PhotometricInterpretation', '?')}"
+    return ReadResult(preprocess(gray, size, cfg), None, gray.shape, mode, patient)
+
+
+READERS = {"pil": read_pil, "dicom": read_dicom}
+
+
+def _read_one(task: tuple[str, str, int, PreprocessConfig]) -> ReadResult:
+    path, reader, size, cfg = task
+    return READERS[reader](path, size, cfg)
+
+
+def read_files(paths: list[Path], reader: str, size: int, cfg: PreprocessConfig, workers: int,
+               desc: str) -> list[ReadResult]:
+    """Read and preprocess every file, in input order, with `workers` threads and a progress bar."""
+    tasks = [(str(p), reader, size, cfg) for p in paths]
+    progress = tqdm(total=len(tasks), desc=desc, unit="img", mininterval=1.0)
+    try:
+        return list(_progress(_map(tasks, workers), progress))
+    finally:
+        progress.close()
+
+
+def _map(tasks: list[tuple], workers: int) -> Iterator[ReadResult]:
+    if workers == 1:
+        yield from map(_read_one, tasks)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ganaug-read") as pool:
+        yield from pool.map(_read_one, tasks)  # results in input order
+
+
+def _progress(results: Iterator[ReadResult], progress: tqdm) -> Iterator[ReadResult]:
+    for result in results:
+        progress.update(1)
+        yield result

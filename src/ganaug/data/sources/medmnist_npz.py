@@ -1,0 +1,157 @@
+"""Source `medmnist`: any 2D MedMNIST `.npz` (local, or downloaded by the medmnist package).
+
+The official train / val / test split is kept. Multi-label flags (ChestMNIST) give multi-hot
+labels. `data.medmnist.classes` selects classes by their `medmnist.INFO` names: on a multi-class
+flag it keeps those classes (re-indexed in the given order); on a multi-label flag it makes a
+single-label set of "no finding" (all zero) against each listed finding *alone* (the HealthGAN
+study's cardiomegaly vs no finding); images with any other finding are left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ganaug.config import DataConfig
+from ganaug.data.packed import SPLITS
+from ganaug.data.preprocess import preprocess_stack, preprocessing_record, rgb_to_grayscale
+from ganaug.data.source_images import DataSourceError, SourceImages
+
+NO_FINDING = "no finding"
+
+
+def medmnist_local_file(cfg: DataConfig) -> Path:
+    """The configured .npz, or one downloaded by the medmnist package when no path is given."""
+    mcfg = cfg.medmnist
+    if mcfg.path is not None:
+        path = Path(mcfg.path).expanduser()
+        if not path.is_file():
+            raise DataSourceError(
+                f"data.medmnist.path={mcfg.path!r}: file not found (expected a MedMNIST .npz with "
+                "train/val/test _images and _labels arrays)"
+            )
+        return path
+    import medmnist
+
+    if mcfg.flag not in medmnist.INFO:
+        raise DataSourceError(f"data.medmnist.flag={mcfg.flag!r}: not a MedMNIST flag (known: {', '.join(sorted(medmnist.INFO))})")
+    if mcfg.flag.endswith("3d"):
+        raise DataSourceError(f"data.medmnist.flag={mcfg.flag!r} is a 3D volume set; expected a 2D flag")
+    root = Path.home() / ".medmnist"
+    root.mkdir(parents=True, exist_ok=True)
+    data_class = getattr(medmnist, medmnist.INFO[mcfg.flag]["python_class"])
+    try:
+        data_class(split="train", download=True, size=mcfg.size, root=str(root))
+    except Exception as exc:  # medmnist raises bare RuntimeError / URLError on no network
+        raise DataSourceError(
+            f"could not download MedMNIST {mcfg.flag!r} at size {mcfg.size} ({exc}); "
+            "set data.medmnist.path to a local .npz instead"
+        ) from exc
+    suffix = "" if mcfg.size == 28 else f"_{mcfg.size}"
+    return root / f"{mcfg.flag}{suffix}.npz"
+
+
+def medmnist_class_names(flag: str, n_classes: int) -> list[str]:
+    """Names from medmnist.INFO for a known flag, else class_0, class_1, …"""
+    import medmnist
+
+    names = medmnist.INFO.get(flag, {}).get("label")
+    if names and len(names) == n_classes:
+        return [names[str(i)] for i in range(n_classes)]
+    return [f"class_{i}" for i in range(n_classes)]
+
+
+def _load_arrays(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    try:
+        npz = np.load(path)
+    except Exception as exc:
+        raise DataSourceError(f"{str(path)!r} is not a readable .npz file: {exc}") from exc
+    with npz:
+        expected = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
+        missing = [k for k in expected if k not in npz.files]
+        if missing:
+            raise DataSourceError(
+                f"{str(path)!r} lacks MedMNIST arrays {missing} (expected keys {expected}, found {sorted(npz.files)})"
+            )
+        raw = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in SPLITS}
+    widths = set()
+    for name, (images, labels) in raw.items():
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
+            raise DataSourceError(
+                f"{str(path)!r}: {name}_images has shape {images.shape} dtype {images.dtype}; "
+                "expected uint8 (N, H, W) grayscale or (N, H, W, 3)"
+            )
+        if labels.ndim != 2 or len(labels) != len(images):
+            raise DataSourceError(
+                f"{str(path)!r}: {name}_labels has shape {labels.shape}; expected ({len(images)}, K)"
+            )
+        widths.add(labels.shape[1])
+    if len(widths) > 1:
+        raise DataSourceError(f"{str(path)!r}: label widths differ between splits ({sorted(widths)})")
+    return raw
+
+
+def select_classes(labels: np.ndarray, names: list[str], chosen: list[str] | None, flag: str
+                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(kept-row mask, new labels, class names) for `data.medmnist.classes` (None: all, unchanged).
+
+    `labels` is (N, 1) class indices or (N, K) multi-hot; `names` are the K (or n_classes) names.
+    """
+    multilabel = labels.shape[1] > 1
+    if chosen is None:
+        return np.ones(len(labels), bool), (labels.astype(np.uint8) if multilabel else labels[:, 0].astype(np.int64)), names
+    lookup = {n.lower(): i for i, n in enumerate(names)}
+    unknown = [c for c in chosen if c.lower() not in lookup]
+    if unknown:
+        raise DataSourceError(f"data.medmnist.classes: {unknown} not classes of {flag!r} (classes: {names})")
+    index = [lookup[c.lower()] for c in chosen]
+    if multilabel:  # "no finding" vs each chosen finding alone
+        positives = labels.sum(axis=1)
+        new = np.full(len(labels), -1, np.int64)
+        new[positives == 0] = 0
+        for k, column in enumerate(index, start=1):
+            new[(positives == 1) & (labels[:, column] == 1)] = k
+        return new >= 0, new, [NO_FINDING] + [names[i] for i in index]
+    remap = {old: new for new, old in enumerate(index)}
+    column = labels[:, 0]
+    keep = np.isin(column, index)
+    new = np.array([remap.get(int(v), -1) for v in column], np.int64)
+    return keep, new, [names[i] for i in index]
+
+
+def read_medmnist(cfg: DataConfig) -> SourceImages:
+    """A MedMNIST `.npz` (official keys), keeping its official train/val/test split."""
+    path = medmnist_local_file(cfg)
+    raw = _load_arrays(path)
+    width = raw["train"][1].shape[1]
+    n_classes = width if width > 1 else int(max(labels.max() for _, labels in raw.values()) + 1)
+    all_names = medmnist_class_names(cfg.medmnist.flag, n_classes)
+    images, labels, given, item_ids, kept_counts = [], [], [], [], {}
+    class_names = all_names
+    for name, (split_images, split_labels) in raw.items():
+        keep, new_labels, class_names = select_classes(split_labels, all_names, cfg.medmnist.classes, cfg.medmnist.flag)
+        rows = np.flatnonzero(keep)
+        kept_counts[name] = {"in_file": len(split_labels), "kept": len(rows)}
+        chosen = split_images[rows]
+        if chosen.ndim == 4:  # RGB MedMNIST flags: luminance, so the data stays one channel
+            chosen = np.stack([rgb_to_grayscale(image) for image in chosen]) if len(chosen) else chosen[..., 0]
+        images.append(preprocess_stack(chosen, cfg.image_size, cfg.preprocess))
+        labels.append(new_labels[rows])
+        given += [name] * len(rows)
+        item_ids += [f"{name}[{i}]" for i in rows]
+    native = raw["train"][0].shape[1:3]
+    source = {
+        "name": "medmnist",
+        "flag": cfg.medmnist.flag,
+        "path": str(path.resolve()),
+        "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "classes": cfg.medmnist.classes,
+        "rows": kept_counts,
+    }
+    preprocessing = preprocessing_record(cfg.preprocess, cfg.image_size, [tuple(native)])
+    return SourceImages(
+        np.concatenate(images), np.concatenate(labels), class_names, item_ids, source, preprocessing,
+        given_split=np.array(given),
+    )
