@@ -120,7 +120,7 @@ def run_dataset(path: Path, args: argparse.Namespace, base: dict[str, Any], devi
     if meta["label_kind"] != "class_index":
         raise SystemExit(f"{path}: multi-label data set; this benchmark needs class indices")
     dataset = load_packed(path)
-    name = f"{meta['source'].get('name')} {dataset.image_shape[-1]} px ({path.name})"
+    name = f"{meta['source'].get('name')} {dataset.image_shape[-1]} px, {'/'.join(dataset.class_names)}"
     ref_cfg = params_from_dict(base).reference
     print(f"== {name}: train {len(dataset.train)} images {dict(zip(dataset.class_names, dataset.train.class_counts(dataset.n_classes)))}")
     start = time.perf_counter()
@@ -138,7 +138,7 @@ def run_dataset(path: Path, args: argparse.Namespace, base: dict[str, Any], devi
             probe = gan_config(base, arch, augment, 1)
             epochs, images = epochs_for_budget(len(dataset.train), probe, args.kimg)
             cfg = gan_config(base, arch, augment, epochs)
-            row: dict[str, Any] = {"data": name, "dataset_hash": meta["dataset_hash"], "arch": arch, "augment": augment,
+            row: dict[str, Any] = {"data": name, "path": str(path), "dataset_hash": meta["dataset_hash"], "arch": arch, "augment": augment,
                                    "epochs": epochs, "kimg": images / 1000, "reference_val_accuracy": val_accuracy,
                                    "gan": to_dict(cfg)}
             seconds = {"train": 0.0}

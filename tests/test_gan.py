@@ -1,5 +1,7 @@
-"""DCGAN networks, the training loop (one step changes weights, exact resume, divergence
-guard), seeded sampling, and the generator as a registered MLflow pyfunc model."""
+"""The training loop (one step changes weights, exact resume, divergence guard), seeded
+sampling, and the generator as a registered MLflow pyfunc model, for every architecture.
+Networks, losses and config checks: test_gan_architectures.py; augmentation and EMA:
+test_gan_augment.py."""
 
 from __future__ import annotations
 
@@ -12,9 +14,8 @@ import pytest
 import torch
 
 from ganaug.config import GANConfig
-from ganaug.gan.dcgan import Discriminator, Generator, resolution_plan
 from ganaug.gan.generator import TrainedGenerator
-from ganaug.gan.train import GANDivergenceError, training_loop
+from ganaug.gan.train import GANDivergenceError, build_networks, last_good_path, training_loop
 from ganaug.tracking import pyfunc_generator
 
 CPU = torch.device("cpu")
@@ -29,49 +30,90 @@ def tiny_images(n=16, size=28, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 1, size, size), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("resolution", [28, 32, 48, 64, 128, 224, 256])
-@pytest.mark.parametrize("n_classes", [0, 3])
-def test_forward_shapes(resolution, n_classes):
-    g, d = Generator(resolution, 8, 4, n_classes), Discriminator(resolution, 4, n_classes)
-    labels = torch.tensor([0, 2]) if n_classes else None
-    images = g(torch.randn(2, 8), labels)
-    assert images.shape == (2, 1, resolution, resolution)
-    assert images.min() >= -1 and images.max() <= 1
-    assert d(images, labels).shape == (2,)
+# (arch, mode, extra gan params): every architecture, every loss, both optimizers, the options
+ONE_STEP_CASES = [
+    ("dcgan", "minority", {}),
+    ("dcgan", "conditional", {}),
+    ("dcgan", "minority", {"loss": "hinge", "spectral_norm": True, "r1_gamma": 1.0}),
+    ("dcgan", "minority", {"loss": "wgan_gp", "optimizer": "rmsprop"}),
+    ("cgan", "conditional", {}),
+    ("cgan", "conditional", {"loss": "hinge", "spectral_norm": True, "augment": "diffaugment"}),
+    ("acgan", "conditional", {}),
+    ("acgan", "conditional", {"loss": "wgan_gp", "augment": "diffaugment", "ema_kimg": 1.0}),
+]
 
 
-@pytest.mark.parametrize("resolution", [30, 100, 288])
-def test_unsupported_resolution_is_named(resolution):
-    with pytest.raises(ValueError, match=f"DCGAN resolution {resolution}"):
-        resolution_plan(resolution)
-
-
-@pytest.mark.parametrize("mode", ["minority", "conditional"])
-def test_one_training_step_changes_both_networks(tmp_path, mode):
+@pytest.mark.parametrize("arch, mode, options", ONE_STEP_CASES)
+def test_one_training_step_changes_both_networks(tmp_path, arch, mode, options):
     images = tiny_images(8)
     labels, n_classes = (np.array([0, 1] * 4), 2) if mode == "conditional" else (None, 0)
-    cfg = tiny_cfg(mode=mode)
+    cfg = tiny_cfg(arch=arch, mode=mode, **options)
     torch.manual_seed(cfg.seed)  # the loop seeds before building: the same initial weights
-    g0, d0 = Generator(28, 8, 4, n_classes), Discriminator(28, 4, n_classes)
+    g0, d0 = build_networks(cfg, 28, n_classes)
     result = training_loop(images, labels, n_classes, cfg, tmp_path / "ckpt.pt", CPU)
     assert len(result.losses) == 1  # 8 images / batch 8 = one step
-    for before, after in ((g0, result.generator), (d0, result.discriminator)):
-        pairs = list(zip(before.named_parameters(), after.parameters()))
+    assert all(np.isfinite(v) for v in result.losses[0].values())
+    for before, after in ((g0, result.trained_generator), (d0, result.discriminator)):
+        pairs = list(zip(before.named_parameters(), after.parameters(), strict=True))
         unchanged = [name for (name, p0), p1 in pairs if torch.equal(p0, p1)]
         assert not unchanged, f"parameters not updated by one step: {unchanged}"
 
 
-def test_resumed_run_continues_exactly(tmp_path):
+@pytest.mark.parametrize("arch", ["dcgan", "cgan", "acgan"])
+def test_multi_hot_labels_train_every_conditional_arch(tmp_path, arch):
+    multi_hot = np.array([[1, 0, 0, 1], [0, 0, 0, 0], [0, 1, 1, 0], [1, 1, 0, 1]] * 2, dtype=np.uint8)  # NIH-style findings
+    cfg = tiny_cfg(arch=arch, mode="conditional", epochs=2, batch_size=4)
+    result = training_loop(tiny_images(8), multi_hot, 4, cfg, tmp_path / "c.pt", CPU)
+    assert len(result.losses) == 4 and all(np.isfinite(v) for r in result.losses for v in r.values())
+    if arch == "acgan":  # the auxiliary head is trained on the findings (sigmoid / BCE)
+        assert result.losses[0]["loss_d_aux"] > 0
+    images = result.generator(torch.randn(2, 8), torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0]]))
+    assert images.shape == (2, 1, 28, 28)
+
+
+def test_wgan_gp_takes_n_critic_d_steps_per_g_step(tmp_path):
+    cfg = tiny_cfg(loss="wgan_gp", n_critic=2, batch_size=4, epochs=2)
+    result = training_loop(tiny_images(16), None, 0, cfg, tmp_path / "c.pt", CPU)
+    assert [r["step"] for r in result.losses] == [1, 2, 3, 4]  # 16 images / (2 critic steps x 4) per epoch
+    assert {"loss_d_adv", "penalty_gp"} <= set(result.losses[0]) and result.losses[0]["penalty_gp"] >= 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 autocast, channels_last)")
+@pytest.mark.parametrize("arch, options", [("dcgan", {}), ("cgan", {"loss": "wgan_gp", "augment": "diffaugment"}),
+                                           ("acgan", {"augment": "ada", "ema_kimg": 1.0, "r1_gamma": 1.0})])
+def test_cuda_mixed_precision_step_is_finite_and_trains(tmp_path, arch, options):
+    cfg = tiny_cfg(arch=arch, mode="conditional", epochs=2, **options)
+    result = training_loop(tiny_images(16), np.arange(16) % 2, 2, cfg, tmp_path / "c.pt", torch.device("cuda"))
+    assert all(np.isfinite(v) for r in result.losses for v in r.values())
+    assert next(result.generator.parameters()).is_cuda
+    images = result.generator(torch.randn(2, 8, device="cuda"), torch.tensor([0, 1], device="cuda"))
+    assert images.shape == (2, 1, 28, 28) and torch.isfinite(images).all()
+
+
+RESUME_CASES = [
+    ("dcgan", {}),  # the default pipeline's GAN (conditional variant)
+    # a fast D and ADA: p has moved before the kill (step 6), and its 4-step window straddles it
+    ("acgan", {"augment": "ada", "ada_kimg": 0.05, "ada_target": 0.3, "lr_d": 5e-3, "batch_size": 4, "ema_kimg": 0.1}),
+    ("cgan", {"augment": "diffaugment", "loss": "wgan_gp", "spectral_norm": True, "r1_gamma": 0.5, "ema_kimg": 0.1}),
+]
+
+
+@pytest.mark.parametrize("arch, options", RESUME_CASES)
+def test_resumed_run_continues_exactly(tmp_path, arch, options):
     images, labels = tiny_images(24), np.arange(24) % 3
-    cfg = tiny_cfg(mode="conditional", epochs=3)
+    cfg = tiny_cfg(arch=arch, mode="conditional", epochs=3, **options)
     full = training_loop(images, labels, 3, cfg, tmp_path / "full.pt", CPU)
     killed = training_loop(images, labels, 3, cfg, tmp_path / "resume.pt", CPU, stop_after_epoch=1)
     assert killed.losses == full.losses[: len(killed.losses)]
     resumed = training_loop(images, labels, 3, cfg, tmp_path / "resume.pt", CPU)
     assert resumed.resumed_from_epoch == 1
     assert resumed.losses == full.losses  # bit-identical loss trajectory
-    for a, b in zip(full.generator.state_dict().values(), resumed.generator.state_dict().values()):
-        assert torch.equal(a, b)
+    assert resumed.augment_p == full.augment_p
+    for network in ("generator", "trained_generator", "discriminator"):  # generator = the EMA when it is on
+        for a, b in zip(getattr(full, network).state_dict().values(), getattr(resumed, network).state_dict().values(), strict=True):
+            assert torch.equal(a, b), network
+    if cfg.augment == "ada":  # the adaptive probability had moved when the run was killed
+        assert killed.losses[-1]["ada_p"] > 0 and killed.losses[-1]["step"] % 4 != 0
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path):
@@ -80,7 +122,8 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
         training_loop(tiny_images(8), None, 0, tiny_cfg(lr_g=1e-3), tmp_path / "c.pt", CPU)
 
 
-def test_divergence_guard_names_step_and_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("arch, mode", [("dcgan", "minority"), ("cgan", "conditional"), ("acgan", "conditional")])
+def test_divergence_guard_names_step_and_checkpoint(tmp_path, monkeypatch, arch, mode):
     from ganaug.gan import losses
 
     calls = {"n": 0}
@@ -92,21 +135,52 @@ def test_divergence_guard_names_step_and_checkpoint(tmp_path, monkeypatch):
         return loss * float("nan") if calls["n"] == 3 else loss
 
     monkeypatch.setattr(losses.NonSaturatingLoss, "generator", poisoned)
+    labels, n_classes = (np.arange(16) % 2, 2) if mode == "conditional" else (None, 0)
     with pytest.raises(GANDivergenceError, match=r"loss_g = nan at epoch 2, step 3; last good checkpoint: .*c.pt \(epoch 1\)"):
-        training_loop(tiny_images(16), None, 0, tiny_cfg(epochs=3), tmp_path / "c.pt", CPU)
+        training_loop(tiny_images(16), labels, n_classes, tiny_cfg(arch=arch, mode=mode, epochs=3), tmp_path / "c.pt", CPU)
     assert torch.load(tmp_path / "c.pt", weights_only=False)["epoch"] == 1  # the good state is kept
 
 
-def trained_generator(tmp_path, conditional: bool) -> TrainedGenerator:
+def test_divergence_guard_stops_a_collapsed_discriminator_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from ganaug.gan import losses
+
+    calls = {"n": 0}
+    original = losses.NonSaturatingLoss.discriminator
+
+    def certain_from_epoch_2(self, real_logits, fake_logits):  # D's loss ~0 from the 3rd step (epoch 2) on
+        calls["n"] += 1
+        loss = original(self, real_logits, fake_logits)
+        return loss * 1e-4 if calls["n"] >= 3 else loss
+
+    monkeypatch.setattr(losses.NonSaturatingLoss, "discriminator", certain_from_epoch_2)
+    cfg = tiny_cfg(epochs=6, collapse_epochs=2)
+    with pytest.raises(GANDivergenceError, match=r"discriminator collapsed: its nonsaturating loss stayed below 0.001 in every "
+                       r"step of epochs 2..3 .*stopped at step 6. Last good checkpoint: .*c.last_good.pt \(epoch 1\)"):
+        training_loop(tiny_images(16), None, 0, cfg, tmp_path / "c.pt", CPU)  # 2 steps per epoch
+    assert torch.load(last_good_path(tmp_path / "c.pt"), weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "c.pt", weights_only=False)["epoch"] == 2  # the collapsed epoch 3 is not saved
+
+
+def test_collapse_guard_is_off_with_collapse_epochs_0(tmp_path, monkeypatch):
+    from ganaug.gan import losses
+
+    original = losses.NonSaturatingLoss.discriminator
+    monkeypatch.setattr(losses.NonSaturatingLoss, "discriminator", lambda self, r, f: original(self, r, f) * 1e-4)
+    result = training_loop(tiny_images(16), None, 0, tiny_cfg(epochs=3, collapse_epochs=0), tmp_path / "c.pt", CPU)
+    assert len(result.losses) == 6
+
+
+def trained_generator(tmp_path, conditional: bool, arch: str = "dcgan", **options) -> TrainedGenerator:
     labels, n_classes = (np.arange(16) % 3, 3) if conditional else (None, 0)
-    cfg = tiny_cfg(mode="conditional" if conditional else "minority")
+    cfg = tiny_cfg(arch=arch, mode="conditional" if conditional else "minority", **options)
     result = training_loop(tiny_images(16), labels, n_classes, cfg, tmp_path / "g.pt", CPU)
     classes = [0, 1, 2] if conditional else [1]
     return TrainedGenerator(result.generator, dataclasses.asdict(cfg), ["normal", "bacterial", "viral"], classes, conditional, {})
 
 
-def test_sampling_is_a_pure_function_of_seed_and_counts(tmp_path):
-    generator = trained_generator(tmp_path, conditional=True)
+@pytest.mark.parametrize("arch", ["dcgan", "cgan", "acgan"])
+def test_sampling_is_a_pure_function_of_seed_and_counts(tmp_path, arch):
+    generator = trained_generator(tmp_path, True, arch, ema_kimg=0.1, spectral_norm=True)
     generator.save(tmp_path / "generator.pt")
     loaded = TrainedGenerator.load(tmp_path / "generator.pt")
     a_images, a_labels = generator.sample({0: 5, 2: 3}, seed=7)
@@ -117,15 +191,25 @@ def test_sampling_is_a_pure_function_of_seed_and_counts(tmp_path):
     assert not np.array_equal(generator.sample({0: 5, 2: 3}, seed=8)[0], a_images)
 
 
+def test_generator_file_with_another_layout_is_refused_by_name(tmp_path):
+    generator = trained_generator(tmp_path, conditional=False)
+    generator.save(tmp_path / "generator.pt")
+    blob = torch.load(tmp_path / "generator.pt", weights_only=False)
+    blob["state_dict"] = {k.replace("trunk.blocks.0.conv", "net.0"): v for k, v in blob["state_dict"].items()}  # pre-blocks DCGAN
+    torch.save(blob, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"old.pt' does not match this version's gan.arch=dcgan network; rerun the train_gan stage"):
+        TrainedGenerator.load(tmp_path / "old.pt")
+
+
 def test_unconditional_generator_refuses_other_classes(tmp_path):
     generator = trained_generator(tmp_path, conditional=False)
     with pytest.raises(ValueError, match=r"cannot produce classes \['viral'\]; it was trained for \['bacterial'\]"):
         generator.sample({2: 1}, seed=0)
 
 
-@pytest.mark.parametrize("conditional", [True, False])
-def test_registered_generator_loads_back_as_pyfunc(tmp_path, conditional):
-    generator = trained_generator(tmp_path, conditional)
+@pytest.mark.parametrize("arch, conditional", [("dcgan", True), ("dcgan", False), ("cgan", True), ("acgan", True)])
+def test_registered_generator_loads_back_as_pyfunc(tmp_path, arch, conditional):
+    generator = trained_generator(tmp_path, conditional, arch)
     generator.save(tmp_path / "generator.pt")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())

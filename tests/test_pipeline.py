@@ -30,7 +30,7 @@ TINY = {
     "classifier": {"epochs": 2, "seeds": [0, 1]},
     "evaluate": {"n_bootstrap": 100},
 }
-STAGES = ["prepare", "train_reference", "train_gan", "synthesize", "train_classifier_real",
+STAGES = ["prepare", "train_reference", "real_features", "train_gan", "synthesize", "train_classifier_real",
           "train_classifier_augmented", "evaluate"]
 
 

@@ -18,7 +18,7 @@ STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "prepare": (("data",), "ganaug.stages.prepare"),
     "train-reference": (("reference", "classifier"), "ganaug.stages.train_reference"),
     "real-features": (("quality",), "ganaug.stages.real_features"),
-    "train-gan": (("gan",), "ganaug.stages.train_gan"),
+    "train-gan": (("gan", "quality"), "ganaug.stages.train_gan"),
     "synthesize": (("synthesize",), "ganaug.stages.synthesize"),
     "train-classifier": (("classifier",), "ganaug.stages.train_classifier"),
     "evaluate": (("evaluate",), "ganaug.stages.evaluate"),

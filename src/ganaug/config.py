@@ -161,12 +161,11 @@ class GANConfig:
     ada_target: float = 0.6  # ADA: target of r_t = E[sign(D(real))]
     ada_kimg: float = 10.0  # ADA: thousands of real images over which p can go from 0 to 1
     ema_kimg: float = 0.0  # half-life of the EMA of G's weights in thousands of images; 0 = off
-    collapse_epochs: int = 3  # stop when D's loss stays ~0 in every step of this many epochs in a row; 0 = off
+    collapse_epochs: int = 5  # stop when D's loss stays ~0 (< 1e-3) in every step of this many epochs in a row; 0 = off
     eval_every: int = 10  # epochs between quality evaluations
     n_eval: int = 500  # generated images per evaluation
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    inception_weights: str | None = None  # pytorch-fid weights; None = torch hub cache
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,36 @@
-"""GAN architectures, registered by name: adding one touches its module and GANS."""
+"""GAN architectures, registered by name: adding one touches its module, GANS and the
+`gan.arch` choices in `ganaug.config` (a test checks that the two lists agree).
+
+Every architecture shares `gan.train.training_loop`; they differ in networks and loss:
+
+- generator(resolution, latent_dim, base_channels, n_classes, channels): z (N, latent_dim)
+  [+ labels (N,) class indices or (N, K) multi-hot] -> images (N, channels, R, R) in [-1, 1]
+- discriminator(resolution, base_channels, n_classes, channels, norm, spectral_norm):
+  images [+ labels] -> whatever the loss reads (logits (N,), or (logits, class logits))
+- loss(gan config) -> a `GANLoss` turning D's outputs into named loss terms
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
-from ganaug.gan import dcgan
-from ganaug.gan.losses import NonSaturatingLoss
+from ganaug.gan import acgan, cgan, dcgan
+from ganaug.gan.losses import ACGANLoss, GANLoss
 
 
 @dataclass(frozen=True)
 class GANSpec:
     generator: Callable[..., nn.Module]  # (resolution, latent_dim, base_channels, n_classes, channels)
-    discriminator: Callable[..., nn.Module]  # (resolution, base_channels, n_classes, channels)
-    loss: Callable[[], object]  # an object with .discriminator(real, fake) and .generator(fake)
+    discriminator: Callable[..., nn.Module]  # (resolution, base_channels, n_classes, channels, norm, spectral_norm)
+    loss: Callable[[Any], GANLoss]  # GANConfig -> loss (adversarial loss, penalties, auxiliary terms)
 
 
 GANS: dict[str, GANSpec] = {
-    "dcgan": GANSpec(dcgan.Generator, dcgan.Discriminator, NonSaturatingLoss),
+    "dcgan": GANSpec(dcgan.Generator, dcgan.Discriminator, GANLoss.from_config),
+    "cgan": GANSpec(cgan.Generator, cgan.Discriminator, GANLoss.from_config),
+    "acgan": GANSpec(acgan.Generator, acgan.Discriminator, ACGANLoss.from_config),
 }

@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from ganaug.config import GANConfig
-from ganaug.gan.train import build_networks, to_uint8
+from ganaug.gan.train import build_generator, to_uint8
 from ganaug.io import atomic_file
 
 
 @dataclass
 class TrainedGenerator:
-    network: nn.Module  # G in eval mode
-    config: dict[str, Any]  # the gan section it was trained with
+    network: nn.Module  # G in eval mode (the EMA of G's weights when gan.ema_kimg > 0)
+    config: dict[str, Any]  # the gan section it was trained with (gan.arch rebuilds the network)
     class_names: list[str]  # all classes of the data set
     trained_classes: list[int]  # classes this generator can produce
     conditional: bool  # True: G takes class labels; False: G models trained_classes[0] only
@@ -63,8 +63,13 @@ class TrainedGenerator:
             raise ValueError(f"{str(path)!r} is not a ganaug generator file")
         cfg = GANConfig(**blob["config"])
         n_cond = len(blob["class_names"]) if blob["conditional"] else 0
-        network, _ = build_networks(cfg, blob["resolution"], n_cond, blob["channels"])
-        network.load_state_dict(blob["state_dict"])
+        network = build_generator(cfg, blob["resolution"], n_cond, blob["channels"])  # any registered gan.arch
+        try:
+            network.load_state_dict(blob["state_dict"])
+        except RuntimeError as exc:  # e.g. a DCGAN file from before the shared blocks (other layer names)
+            raise ValueError(
+                f"{str(path)!r} does not match this version's gan.arch={cfg.arch} network; rerun the train_gan stage ({exc})"
+            ) from exc
         network.to(device).eval()
         return cls(network, blob["config"], blob["class_names"], blob["trained_classes"], blob["conditional"], blob["info"])
 

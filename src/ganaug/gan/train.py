@@ -1,14 +1,26 @@
-"""The GAN training loop: one function for every architecture and mode, exact resume.
+"""The GAN training loop: one function for every architecture, loss and mode, exact resume.
 
-The loop keeps the two steps visible (`# (1) Update D`, `# (2) Update G`), checkpoints
-everything needed to continue the same trajectory after each epoch (G, D, both optimizers,
-epoch, step, data-order and noise RNG states, loss history), and stops loudly on a
-non-finite loss, naming the step and the last good checkpoint.
+The loop keeps the two steps visible (`# (1) Update D`, `# (2) Update G`); architectures
+differ only in their networks and loss (`ganaug.gan.GANS`). It checkpoints everything needed
+to continue the same trajectory after each epoch (G, D, the EMA of G, both optimizers, epoch,
+step, data-order, noise and augmentation RNG states, the ADA probability, loss history), and
+stops loudly (`GANDivergenceError`), naming the step and the last good checkpoint, when
+- a loss is NaN or infinite, or
+- the discriminator has collapsed: its adversarial loss stayed below the loss's
+  `collapse_below` level (1e-3: D(x) ~ 0.9995 and D(G(z)) ~ 0.0005 on average for the BCE
+  loss; nearly every image beyond the margin for the hinge loss) in every step of
+  `gan.collapse_epochs` epochs in a row. The checkpoint of the epoch before the collapse
+  began is kept as `<checkpoint>.last_good.pt`. WGAN-GP's critic has no such level (it is
+  unbounded and shift-invariant): only NaN/inf apply there.
+  Shorter phases of a dominant D are normal (README, "GAN architectures"), hence the low
+  level and a streak of several epochs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,11 +35,13 @@ from tqdm import tqdm
 from ganaug.config import GANConfig, to_dict
 from ganaug.device import autocast, to_device_images
 from ganaug.gan import GANS
+from ganaug.gan.diffaugment import AdaptiveAugmentProbability, DiffAugment
+from ganaug.gan.ema import GeneratorEMA
 from ganaug.io import atomic_file
 
 
 class GANDivergenceError(RuntimeError):
-    """A GAN loss became NaN or infinite."""
+    """A GAN loss became NaN or infinite, or the discriminator collapsed."""
 
 
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -48,24 +62,60 @@ class EpochReport:
     train_seconds: float  # wall time of this epoch's optimisation steps (no evaluation)
     images_seen: int  # real images through D this epoch
     quality: dict[str, float] | None  # evaluation metrics, when this epoch was evaluated
-    generator: nn.Module
+    generator: nn.Module  # what is sampled: the EMA of G when gan.ema_kimg > 0, else G
 
 
 @dataclass
 class GANTrainResult:
-    generator: nn.Module
+    generator: nn.Module  # what to sample from: the EMA of G when gan.ema_kimg > 0, else G (eval mode)
     discriminator: nn.Module
-    losses: list[dict[str, float]]  # every step: step, epoch, loss_d, loss_g, d_real, d_fake
+    losses: list[dict[str, float]]  # every step: step, epoch, loss_d, loss_g, d_real, d_fake [, loss terms, ada_p, rt]
     quality: list[dict[str, float]]  # every evaluation: epoch + metrics
     resumed_from_epoch: int
     extra: dict[str, Any] = field(default_factory=dict)
+    trained_generator: nn.Module | None = None  # G as optimised (the same object as `generator` without EMA)
+    augment_p: float | None = None  # augmentation probability at the end: 1 (diffaugment), ADA's p, None (off)
+
+
+def discriminator_norm(cfg: GANConfig) -> str:
+    """D's normalisation: BatchNorm as in DCGAN, except none under spectral normalisation (SN
+    already controls each layer) and layer norm for WGAN-GP, whose per-sample gradient
+    penalty is not valid with batch statistics."""
+    if cfg.spectral_norm:
+        return "none"
+    return "layer" if cfg.loss == "wgan_gp" else "batch"
+
+
+def build_generator(cfg: GANConfig, resolution: int, n_classes: int, channels: int = 1) -> nn.Module:
+    return GANS[cfg.arch].generator(resolution, cfg.latent_dim, cfg.base_channels, n_classes, channels)
+
+
+def build_discriminator(cfg: GANConfig, resolution: int, n_classes: int, channels: int = 1) -> nn.Module:
+    return GANS[cfg.arch].discriminator(resolution, cfg.base_channels, n_classes, channels,
+                                        discriminator_norm(cfg), cfg.spectral_norm)
 
 
 def build_networks(cfg: GANConfig, resolution: int, n_classes: int, channels: int = 1) -> tuple[nn.Module, nn.Module]:
-    spec = GANS[cfg.arch]
-    generator = spec.generator(resolution, cfg.latent_dim, cfg.base_channels, n_classes, channels)
-    discriminator = spec.discriminator(resolution, cfg.base_channels, n_classes, channels)
-    return generator, discriminator
+    """(G, D) of `gan.arch`, G built first (the order fixes the initial weights for a seed)."""
+    generator = build_generator(cfg, resolution, n_classes, channels)
+    return generator, build_discriminator(cfg, resolution, n_classes, channels)
+
+
+def build_optimizer(parameters: Any, lr: float, cfg: GANConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=lr)
+    return torch.optim.Adam(parameters, lr=lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def last_good_path(checkpoint_path: Path) -> Path:
+    """Where the checkpoint from before a discriminator collapse is kept."""
+    return checkpoint_path.with_name(f"{checkpoint_path.stem}.last_good{checkpoint_path.suffix}")
+
+
+def _to_floats(scalars: dict[str, torch.Tensor]) -> dict[str, float]:
+    """0-d tensors -> Python floats, with one device transfer for all of them."""
+    values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()
+    return dict(zip(scalars, values, strict=True))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
@@ -76,12 +126,12 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 
 def training_loop(
     images: np.ndarray,  # (N, C, H, W) uint8: real *training* images only
-    labels: np.ndarray | None,  # (N,) int class indices for a conditional GAN, else None
-    n_classes: int,  # conditioning classes; 0 = unconditional
-    cfg: GANConfig,  # architecture, optimiser and schedule (params.yaml `gan`)
+    labels: np.ndarray | None,  # (N,) int class indices or (N, K) multi-hot for a conditional GAN, else None
+    n_classes: int,  # conditioning classes (K); 0 = unconditional
+    cfg: GANConfig,  # architecture, loss, optimiser, augmentation, EMA and schedule (params.yaml `gan`)
     checkpoint_path: Path,  # resumable state, rewritten atomically after every epoch
-    device: torch.device,  # cpu or cuda (bf16 autocast on cuda)
-    evaluate: Callable[[int, nn.Module], dict[str, float]] | None = None,  # (epoch, G) -> metrics
+    device: torch.device,  # cpu or cuda (bf16 autocast and channels_last on cuda)
+    evaluate: Callable[[int, nn.Module], dict[str, float]] | None = None,  # (epoch, G to sample) -> metrics
     on_epoch_end: Callable[[EpochReport], None] | None = None,  # logging hook
     extra_state: dict[str, Any] | None = None,  # saved with the checkpoint (e.g. MLflow run id)
     stop_after_epoch: int | None = None,  # return early after this epoch (simulates a killed run)
@@ -90,23 +140,31 @@ def training_loop(
     assert images.ndim == 4 and images.dtype == np.uint8, f"images must be (N, C, H, W) uint8, got {images.shape} {images.dtype}"
     assert (labels is None) == (n_classes == 0), "labels go with n_classes > 0 (conditional) and only then"
     n, channels, resolution = len(images), images.shape[1], images.shape[-1]
-    if n < 2:
-        raise ValueError(f"GAN training needs at least 2 images, got {n}")
-    batch_size = min(cfg.batch_size, n)
-    steps_per_epoch = n // batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
+    if labels is not None:
+        assert labels.shape in ((n,), (n, n_classes)), f"labels must be ({n},) or ({n}, {n_classes}), got {labels.shape}"
+    batch_size = min(cfg.batch_size, n // cfg.n_critic)
+    if batch_size < 2:
+        raise ValueError(f"GAN training needs at least 2 images per D step (gan.n_critic={cfg.n_critic}), got {n} images")
+    images_per_step = batch_size * cfg.n_critic  # real images through D per G step
+    steps_per_epoch = n // images_per_step  # drop the ragged last batch: BatchNorm dislikes tiny batches
 
     torch.manual_seed(cfg.seed)  # network initialisation (and anything else on the global RNG)
     generator, discriminator = build_networks(cfg, resolution, n_classes, channels)
     generator.to(device, memory_format=torch.channels_last)
     discriminator.to(device, memory_format=torch.channels_last)
-    loss_fn = GANS[cfg.arch].loss()
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    ema = GeneratorEMA(generator, cfg.ema_kimg) if cfg.ema_kimg > 0 else None
+    loss_fn = GANS[cfg.arch].loss(cfg)
+    opt_g = build_optimizer(generator.parameters(), cfg.lr_g, cfg)
+    opt_d = build_optimizer(discriminator.parameters(), cfg.lr_d, cfg)
+    policy = DiffAugment(tuple(cfg.augment_policy)) if cfg.augment != "none" else None
+    ada = AdaptiveAugmentProbability(cfg.ada_target, cfg.ada_kimg) if cfg.augment == "ada" else None
     order_rng = torch.Generator().manual_seed(cfg.seed)  # data order
-    noise_rng = torch.Generator().manual_seed(cfg.seed + 1)  # latent vectors (on CPU: device-independent)
+    noise_rng = torch.Generator().manual_seed(cfg.seed + 1)  # latent vectors, penalty draws (on CPU: device-independent)
+    augment_rng = torch.Generator().manual_seed(cfg.seed + 2)  # augmentation parameters
+    collapse_below = loss_fn.adversarial.collapse_below if cfg.collapse_epochs > 0 else None
     losses: list[dict[str, float]] = []
     quality: list[dict[str, float]] = []
-    start_epoch, step = 0, 0
+    start_epoch, step, collapse_streak = 0, 0, 0
     extra = dict(extra_state or {})
 
     state = load_checkpoint(checkpoint_path)
@@ -115,92 +173,155 @@ def training_loop(
             raise ValueError(f"checkpoint {checkpoint_path} was written with another gan config; remove it to start over")
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
+        if ema is not None:
+            ema.network.load_state_dict(state["ema"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         order_rng.set_state(state["order_rng"])
         noise_rng.set_state(state["noise_rng"])
+        augment_rng.set_state(state["augment_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if ada is not None:
+            ada = AdaptiveAugmentProbability(**state["ada"])
         losses, quality = state["losses"], state["quality"]
-        start_epoch, step = state["epoch"], state["step"]
+        start_epoch, step, collapse_streak = state["epoch"], state["step"], state["collapse_streak"]
         extra = {**state.get("extra", {}), **extra}
     resumed_from = start_epoch
+    sampled = ema.network if ema is not None else generator  # what evaluations and the caller sample from
 
     x_all = torch.from_numpy(images)  # stays uint8 on CPU; batches move to the device
-    y_all = torch.from_numpy(labels).long() if labels is not None else None
+    y_all = None
+    if labels is not None:  # class indices as int64, multi-hot as float32
+        y_all = torch.from_numpy(labels).long() if labels.ndim == 1 else torch.from_numpy(labels).float()
+
+    def augment(batch: torch.Tensor, p: float) -> torch.Tensor:
+        """D's input: the batch through the DiffAugment policy (the identity when gan.augment=none)."""
+        return batch if policy is None else policy(batch, augment_rng, p)
 
     def save_checkpoint(epoch: int) -> None:
         with atomic_file(checkpoint_path) as tmp:
             torch.save(
                 {
-                    "config": to_dict(cfg), "epoch": epoch, "step": step,
+                    "config": to_dict(cfg), "epoch": epoch, "step": step, "collapse_streak": collapse_streak,
                     "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+                    "ema": ema.network.state_dict() if ema is not None else None,
                     "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                     "order_rng": order_rng.get_state(), "noise_rng": noise_rng.get_state(),
-                    "torch_rng": torch.get_rng_state(), "losses": losses, "quality": quality,
+                    "augment_rng": augment_rng.get_state(), "torch_rng": torch.get_rng_state(),
+                    "ada": dataclasses.asdict(ada) if ada is not None else None,
+                    "losses": losses, "quality": quality,
                     "n_classes": n_classes, "resolution": resolution, "channels": channels, "extra": extra,
                 },
                 tmp,
             )
 
+    def last_good(epoch: int) -> str:
+        return f"{checkpoint_path} (epoch {epoch})" if epoch > 0 else "none (failed in the first epoch)"
+
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         generator.train()
         discriminator.train()
         epoch_losses: list[dict[str, float]] = []
+        collapsed_steps: list[bool] = []
         order = torch.randperm(n, generator=order_rng)
         epoch_start = time.perf_counter()
         for i in tqdm(range(steps_per_epoch), desc=f"GAN epoch {epoch}/{cfg.epochs}", leave=False, mininterval=2):
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            real = to_device_images(to_model_range(x_all[idx]), device)  # (B, C, R, R) in [-1, 1]
-            y = y_all[idx].to(device) if y_all is not None else None  # fakes take the batch's labels
-            z = torch.randn(len(idx), cfg.latent_dim, generator=noise_rng).to(device)
+            p = ada.p if ada is not None else 1.0  # augmentation probability of this step
+            d_sums: dict[str, float] = {}
 
-            # (1) Update D: maximise log D(x) + log(1 - D(G(z)))
-            with autocast(device):
-                fake = generator(z, y)
-                real_logits = discriminator(real, y)
-                fake_logits = discriminator(fake.detach(), y)
-                loss_d = loss_fn.discriminator(real_logits.float(), fake_logits.float())
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+            # (1) Update D: n_critic steps, each on its own real batch; fakes take the batch's labels
+            for j in range(cfg.n_critic):
+                idx = order[(i * cfg.n_critic + j) * batch_size : (i * cfg.n_critic + j + 1) * batch_size]
+                real = to_device_images(to_model_range(x_all[idx]), device)  # (B, C, R, R) in [-1, 1]
+                y = y_all[idx].to(device) if y_all is not None else None
+                z = torch.randn(len(idx), cfg.latent_dim, generator=noise_rng).to(device)
+                with autocast(device):
+                    fake = generator(z, y)
+                    real_in, fake_in = augment(real, p), augment(fake.detach(), p)
+                    real_out = discriminator(real_in, y)
+                    fake_out = discriminator(fake_in, y)
+                    terms_d = loss_fn.discriminator(real_out, fake_out, y, y)
+                terms_d |= loss_fn.penalty(discriminator, real_in, fake_in, y, noise_rng)  # float32, outside autocast
+                loss_d = sum(terms_d.values())
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
 
-            # (2) Update G: maximise log D(G(z))
+                real_logits, fake_logits = loss_fn.logits(real_out).detach(), loss_fn.logits(fake_out).detach()
+                scalars = {"loss_d": loss_d, **(terms_d if len(terms_d) > 1 else {}),
+                           "d_real": torch.sigmoid(real_logits).mean(),  # D(x)
+                           "d_fake": torch.sigmoid(fake_logits).mean(),  # D(G(z)) before G's step
+                           "adversarial_d": terms_d["loss_d_adv"]}
+                if ada is not None:
+                    scalars["rt"] = torch.sign(real_logits).mean()  # ADA's overfitting signal
+                values = _to_floats(scalars)  # one device sync per step
+                if ada is not None:
+                    ada.observe(values["rt"], len(idx))
+                for k, v in values.items():
+                    d_sums[k] = d_sums.get(k, 0.0) + v
+
+            # (2) Update G: D's verdict on the (augmented) fakes of the last D step
             with autocast(device):
-                fake_logits_g = discriminator(fake, y)
-                loss_g = loss_fn.generator(fake_logits_g.float())
+                fake_out_g = discriminator(augment(fake, p), y)
+                terms_g = loss_fn.generator(fake_out_g, y)
+            loss_g = sum(terms_g.values())
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
             step += 1
+            if ema is not None:
+                ema.update(generator, images_per_step)
+            if ada is not None:
+                ada.end_step()
 
-            record = {
-                "step": step, "epoch": epoch,
-                "loss_d": loss_d.item(), "loss_g": loss_g.item(),
-                "d_real": torch.sigmoid(real_logits.float()).mean().item(),  # D(x)
-                "d_fake": torch.sigmoid(fake_logits.float()).mean().item(),  # D(G(z)) before G's step
-            }
-            for name in ("loss_d", "loss_g"):
-                if not math.isfinite(record[name]):
-                    last = f"{checkpoint_path} (epoch {epoch - 1})" if epoch > 1 or resumed_from else "none (failed in the first epoch)"
+            d_means = {k: v / cfg.n_critic for k, v in d_sums.items()}
+            adversarial_d = d_means.pop("adversarial_d")
+            g_values = _to_floats({"loss_g": loss_g, **(terms_g if len(terms_g) > 1 else {})})
+            record = {"step": step, "epoch": epoch, "loss_d": d_means.pop("loss_d"), "loss_g": g_values.pop("loss_g"),
+                      **d_means, **g_values}
+            if ada is not None:
+                record["ada_p"] = p
+            for name in ("loss_d", "loss_g", *terms_d, *(terms_g if len(terms_g) > 1 else ())):
+                if name in record and not math.isfinite(record[name]):
                     raise GANDivergenceError(
                         f"GAN diverged: {name} = {record[name]} at epoch {epoch}, step {step}; "
-                        f"last good checkpoint: {last}. Try a lower gan.lr_d / gan.lr_g."
+                        f"last good checkpoint: {last_good(epoch - 1)}. Try a lower gan.lr_d / gan.lr_g."
                     )
+            collapsed_steps.append(collapse_below is not None and adversarial_d < collapse_below)
             epoch_losses.append(record)
         losses.extend(epoch_losses)
         train_seconds = time.perf_counter() - epoch_start
+
+        # divergence guard, part 2: a discriminator that is certain of every image, epoch after epoch
+        collapse_streak = collapse_streak + 1 if collapsed_steps and all(collapsed_steps) else 0
+        kept = last_good_path(checkpoint_path)
+        if collapse_streak == 1 and checkpoint_path.is_file():
+            with atomic_file(kept) as tmp:
+                shutil.copyfile(checkpoint_path, tmp)  # the state before the collapse began
+        elif collapse_streak == 0:
+            kept.unlink(missing_ok=True)
+        if collapse_below is not None and collapse_streak >= cfg.collapse_epochs:
+            good_epoch = epoch - collapse_streak
+            raise GANDivergenceError(
+                f"GAN discriminator collapsed: its {cfg.loss} loss stayed below {collapse_below} in every step of "
+                f"epochs {good_epoch + 1}..{epoch} (gan.collapse_epochs={cfg.collapse_epochs}): it separates real from "
+                f"generated images with near certainty and has overpowered G; stopped at step {step}. Last good checkpoint: "
+                f"{f'{kept} (epoch {good_epoch})' if good_epoch > 0 else 'none (collapsed from the first epoch)'}. "
+                "Try gan.augment=diffaugment or ada, a lower gan.lr_d, gan.spectral_norm=true or gan.r1_gamma > 0."
+            )
 
         metrics = None
         if evaluate is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
             generator.eval()
             with torch.no_grad():
-                metrics = evaluate(epoch, generator)
+                metrics = evaluate(epoch, sampled)
             quality.append({"epoch": epoch, **metrics})
         save_checkpoint(epoch)
         if on_epoch_end is not None:
-            on_epoch_end(EpochReport(epoch, step, epoch_losses, train_seconds, steps_per_epoch * batch_size, metrics, generator))
+            on_epoch_end(EpochReport(epoch, step, epoch_losses, train_seconds, steps_per_epoch * images_per_step, metrics, sampled))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
 
     generator.eval()
-    return GANTrainResult(generator, discriminator, losses, quality, resumed_from, extra)
+    augment_p = None if policy is None else (ada.p if ada is not None else 1.0)
+    return GANTrainResult(sampled, discriminator, losses, quality, resumed_from, extra, generator, augment_p)

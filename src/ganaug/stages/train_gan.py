@@ -33,11 +33,19 @@ from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.gan.train import EpochReport, load_checkpoint, to_uint8, training_loop  # noqa: E402
 from ganaug.io import atomic_file, write_json  # noqa: E402
 from ganaug.quality.frechet import FeatureStats  # noqa: E402
-from ganaug.quality.inception import FID_EXTRACTOR, find_inception_weights, inception_features, load_fid_inception  # noqa: E402
+from ganaug.quality.inception import (  # noqa: E402
+    FID_EXTRACTOR,
+    find_inception_weights,
+    inception_features,
+    inception_score,
+    load_fid_inception,
+    load_inception_fc,
+)
 from ganaug.quality.memorisation import MemorisationReport, closest_pairs_grid  # noqa: E402
 from ganaug.quality.suite import FeatureSet, feature_metrics, label_fidelity, memorisation, pixel_metrics  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.checks import require_single_label  # noqa: E402
+from ganaug.stages.real_features import load_real_inception  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference, stats_path  # noqa: E402
 from ganaug.tracking import mlflow_utils, pyfunc_generator  # noqa: E402
 
@@ -86,7 +94,7 @@ class QualityEvaluator:
     """
 
     def __init__(self, dataset: PackedDataset, data: GANData, reference: torch.nn.Module, extractor: str,
-                 device: torch.device, inception_weights: Path | None, cache_dir: Path, dataset_hash: str, final_epoch: int):
+                 device: torch.device, inception_weights: Path | None, dataset_hash: str, final_epoch: int):
         self.dataset, self.data, self.reference, self.extractor, self.device = dataset, data, reference, extractor, device
         self.final_epoch = final_epoch
         real_features = np.load(paths.REFERENCE / REAL_FEATURES_FILE)  # (N_train, D), train-split order
@@ -96,22 +104,16 @@ class QualityEvaluator:
         self.final_report: MemorisationReport | None = None
         self.final_fake: np.ndarray | None = None
         self.inception = None
-        if inception_weights is not None:
+        # real train-split Inception features come from the real_features stage (a DVC output)
+        real_inception = load_real_inception(paths.REAL_FEATURES, dataset_hash) if inception_weights else None
+        if inception_weights is not None and real_inception is None:
+            print(f"Inception weights found, but {paths.REAL_FEATURES} was made without them: Inception metrics skipped "
+                  "(set quality.inception_weights to the file so that real_features reruns)")
+        elif inception_weights is not None:
             self.inception = load_fid_inception(inception_weights, device)
-            self.inception_real = self._inception_real_features(cache_dir, dataset_hash)
-
-    def _inception_real_features(self, cache_dir: Path, dataset_hash: str) -> np.ndarray:
-        """Inception features of the real training images used, cached per dataset version."""
-        classes = "-".join(map(str, self.data.trained_classes))
-        path = cache_dir / "inception_features" / f"{dataset_hash[:16]}_classes{classes}.npy"
-        if path.is_file():
-            return np.load(path)
-        real = np.concatenate([self.real_images[c] for c in self.data.trained_classes])
-        features = inception_features(self.inception, real, 64, self.device)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path) as tmp:
-            np.save(tmp, features)
-        return features
+            self.inception_fc = load_inception_fc(inception_weights)
+            in_classes = np.isin(dataset.train.labels, data.trained_classes)
+            self.inception_real = real_inception[in_classes]
 
     def sample(self, generator: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
         rng = torch.Generator().manual_seed(EVAL_SEED)
@@ -147,6 +149,7 @@ class QualityEvaluator:
         if self.inception is not None:
             fake_inception = inception_features(self.inception, fake, 64, self.device)
             out |= feature_metrics(FeatureSet("inception", FID_EXTRACTOR, self.inception_real, fake_inception), with_ci=final, seed=epoch)
+            out["inception_score"], out["inception_score_std"] = inception_score(fake_inception, self.inception_fc, splits=min(10, len(fake)))
         if final:
             train_images = np.concatenate([self.real_images[c] for c in classes])
             train_features = np.concatenate([self.real_features[c] for c in classes])
@@ -174,7 +177,7 @@ def loss_figure(losses: list[dict[str, float]], quality: list[dict[str, float]])
     window = max(1, len(frame) // 50)
     for key in ("loss_d", "loss_g"):
         axes[0].plot(frame["step"], frame[key].rolling(window, min_periods=1).mean(), label=key)
-    axes[0].set(xlabel="step", ylabel="BCE loss", title="GAN losses (smoothed)")
+    axes[0].set(xlabel="step", ylabel="loss", title="GAN losses (smoothed)")
     axes[0].legend()
     for key in ("d_real", "d_fake"):
         axes[1].plot(frame["step"], frame[key].rolling(window, min_periods=1).mean(), label=key)
@@ -195,22 +198,23 @@ def main(params: Params) -> None:
     dataset = load_packed(paths.PREPARED)
     data = select_training_data(dataset, cfg)
     device = pick_device(cfg.device, "gan.device")
-    inception_weights = find_inception_weights(cfg.inception_weights)
+    inception_weights = find_inception_weights(params.quality.inception_weights)
     reference, extractor = load_reference(paths.REFERENCE, device)
     root = mlflow_utils.project_root()
     key = checkpoint_key(cfg, meta["dataset_hash"], extractor)
     work_dir = root / paths.CACHE / "train_gan" / key
     work_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = work_dir / "checkpoint.pt"
-    evaluator = QualityEvaluator(dataset, data, reference, extractor, device, inception_weights, root / paths.CACHE,
-                                 meta["dataset_hash"], final_epoch=cfg.epochs)
+    evaluator = QualityEvaluator(dataset, data, reference, extractor, device, inception_weights, meta["dataset_hash"],
+                                 final_epoch=cfg.epochs)
 
     mlflow_utils.setup()
     previous = load_checkpoint(checkpoint)
     run_id = previous["extra"].get("mlflow_run_id") if previous else None
     if previous:
         print(f"resuming GAN training from {checkpoint} (epoch {previous['epoch']}/{cfg.epochs})")
-    tags = mlflow_utils.lineage_tags("train_gan", meta, **{"gan.arch": cfg.arch, "gan.mode": cfg.mode})
+    tags = mlflow_utils.lineage_tags("train_gan", meta, **{"gan.arch": cfg.arch, "gan.mode": cfg.mode, "gan.loss": cfg.loss,
+                                                            "gan.augment": cfg.augment})
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"train_gan-{cfg.arch}-{cfg.mode}", tags=tags) as run:
         if run_id is None:
             mlflow.log_params({
@@ -225,7 +229,8 @@ def main(params: Params) -> None:
         def on_epoch_end(report: EpochReport) -> None:
             throughput["seconds"] += report.train_seconds
             throughput["images"] += report.images_seen
-            mlflow_utils.log_step_metrics(report.losses, ("loss_d", "loss_g", "d_real", "d_fake"))
+            step_keys = [k for k in report.losses[0] if k not in ("step", "epoch")] if report.losses else []
+            mlflow_utils.log_step_metrics(report.losses, step_keys)  # losses, D outputs [, loss terms, ADA p and r_t]
             if report.quality is not None:
                 mlflow.log_metrics(report.quality, step=report.epoch)
                 mlflow.log_image(sample_grid(report.generator, data, device), key="samples", step=report.epoch)
@@ -241,7 +246,7 @@ def main(params: Params) -> None:
 
         out = paths.GAN
         out.mkdir(parents=True, exist_ok=True)
-        trained = TrainedGenerator(
+        trained = TrainedGenerator(  # result.generator is the EMA of G when gan.ema_kimg > 0
             result.generator.cpu(), to_dict(cfg), dataset.class_names, data.trained_classes, data.n_classes > 0,
             {"dataset_hash": meta["dataset_hash"], "epochs": cfg.epochs, "mlflow_run_id": run.info.run_id,
              "feature_extractor": extractor, "final_quality": final},
@@ -266,6 +271,9 @@ def main(params: Params) -> None:
         pd.DataFrame(result.quality).to_csv(_mkparent(paths.PLOTS / "gan_quality.csv"), index=False)
         metrics = {**{k: float(v) for k, v in final.items()}, "epochs": cfg.epochs, "steps": len(result.losses),
                    "train_images_per_second": images_per_second}
+        if result.augment_p is not None:  # the augmentation probability at the end (ADA's p; 1 for diffaugment)
+            metrics["augment_p"] = result.augment_p
+            mlflow.log_metric("augment_p", result.augment_p)
         mlflow.log_metric("train_images_per_second", images_per_second)
         write_json(paths.METRICS / "gan.json", metrics)
 
@@ -288,7 +296,8 @@ def _tag_model_version(name: str, version: Any, meta: dict, final: dict, cfg: GA
     client = mlflow.MlflowClient()
     classes = [dataset.class_names[c] for c in data.trained_classes]
     tags = {"data.dataset_hash": meta["dataset_hash"], "data.source": str(meta["source"].get("name")),
-            "gan.arch": cfg.arch, "gan.mode": cfg.mode, "classes": ",".join(classes), "feature_extractor": extractor,
+            "gan.arch": cfg.arch, "gan.mode": cfg.mode, "gan.loss": cfg.loss, "gan.augment": cfg.augment,
+            "gan.ema_kimg": str(cfg.ema_kimg), "classes": ",".join(classes), "feature_extractor": extractor,
             **{f"metric.{k}": f"{v:.6g}" for k, v in final.items()}}
     for k, v in tags.items():
         client.set_model_version_tag(name, str(version), k, v)
