@@ -13,13 +13,8 @@ from torch import nn
 
 from ganaug.gan.blocks import (
     DiscriminatorNorm, DownsamplingTrunk, UpsamplingTrunk, apply_spectral_norm, init_dcgan_weights, label_vectors,
-    require_labels,
+    require_classes, require_labels,
 )
-
-
-def _require_classes(n_classes: int) -> None:
-    if n_classes < 1:
-        raise ValueError("gan.arch=acgan is class-conditional: it needs n_classes >= 1 (gan.mode=conditional)")
 
 
 class Generator(nn.Module):
@@ -27,7 +22,7 @@ class Generator(nn.Module):
 
     def __init__(self, resolution: int, latent_dim: int = 100, base_channels: int = 64, n_classes: int = 0, channels: int = 1):
         super().__init__()
-        _require_classes(n_classes)
+        require_classes(n_classes, "acgan")
         self.resolution, self.latent_dim, self.n_classes, self.channels = resolution, latent_dim, n_classes, channels
         self.embed = nn.Linear(n_classes, latent_dim, bias=False)  # class embedding, same size as z
         self.trunk = UpsamplingTrunk(resolution, 2 * latent_dim, base_channels, channels)
@@ -47,7 +42,7 @@ class Discriminator(nn.Module):
     def __init__(self, resolution: int, base_channels: int = 64, n_classes: int = 0, channels: int = 1,
                  norm: DiscriminatorNorm = "batch", spectral_norm: bool = False):
         super().__init__()
-        _require_classes(n_classes)
+        require_classes(n_classes, "acgan")
         self.resolution, self.n_classes = resolution, n_classes
         self.trunk = DownsamplingTrunk(resolution, base_channels, channels, norm)
         self.head = nn.Conv2d(self.trunk.out_channels, 1, self.trunk.base, 1, 0, bias=False)  # (N, 1, 1, 1)

@@ -154,3 +154,9 @@ class DownsamplingTrunk(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.layers(images)
+
+
+def require_classes(n_classes: int, arch: str) -> None:
+    """Class-conditional architectures need classes; the message names the params."""
+    if n_classes < 1:
+        raise ValueError(f"gan.arch={arch} is class-conditional: it needs n_classes >= 1 (gan.mode=conditional)")
