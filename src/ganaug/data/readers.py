@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ganaug.config import PreprocessConfig
 from ganaug.data.preprocess import minmax_to_uint8, preprocess, rgb_to_grayscale, to_grayscale
+from ganaug.data.source_images import BadFile, DataSourceError, handle_bad_files
 
 # extension -> the format PIL must find in the file; a mismatch is a bad file (a renamed file)
 PIL_FORMATS = {
@@ -143,3 +144,16 @@ def _progress(results: Iterator[ReadResult], progress: tqdm) -> Iterator[ReadRes
     for result in results:
         progress.update(1)
         yield result
+
+
+def settle_reads(results: list[ReadResult], names: list[str], bad: list[BadFile], on_bad_file: str,
+                 where: str, what: str = "images") -> tuple[np.ndarray, list[BadFile]]:
+    """Unreadable `results` (named by `names`) join the source's other `bad` files, sorted by file;
+    all of them fail the stage or are skipped per data.on_bad_file. Returns (mask of readable
+    results, the skipped bad files); no readable result at all is an error naming `where`."""
+    bad = bad + [BadFile(name, r.reason) for name, r in zip(names, results) if r.pixels is None]
+    skipped = handle_bad_files(sorted(bad, key=lambda b: b.file), on_bad_file, where)
+    readable = np.array([r.pixels is not None for r in results], bool)
+    if not readable.any():
+        raise DataSourceError(f"{where}: no readable {what}")
+    return readable, skipped

@@ -15,8 +15,8 @@ import numpy as np
 
 from ganaug.config import DataConfig
 from ganaug.data.preprocess import preprocessing_record
-from ganaug.data.readers import DICOM_RULE, read_files
-from ganaug.data.source_images import BadFile, DataSourceError, SourceImages, anonymous_ids, handle_bad_files
+from ganaug.data.readers import DICOM_RULE, read_files, settle_reads
+from ganaug.data.source_images import SourceImages, anonymous_ids
 from ganaug.data.sources.tree import count_values, images_per_split_folder, walk_class_tree
 
 
@@ -27,17 +27,9 @@ def read_dicom(cfg: DataConfig) -> SourceImages:
     class_names = tree.class_dirs
     results = read_files([f.path for f in tree.files], "dicom", cfg.image_size, cfg.preprocess,
                          cfg.workers, desc="reading DICOM")
-    bad = list(tree.bad)
-    rows = []
-    for f, result in zip(tree.files, results):
-        if result.pixels is None:
-            bad.append(BadFile(f.rel, result.reason))
-        else:
-            rows.append((f, result))
-    bad.sort(key=lambda b: b.file)
-    skipped = handle_bad_files(bad, cfg.on_bad_file, f"data.dicom.root={dcfg.root!r}")
-    if not rows:
-        raise DataSourceError(f"data.dicom.root={dcfg.root!r}: no readable DICOM images")
+    readable, skipped = settle_reads(results, [f.rel for f in tree.files], list(tree.bad), cfg.on_bad_file,
+                                     f"data.dicom.root={dcfg.root!r}", "DICOM images")
+    rows = [(f, r) for f, r, ok in zip(tree.files, results, readable) if ok]
     files = [f for f, _ in rows]
     labels = [class_names.index(f.class_dir) for f in files]
     # a file without PatientID is its own patient: keyed by its path, which never leaves this process

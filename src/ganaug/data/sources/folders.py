@@ -21,9 +21,9 @@ import numpy as np
 
 from ganaug.config import DataConfig
 from ganaug.data.preprocess import preprocessing_record
-from ganaug.data.readers import read_files
+from ganaug.data.readers import read_files, settle_reads
 from ganaug.data.source_images import (
-    BadFile, DataSourceError, SourceImages, anonymous_ids, handle_bad_files,
+    BadFile, DataSourceError, SourceImages, anonymous_ids,
 )
 from ganaug.data.sources.tree import ClassTree, count_values, images_per_split_folder, walk_class_tree
 
@@ -99,17 +99,9 @@ def read_folders(cfg: DataConfig) -> SourceImages:
     readable = [i for i, label in enumerate(labels) if label is not None]
     results = read_files([tree.files[i].path for i in readable], "pil", cfg.image_size, cfg.preprocess,
                          cfg.workers, desc="reading folders")
-    bad = tree.bad + label_bad
-    rows = []
-    for i, result in zip(readable, results):
-        if result.pixels is None:
-            bad.append(BadFile(tree.files[i].rel, result.reason))
-        else:
-            rows.append((i, result))
-    bad.sort(key=lambda b: b.file)
-    skipped = handle_bad_files(bad, cfg.on_bad_file, f"data.folders.root={fcfg.root!r}")
-    if not rows:
-        raise DataSourceError(f"data.folders.root={fcfg.root!r}: no readable images")
+    ok, skipped = settle_reads(results, [tree.files[i].rel for i in readable], tree.bad + label_bad, cfg.on_bad_file,
+                               f"data.folders.root={fcfg.root!r}")
+    rows = [(i, r) for i, r, keep in zip(readable, results, ok) if keep]
     files = [tree.files[i] for i, _ in rows]
     has_patients = fcfg.label_rule != "folder" or fcfg.patient_pattern is not None
     use_split = tree.has_split_folders and fcfg.splits != "ignore"

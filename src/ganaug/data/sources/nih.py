@@ -20,9 +20,9 @@ import pandas as pd
 
 from ganaug.config import NIH_FINDINGS, DataConfig
 from ganaug.data.preprocess import preprocessing_record
-from ganaug.data.readers import read_files
+from ganaug.data.readers import read_files, settle_reads
 from ganaug.data.source_images import (
-    SPLIT_FOLDER_NAMES, BadFile, DataSourceError, SourceImages, anonymous_ids, handle_bad_files, listing,
+    SPLIT_FOLDER_NAMES, BadFile, DataSourceError, SourceImages, anonymous_ids, listing,
 )
 from ganaug.data.sources.tree import count_values
 
@@ -124,12 +124,8 @@ def read_nih(cfg: DataConfig) -> SourceImages:
     results = read_files([paths[n] for n in entries["Image Index"]], "pil", cfg.image_size, cfg.preprocess,
                          cfg.workers, desc="reading NIH")
     base = Path(ncfg.images).expanduser()
-    bad += [BadFile(paths[n].relative_to(base).as_posix(), r.reason)
-            for n, r in zip(entries["Image Index"], results) if r.pixels is None]
-    skipped = handle_bad_files(sorted(bad, key=lambda b: b.file), cfg.on_bad_file, f"data.nih.images={ncfg.images!r}")
-    ok = np.array([r.pixels is not None for r in results], bool)
-    if not ok.any():
-        raise DataSourceError(f"data.nih.images={ncfg.images!r}: no readable images")
+    ok, skipped = settle_reads(results, [paths[n].relative_to(base).as_posix() for n in entries["Image Index"]], bad,
+                               cfg.on_bad_file, f"data.nih.images={ncfg.images!r}")
     entries = entries[ok].reset_index(drop=True)
     findings = [f for f, keep in zip(findings, ok) if keep]
     results = [r for r, keep in zip(results, ok) if keep]
