@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ganaug.classify.train import predict_proba
-from ganaug.quality.ssim import max_ssim_to_set
+from ganaug.quality.suite import ssim_likeness_values
 
 # (images (N, 1, H, W) uint8, intended class) -> (N,) scores; higher = more likely kept
 Scorer = Callable[[np.ndarray, int], np.ndarray]
@@ -35,7 +35,7 @@ def ssim_likeness_scorer(train_images: np.ndarray, train_labels: np.ndarray) -> 
     """Max SSIM of each image to the training images of its intended class."""
 
     def score(images: np.ndarray, class_index: int) -> np.ndarray:
-        return max_ssim_to_set(images, train_images[train_labels == class_index])[0]
+        return ssim_likeness_values(images, np.full(len(images), class_index), train_images, train_labels)
 
     return score
 
@@ -51,14 +51,22 @@ def reference_confidence_scorer(reference: torch.nn.Module, device: torch.device
 
 @dataclass
 class FilteredDraw:
-    """Kept images plus everything drawn, for the manifest and the before/after audit."""
+    """Every candidate drawn and which were kept, for the manifest and the before/after audit."""
 
-    images: np.ndarray  # (N_kept, C, H, W) uint8, class by class in request order
-    labels: np.ndarray  # (N_kept,) int64
-    drawn_images: np.ndarray  # (N_drawn, C, H, W) uint8: every candidate, kept or not
+    drawn_images: np.ndarray  # (N_drawn, C, H, W) uint8: every candidate, class by class in request order
     drawn_labels: np.ndarray  # (N_drawn,)
     drawn_scores: np.ndarray  # (N_drawn,) float64
     drawn_kept: np.ndarray  # (N_drawn,) bool: which candidates were kept
+
+    @property
+    def images(self) -> np.ndarray:
+        """(N_kept, C, H, W) uint8: the kept candidates, in draw order."""
+        return self.drawn_images[self.drawn_kept]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N_kept,) int64."""
+        return self.drawn_labels[self.drawn_kept]
 
     def statistics(self, class_names: list[str]) -> dict[str, dict[str, float]]:
         """Per class: drawn, kept, acceptance rate, score quantiles of drawn and kept candidates."""
@@ -86,12 +94,11 @@ def draw_filtered(
     """Draw candidates in rounds until each class has `counts[c]` kept images; the kept images
     are the first that pass, in draw order. Raises FilterError when `max_draws` x the count is
     drawn without enough passing."""
-    images, labels, drawn, drawn_labels, drawn_scores, drawn_kept = [], [], [], [], [], []
+    drawn, drawn_labels, drawn_scores, drawn_kept = [], [], [], []
     for c, wanted in counts.items():
         if wanted == 0:
             continue
         budget = int(np.ceil(max_draws * wanted))
-        kept_here: list[np.ndarray] = []
         n_kept, n_drawn, round_index = 0, 0, 0
         while n_kept < wanted:
             if n_drawn >= budget:
@@ -107,13 +114,10 @@ def draw_filtered(
             scores = np.asarray(score(candidates, c), dtype=np.float64)
             passing = scores >= threshold
             take = passing & (np.cumsum(passing) <= wanted - n_kept)  # the first that pass, up to the count
-            kept_here.append(candidates[take])
             drawn.append(candidates), drawn_labels.append(np.full(n, c, np.int64))
             drawn_scores.append(scores), drawn_kept.append(take)
             n_kept += int(take.sum())
             n_drawn += n
             round_index += 1
-        images.append(np.concatenate(kept_here))
-        labels.append(np.full(wanted, c, np.int64))
-    return FilteredDraw(np.concatenate(images), np.concatenate(labels), np.concatenate(drawn),
-                        np.concatenate(drawn_labels), np.concatenate(drawn_scores), np.concatenate(drawn_kept))
+    return FilteredDraw(np.concatenate(drawn), np.concatenate(drawn_labels), np.concatenate(drawn_scores),
+                        np.concatenate(drawn_kept))

@@ -124,13 +124,24 @@ def memorisation(fake_images: np.ndarray, train_images: np.ndarray, fake_feature
     return out, pixel
 
 
-def ssim_likeness(fake_images: np.ndarray, fake_labels: np.ndarray, train_images: np.ndarray, train_labels: np.ndarray) -> dict[str, float]:
-    """The HealthGAN paper's SSIM "likeness": each generated image's highest SSIM to any
-    training image of its class; summarised as mean, median, 90th percentile and max. High
-    values mean near-copies of training images (read with the memorisation audit)."""
+def ssim_likeness_values(fake_images: np.ndarray, fake_labels: np.ndarray, train_images: np.ndarray,
+                         train_labels: np.ndarray) -> np.ndarray:
+    """The HealthGAN paper's SSIM "likeness" per generated image (N,): its highest SSIM to any
+    training image of its class. High values mean near-copies of training images (read them
+    with the memorisation audit)."""
     values = np.empty(len(fake_images))
     for c in np.unique(fake_labels):
         mine = fake_labels == c
         values[mine] = max_ssim_to_set(fake_images[mine], train_images[train_labels == c])[0]
+    return values
+
+
+def likeness_summary(values: np.ndarray) -> dict[str, float]:
+    """Mean, median, 90th percentile and max of per-image SSIM likeness values."""
     return {"ssim_likeness_mean": float(values.mean()), "ssim_likeness_median": float(np.median(values)),
             "ssim_likeness_p90": float(np.quantile(values, 0.9)), "ssim_likeness_max": float(values.max())}
+
+
+def ssim_likeness(fake_images: np.ndarray, fake_labels: np.ndarray, train_images: np.ndarray, train_labels: np.ndarray) -> dict[str, float]:
+    """`likeness_summary` of `ssim_likeness_values`."""
+    return likeness_summary(ssim_likeness_values(fake_images, fake_labels, train_images, train_labels))

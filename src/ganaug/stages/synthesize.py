@@ -23,7 +23,7 @@ from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.io import atomic_dir, write_json  # noqa: E402
 from ganaug.quality.memorisation import closest_pairs_grid  # noqa: E402
 from ganaug.quality.filters import FilteredDraw, Scorer, draw_filtered, reference_confidence_scorer, ssim_likeness_scorer  # noqa: E402
-from ganaug.quality.suite import memorisation, ssim_likeness  # noqa: E402
+from ganaug.quality.suite import likeness_summary, memorisation, ssim_likeness_values  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference  # noqa: E402
 from ganaug.tracking import mlflow_utils  # noqa: E402
@@ -90,18 +90,23 @@ def main(params: Params) -> None:
         images, labels = draw.images, draw.labels
         counts = {int(c): int((labels == c).sum()) for c in np.unique(labels)}
 
-    # memorisation audit of the written set against the train split (never the test split);
-    # with a filter, the unfiltered candidates too: the difference is what the filter caused
+    # memorisation audit and SSIM likeness of the written set against the train split (never the
+    # test split); with a filter, of the unfiltered candidates too: the difference is what the
+    # filter caused. Kept images are drawn candidates, so their features and likeness are subsets.
     in_classes = np.isin(train.labels, list(counts))
     train_images, train_features = train.images[in_classes], np.load(paths.REFERENCE / REAL_FEATURES_FILE)[in_classes]
-    audit, report = memorisation(images, train_images, extract_features(reference, images, cpu), train_features, extractor)
-    likeness = ssim_likeness(images, labels, train.images, train.labels)
+    candidates, candidate_labels = (images, labels) if draw is None else (draw.drawn_images, draw.drawn_labels)
+    candidate_features = extract_features(reference, candidates, cpu)
+    candidate_likeness = (draw.drawn_scores if cfg.filter == "ssim_likeness"  # the filter's own score
+                          else ssim_likeness_values(candidates, candidate_labels, train.images, train.labels))
+    kept = np.ones(len(candidates), bool) if draw is None else draw.drawn_kept
+    audit, report = memorisation(images, train_images, candidate_features[kept], train_features, extractor)
+    likeness = likeness_summary(candidate_likeness[kept])
     unfiltered = {}
     if draw is not None:
-        drawn_audit, _ = memorisation(draw.drawn_images, train_images, extract_features(reference, draw.drawn_images, cpu),
-                                      train_features, extractor)
+        drawn_audit, _ = memorisation(candidates, train_images, candidate_features, train_features, extractor)
         unfiltered = {f"unfiltered_{k}": v for k, v in drawn_audit.items()}
-        unfiltered |= {f"unfiltered_{k}": v for k, v in ssim_likeness(draw.drawn_images, draw.drawn_labels, train.images, train.labels).items()}
+        unfiltered |= {f"unfiltered_{k}": v for k, v in likeness_summary(candidate_likeness).items()}
     manifest = {
         "generator_file": str(generator_file),
         "generator_sha256": hashlib.sha256(generator_file.read_bytes()).hexdigest(),

@@ -31,7 +31,7 @@ from ganaug.data.packed import PackedDataset, load_packed, read_meta  # noqa: E4
 from ganaug.device import describe, pick_device  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.gan.train import EpochReport, load_checkpoint, to_uint8, training_loop  # noqa: E402
-from ganaug.io import atomic_file, write_json  # noqa: E402
+from ganaug.io import write_json  # noqa: E402
 from ganaug.quality.frechet import FeatureStats  # noqa: E402
 from ganaug.quality.inception import (  # noqa: E402
     FID_EXTRACTOR,
