@@ -10,7 +10,9 @@ import dataclasses
 import difflib
 import io
 import json
+import math
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ruamel.yaml import YAML
+
+from ganaug.resolution import buildable_resolutions, resolution_plan
 
 class ConfigError(ValueError):
     """A params.yaml key or value is wrong; the message names the key."""
@@ -204,10 +208,27 @@ class Params:
 
 
 # ---------------------------------------------------------------------------------------
-# Range checks: (section dataclass, field) -> (predicate, expectation).
+# Range checks: (section dataclass, field) -> (predicate, expectation). Every int and float
+# field has one (a test checks it): a value that fits its type but not the run (latent_dim
+# 1e11, 1e9 epochs) fails here, not while allocating or after hours of training.
 
-_POSITIVE = (lambda v: v > 0, "> 0")
-_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+
+def _between(low: float, high: float, low_open: bool = False) -> tuple[typing.Callable[[Any], bool], str]:
+    """low <= v <= high (low < v with low_open); the expectation names both bounds."""
+    above = (lambda v: v > low) if low_open else (lambda v: v >= low)
+    return (lambda v: above(v) and v <= high), f"{'>' if low_open else '>='} {low} and <= {high}"
+
+
+IMAGE_SIZE_RANGE = (28, 256)  # data.image_size; within it, the GAN needs a buildable size (resolution_plan)
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and most tools take 32-bit seeds
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
+_SEED = _between(0, MAX_SEED)
+_EPOCHS = _between(1, MAX_EPOCHS)
+_BATCH = _between(1, MAX_BATCH)
+_LEARNING_RATE = _between(0, 1, low_open=True)
+_WEIGHT_DECAY = _between(0, 1)
+_KIMG = _between(0, 10_000)  # thousands of images: 10 million is far beyond any run here
 _FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
 _PROBABILITY = (lambda v: 0 <= v <= 1, "in [0, 1]")
 _DISTINCT_NAMES = (lambda v: v is None or (len(v) >= 1 and len(set(v)) == len(v)), "null or a non-empty list of distinct names")
@@ -216,10 +237,16 @@ _EXTENSIONS = (
     "a non-empty list of lower-case extensions with the dot, e.g. ['.png', '.jpg']",
 )
 _CHECKS: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
-    (DataConfig, "image_size"): (lambda v: 28 <= v <= 256, "an integer in [28, 256]"),
+    (DataConfig, "image_size"): (
+        lambda v: IMAGE_SIZE_RANGE[0] <= v <= IMAGE_SIZE_RANGE[1], "an integer in [{}, {}]".format(*IMAGE_SIZE_RANGE)
+    ),
     (DataConfig, "val_fraction"): _FRACTION,
     (DataConfig, "test_fraction"): _FRACTION,
-    (PhantomConfig, "n_images"): (lambda v: v >= 10, ">= 10"),
+    (DataConfig, "seed"): _SEED,
+    (PhantomConfig, "n_images"): _between(10, 100_000),
+    (PhantomConfig, "class_fractions"): (
+        lambda v: all(f >= 0 for f in v.values()) and sum(v.values()) > 0, "fractions >= 0, not all 0"
+    ),
     (PhantomConfig, "cardiomegaly_rate"): _PROBABILITY,
     (PhantomConfig, "effusion_rate"): _PROBABILITY,
     (PhantomConfig, "severity_range"): (
@@ -233,31 +260,47 @@ _CHECKS: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
     (DataConfig, "workers"): (lambda v: 1 <= v <= 64, "an integer in [1, 64]"),
     (DataConfig, "near_duplicate_threshold"): (lambda v: v is None or 0.5 <= v <= 1, "null or in [0.5, 1]"),
     (PreprocessConfig, "clahe_clip"): (lambda v: 0 < v <= 1, "in (0, 1]"),
-    (ClassifierConfig, "seeds"): (lambda v: len(v) >= 1 and len(set(v)) == len(v), "a non-empty list of distinct seeds"),
+    (ClassifierConfig, "seeds"): (
+        lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(0 <= s <= MAX_SEED for s in v),
+        f"a non-empty list of distinct seeds in [0, {MAX_SEED}]",
+    ),
     (EvaluateConfig, "ci"): (lambda v: 0 < v < 1, "in (0, 1)"),
-    (EvaluateConfig, "n_bootstrap"): (lambda v: v >= 100, ">= 100"),
+    (EvaluateConfig, "n_bootstrap"): _between(100, 1_000_000),
+    (EvaluateConfig, "seed"): _SEED,
+    (GANConfig, "latent_dim"): _between(1, 4096),
+    (GANConfig, "base_channels"): _between(1, 1024),
+    (GANConfig, "epochs"): _EPOCHS,
+    (GANConfig, "batch_size"): _BATCH,
+    (GANConfig, "lr_g"): _LEARNING_RATE,
+    (GANConfig, "lr_d"): _LEARNING_RATE,
+    (GANConfig, "gp_weight"): _between(0, 1000, low_open=True),
+    (GANConfig, "r1_gamma"): _between(0, 1000),
+    (GANConfig, "n_critic"): _between(0, 100, low_open=True),
+    (GANConfig, "aux_weight"): _between(0, 100),
     (GANConfig, "beta1"): (lambda v: 0 <= v < 1, "in [0, 1)"),
     (GANConfig, "beta2"): (lambda v: 0 <= v < 1, "in [0, 1)"),
     (GANConfig, "augment_policy"): (lambda v: len(v) >= 1 and len(set(v)) == len(v), "a non-empty list of distinct ops"),
     (GANConfig, "ada_target"): (lambda v: 0 < v < 1, "in (0, 1)"),
+    (GANConfig, "ada_kimg"): _between(0, 10_000, low_open=True),
+    (GANConfig, "ema_kimg"): _KIMG,
+    (GANConfig, "collapse_epochs"): _between(0, MAX_EPOCHS),
+    (GANConfig, "eval_every"): _between(0, MAX_EPOCHS, low_open=True),
+    (GANConfig, "n_eval"): _between(10, 100_000),
+    (GANConfig, "seed"): _SEED,
     (SynthesizeConfig, "target_ratio"): (lambda v: 0 < v <= 10, "in (0, 10]"),
+    (SynthesizeConfig, "seed"): _SEED,
+    (SynthesizeConfig, "batch_size"): _BATCH,
     (SynthesizeConfig, "filter_threshold"): (lambda v: -1 <= v <= 1, "in [-1, 1] (an SSIM or a probability)"),
     (SynthesizeConfig, "max_draws"): (lambda v: 1 <= v <= 100, "in [1, 100]"),
+    (QualityConfig, "batch_size"): _BATCH,
 }
-for _cls, _names in {
-    ClassifierConfig: ("epochs", "batch_size", "lr", "patience"),
-    ReferenceConfig: ("epochs", "batch_size", "lr", "patience"),
-    GANConfig: ("latent_dim", "base_channels", "epochs", "batch_size", "lr_g", "lr_d", "eval_every", "n_eval",
-                "gp_weight", "n_critic", "ada_kimg"),
-    SynthesizeConfig: ("batch_size",),
-    QualityConfig: ("batch_size",),
-}.items():
-    for _name in _names:
-        _CHECKS[(_cls, _name)] = _POSITIVE
 for _cls in (ClassifierConfig, ReferenceConfig):
-    _CHECKS[(_cls, "weight_decay")] = _NON_NEGATIVE
-for _name in ("r1_gamma", "aux_weight", "ema_kimg", "collapse_epochs"):
-    _CHECKS[(GANConfig, _name)] = _NON_NEGATIVE
+    _CHECKS[(_cls, "epochs")] = _EPOCHS
+    _CHECKS[(_cls, "batch_size")] = _BATCH
+    _CHECKS[(_cls, "lr")] = _LEARNING_RATE
+    _CHECKS[(_cls, "weight_decay")] = _WEIGHT_DECAY
+    _CHECKS[(_cls, "patience")] = _EPOCHS
+_CHECKS[(ReferenceConfig, "seed")] = _SEED
 
 
 def _type_name(tp: Any) -> str:
@@ -288,6 +331,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}{hint}")
         return value
     if origin in (types.UnionType, typing.Union):
+        if float in typing.get_args(tp):
+            _require_finite(value, key)  # say why .nan fails, rather than "expected a number or null"
         for option in typing.get_args(tp):
             try:
                 return _convert(value, option, key)
@@ -312,6 +357,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         # YAML 1.2 reads 1e-4 as a float; ints are valid floats. Booleans are not numbers.
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r}: expected a number")
+        _require_finite(value, key)
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -326,6 +372,15 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r}: expected a string")
         return value
     raise TypeError(f"unsupported annotation {tp!r} for {key}")
+
+
+def _require_finite(value: Any, key: str) -> None:
+    """YAML reads .inf, .nan and 1e999 as floats: no key means anything by them (an infinite
+    EMA half-life freezes the generator at its initial weights)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r}: expected a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > sys.float_info.max:
+        raise ConfigError(f"{key}={value!r}: expected a finite number")
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -399,9 +454,25 @@ def _check_data(data: DataConfig) -> None:
         raise ConfigError(f"data.nih.findings: unknown {unknown}; expected names from {NIH_FINDINGS}")
 
 
+def _check_gan_resolution(params: Params) -> None:
+    """The GAN trains at data.image_size, so an unbuildable size fails here, not in train_gan."""
+    size = params.data.image_size
+    try:
+        resolution_plan(size)
+    except ValueError:
+        sizes = buildable_resolutions(*IMAGE_SIZE_RANGE)
+        nearest = sorted(sorted(sizes, key=lambda s: abs(s - size))[:2])
+        raise ConfigError(
+            f"data.image_size={size}: gan.arch={params.gan.arch} cannot be built at {size} px (its networks double "
+            f"base x base maps, base 4..8, at least twice); expected one of {', '.join(map(str, sizes))} "
+            f"(nearest: {' or '.join(map(str, nearest))})"
+        ) from None
+
+
 def _check_cross_field(params: Params) -> None:
     _check_data(params.data)
     _check_gan(params.gan)
+    _check_gan_resolution(params)
     data = params.data
     if data.val_fraction + data.test_fraction >= 0.9:
         raise ConfigError(
@@ -410,23 +481,67 @@ def _check_cross_field(params: Params) -> None:
         )
 
 
+CLASSIFIER_ARCH_KEYS = ("reference.arch", "classifier.arch")  # simple_cnn or a timm model name
+
+
+def _check_classifier_archs(params: Params) -> None:
+    """Every classifier name is `simple_cnn` or one `timm.list_models()` knows (what
+    `classify.models.create_classifier` accepts). timm imports torch (seconds), so it is
+    imported only when a name is not `simple_cnn`."""
+    names = {key: getattr(getattr(params, key.split(".")[0]), "arch") for key in CLASSIFIER_ARCH_KEYS}
+    if all(name == "simple_cnn" for name in names.values()):
+        return
+    import timm
+
+    known = set(timm.list_models())
+    for key, name in names.items():
+        if name != "simple_cnn" and name not in known:
+            close = difflib.get_close_matches(name, ["simple_cnn", *sorted(known)], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{key}={name!r}: expected 'simple_cnn' or a timm model name (timm.list_models()){hint}")
 def params_from_dict(raw: dict[str, Any]) -> Params:
     """Validate a parsed params mapping; raises ConfigError naming the bad key."""
     params = _build(Params, raw, "")
     _check_cross_field(params)
+    _check_classifier_archs(params)
     return params
 
 
+def _check_files(params: Params) -> None:
+    """Files that params name and no stage creates exist (relative paths: from the working directory)."""
+    weights = params.quality.inception_weights
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise ConfigError(
+            f"quality.inception_weights={weights!r}: no such file (expected a local copy of pytorch-fid's FID "
+            "Inception weights, which are never downloaded; null = torch hub cache if present)"
+        )
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml (YAML 1.2, as DVC writes it)."""
+    """Read and validate the whole of params.yaml (YAML 1.2, as DVC writes it), whichever
+    sections the calling stage reads, so the first stage already stops a bad run."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {str(path)!r} not found (expected a YAML file of stage sections)")
     try:
         raw = YAML(typ="safe", pure=True).load(path.read_text())
     except Exception as exc:  # ruamel raises several parser error types
-        raise ConfigError(f"params file {str(path)!r} is not valid YAML: {exc}") from exc
-    return params_from_dict(raw or {})
+        mark = getattr(exc, "problem_mark", None)  # one line: the problem and where, not ruamel's caret drawing
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise ConfigError(f"params file {str(path)!r} is not valid YAML: {problem}{where}") from exc
+    if raw is None or raw == {}:
+        print(f"note: params file {str(path)!r} is empty: every key takes its default "
+              "(README \"Params reference\")", file=sys.stderr)
+        raw = {}
+    if not isinstance(raw, dict):
+        sections = ", ".join(f.name for f in dataclasses.fields(Params))
+        raise ConfigError(
+            f"params file {str(path)!r}: expected a mapping of sections ({sections}), got {type(raw).__name__} {raw!r:.60}"
+        )
+    params = params_from_dict(raw)
+    _check_files(params)
+    return params
 
 
 def to_dict(obj: Any) -> Any:

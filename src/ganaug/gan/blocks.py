@@ -13,21 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganaug.resolution import resolution_plan  # noqa: F401  (re-exported: the GANs import it from here)
+
 DiscriminatorNorm = Literal["batch", "layer", "none"]
-
-
-def resolution_plan(resolution: int) -> tuple[int, int]:
-    """(base, n_doublings) with resolution == base * 2**n_doublings, base in 4..8, n >= 2."""
-    k = 0
-    while resolution % 2 ** (k + 1) == 0 and resolution // 2 ** (k + 1) >= 4:
-        k += 1
-    base = resolution // 2**k
-    if k < 2 or base > 8:
-        raise ValueError(
-            f"GAN resolution {resolution}: expected base * 2**k with base in 4..8 and k >= 2 "
-            "(e.g. 28, 32, 48, 64, 96, 128, 224, 256)"
-        )
-    return base, k
 
 
 def feature_channels(base_channels: int, level: int) -> int:

@@ -102,16 +102,6 @@ def as_table(report: dict[str, float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--real", required=True, help="packed dataset dir (train split), synthetic dir or .npz")
-    parser.add_argument("--fake", required=True, help="synthetic dir, packed dataset dir or .npz")
-    parser.add_argument("--real-split", default="train", choices=("train", "val"))
-    parser.add_argument("--reference", default="models/reference", help="train_reference output (domain features); skipped if absent")
-    parser.add_argument("--inception-weights", default=None, help="pytorch-fid weights file (default: torch hub cache if present)")
-    parser.add_argument("--n-bootstrap", type=int, default=100)
-    parser.add_argument("--json", default="quality.json", help="where to write the report (default: quality.json)")
-
-
 def main(args: argparse.Namespace) -> int:
     from ganaug.stages.train_reference import load_reference
 

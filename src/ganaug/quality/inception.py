@@ -64,6 +64,23 @@ def fid_inception_architecture() -> torchvision.models.Inception3:
     return inception
 
 
+def read_weights_file(weights_path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file; anything else is a one-line error naming the file."""
+    try:
+        state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # by content: EOFError (empty), KeyError / UnpicklingError (text), RuntimeError (bad zip)
+        raise ValueError(
+            f"quality.inception_weights: {weights_path} is not a PyTorch weights file "
+            f"({type(err).__name__}); expected pytorch-fid's {FID_WEIGHTS_FILE}"
+        ) from err
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ValueError(
+            f"quality.inception_weights: {weights_path} holds a {type(state_dict).__name__}, not a state dict of "
+            f"tensors; expected pytorch-fid's {FID_WEIGHTS_FILE}"
+        )
+    return state_dict
+
+
 def _refuse_download(url: str, *args, **kwargs):
     raise RuntimeError(f"pytorch-fid tried to download {url}; weights must come from a local file")
 
@@ -86,14 +103,15 @@ def load_fid_inception(weights_path: str | os.PathLike, device: str | torch.devi
     weights_path = Path(weights_path)
     if not weights_path.is_file():
         raise FileNotFoundError(f"Inception weights file {weights_path} does not exist")
-    state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
+    state_dict = read_weights_file(weights_path)
     backbone = fid_inception_architecture()
     try:
         backbone.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:
+        summary = " ".join(str(err).split())  # torch lists every key on its own line: keep the message one line
         raise ValueError(
-            f"{weights_path} does not hold pytorch-fid's FID Inception weights "
-            f"({FID_WEIGHTS_FILE}): {err}"
+            f"quality.inception_weights: {weights_path} does not hold pytorch-fid's FID Inception weights "
+            f"({FID_WEIGHTS_FILE}): {summary[:300]}"
         ) from err
 
     with (
@@ -155,7 +173,7 @@ def load_inception_fc(weights_path: str | os.PathLike) -> np.ndarray:
     With them the Inception Score needs no second forward pass: its logits are the pool3
     features already computed for the FID, times this matrix (see `inception_score`).
     """
-    state_dict = torch.load(Path(weights_path), map_location="cpu", weights_only=True)
+    state_dict = read_weights_file(Path(weights_path))
     weight = state_dict.get("fc.weight")
     if weight is None or tuple(weight.shape) != (INCEPTION_CLASSES, FID_FEATURE_DIM):
         shape = None if weight is None else tuple(weight.shape)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ganaug.config import GANConfig
+
 
 class StageInputError(ValueError):
     """A stage's inputs do not fit its params; the message names both."""
@@ -15,4 +17,17 @@ def require_single_label(meta: dict[str, Any], stage: str) -> None:
             f"{stage} needs single-label data (class indices), but the prepared data set "
             f"(source {meta['source'].get('name')!r}) is multi-label {meta['class_names']}; "
             "use data.phantom.label_mode=binary or three_class"
+        )
+
+
+def require_classes_to_condition_on(meta: dict[str, Any], gan: GANConfig) -> None:
+    """A class-conditional GAN (gan.mode=conditional: cgan, acgan, or dcgan with labels) learns
+    p(image | class): with one class there is nothing to condition on, and an AC-GAN's class
+    loss is 0 from the first step. Checked from meta.json, before the images are loaded."""
+    names = meta["class_names"]
+    if gan.mode == "conditional" and len(names) < 2:
+        raise StageInputError(
+            f"gan.arch={gan.arch} with gan.mode=conditional needs at least 2 classes, but the prepared data set "
+            f"(source {meta['source'].get('name')!r}) has {len(names)}: {names}; "
+            "use gan.arch=dcgan with gan.mode=minority, or prepare a data set with more classes"
         )

@@ -44,7 +44,7 @@ from ganaug.quality.inception import (  # noqa: E402
 from ganaug.quality.memorisation import MemorisationReport, closest_pairs_grid  # noqa: E402
 from ganaug.quality.suite import FeatureSet, feature_metrics, label_fidelity, memorisation, pixel_metrics  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
-from ganaug.stages.checks import require_single_label  # noqa: E402
+from ganaug.stages.checks import require_classes_to_condition_on, require_single_label  # noqa: E402
 from ganaug.stages.real_features import load_real_inception  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference, stats_path  # noqa: E402
 from ganaug.tracking import mlflow_utils, pyfunc_generator  # noqa: E402
@@ -195,6 +195,7 @@ def main(params: Params) -> None:
     cfg = params.gan
     meta = read_meta(paths.PREPARED)
     require_single_label(meta, "train_gan")
+    require_classes_to_condition_on(meta, cfg)
     dataset = load_packed(paths.PREPARED)
     data = select_training_data(dataset, cfg)
     device = pick_device(cfg.device, "gan.device")
