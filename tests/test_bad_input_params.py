@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ganaug
 from ganaug.cli import main as cli_main
 
 from conftest import REPO
@@ -133,7 +134,7 @@ def test_help_and_params_validation_import_no_torch():
         "heavy = [m for m in ('torch', 'torchvision', 'torchmetrics', 'pytorch_fid', 'timm', 'mlflow') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": str(Path(ganaug.__file__).parents[1]), "PATH": "/usr/bin:/bin"}  # the ganaug under test
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
+import typing
+
 import pytest
 
 from ganaug.cli import main as cli_main
-from ganaug.config import ConfigError, Params, flatten, load_params, params_from_dict
+from ganaug.config import _CHECKS, IMAGE_SIZE_RANGE, ConfigError, Params, flatten, load_params, params_from_dict
+from ganaug.resolution import buildable_resolutions
 
 from conftest import REPO
 
@@ -86,3 +92,83 @@ def test_cli_dry_run_prints_only_the_stage_sections(tmp_path, capsys):
     code = cli_main(["train-gan", "--params", str(REPO / "params.yaml"), "--dry-run"], run=lambda *a: pytest.fail("ran"))
     out = capsys.readouterr().out
     assert code == 0 and out.startswith("gan:") and "lr_g" in out and "data:" not in out
+
+
+def section_fields(cls=Params, prefix=""):
+    """(section class, field name, annotation, dotted key) of every leaf field of params."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from section_fields(hints[f.name], key)
+        else:
+            yield cls, f.name, hints[f.name], key
+
+
+def numeric_parts(tp) -> set:
+    """int / float inside an annotation (Optional, list, dict values), without bool."""
+    if tp in (int, float):
+        return {tp}
+    return set().union(*(numeric_parts(a) for a in typing.get_args(tp))) if typing.get_args(tp) else set()
+
+
+NUMERIC_FIELDS = [(cls, name, key) for cls, name, tp, key in section_fields() if numeric_parts(tp)]
+FLOAT_FIELDS = [key for cls, name, tp, key in section_fields() if tp is float or tp == float | None]
+
+
+@pytest.mark.parametrize(("cls", "name", "key"), NUMERIC_FIELDS, ids=[key for *_, key in NUMERIC_FIELDS])
+def test_every_numeric_key_has_a_range(cls, name, key):
+    """A new int or float key needs its range in config._CHECKS (latent_dim 1e11 once allocated 1.6 PB)."""
+    assert (cls, name) in _CHECKS, f"{key} has no range check in ganaug.config._CHECKS"
+
+
+def nested(key: str, value):
+    out = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+@pytest.mark.parametrize("key", FLOAT_FIELDS)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_every_float_key_must_be_finite(key, value):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=(-?inf|nan): expected a finite number$"):
+        params_from_dict(nested(key, value))
+
+
+SEED_KEYS = [key for cls, name, tp, key in section_fields() if name == "seed"]
+
+
+@pytest.mark.parametrize("key", SEED_KEYS)
+def test_every_seed_is_a_32_bit_non_negative_integer(key):
+    for bad in (-1, 2**32):
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}={bad}: expected >= 0 and <= 4294967295$"):
+            params_from_dict(nested(key, bad))
+    assert params_from_dict(nested(key, 2**32 - 1))
+
+
+def test_image_sizes_the_gan_builds_pass_and_others_list_them():
+    sizes = buildable_resolutions(*IMAGE_SIZE_RANGE)
+    assert {28, 32, 64, 128, 224, 256} <= set(sizes)
+    for size in sizes:
+        params_from_dict({"data": {"image_size": size}})
+    for size in set(range(IMAGE_SIZE_RANGE[0], IMAGE_SIZE_RANGE[1] + 1)) - set(sizes):
+        with pytest.raises(ConfigError, match=rf"^data.image_size={size}: gan.arch=dcgan cannot be built") as excinfo:
+            params_from_dict({"data": {"image_size": size}})
+        assert ", ".join(map(str, sizes)) in str(excinfo.value)
+
+
+def test_timm_model_names_are_accepted_for_both_classifiers():
+    params = params_from_dict({"reference": {"arch": "resnet18"}, "classifier": {"arch": "efficientnet_b0"}})
+    assert (params.reference.arch, params.classifier.arch) == ("resnet18", "efficientnet_b0")
+
+
+def test_inception_weights_must_be_an_existing_file(tmp_path):
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"checked for content where it is loaded")
+    path = tmp_path / "params.yaml"
+    path.write_text(f"quality:\n  inception_weights: {weights}\n")
+    assert load_params(path).quality.inception_weights == str(weights)
+    path.write_text(f"quality:\n  inception_weights: {tmp_path}\n")
+    with pytest.raises(ConfigError, match=r"^quality.inception_weights=.*: no such file"):
+        load_params(path)

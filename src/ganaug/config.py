@@ -481,14 +481,11 @@ def _check_cross_field(params: Params) -> None:
         )
 
 
-CLASSIFIER_ARCH_KEYS = ("reference.arch", "classifier.arch")  # simple_cnn or a timm model name
-
-
 def _check_classifier_archs(params: Params) -> None:
     """Every classifier name is `simple_cnn` or one `timm.list_models()` knows (what
     `classify.models.create_classifier` accepts). timm imports torch (seconds), so it is
     imported only when a name is not `simple_cnn`."""
-    names = {key: getattr(getattr(params, key.split(".")[0]), "arch") for key in CLASSIFIER_ARCH_KEYS}
+    names = {"reference.arch": params.reference.arch, "classifier.arch": params.classifier.arch}
     if all(name == "simple_cnn" for name in names.values()):
         return
     import timm
@@ -499,6 +496,8 @@ def _check_classifier_archs(params: Params) -> None:
             close = difflib.get_close_matches(name, ["simple_cnn", *sorted(known)], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{key}={name!r}: expected 'simple_cnn' or a timm model name (timm.list_models()){hint}")
+
+
 def params_from_dict(raw: dict[str, Any]) -> Params:
     """Validate a parsed params mapping; raises ConfigError naming the bad key."""
     params = _build(Params, raw, "")
