@@ -79,3 +79,37 @@ def test_classification_metrics_per_class_and_confusion():
     assert m["recall_normal"] == pytest.approx(0.5) and m["recall_pneumonia"] == pytest.approx(2 / 3)
     assert m["confusion_matrix"] == [[1, 1], [1, 2]]
     assert m["roc_auc"] == pytest.approx(roc_auc_score(labels, proba[:, 1]))
+
+
+def test_interval_includes_seed_variance():
+    """Two arms with the same mean skill: one arm's seeds disagree wildly. The two-level bootstrap
+    must widen the interval against the test-images-only one (one seed per arm, same draws)."""
+    labels, good = random_predictions(n=400, skill=2.0, seed=5)
+    _, poor = random_predictions(n=400, skill=0.0, seed=6)
+    _, mid = random_predictions(n=400, skill=1.0, seed=7)
+    steady = {"real": {"s0": mid, "s1": mid, "s2": mid}, "augmented": {"s0": mid, "s1": mid, "s2": mid}}
+    noisy = {"real": {"s0": mid, "s1": mid, "s2": mid}, "augmented": {"s0": good, "s1": poor, "s2": mid}}
+    cfg = EvaluateConfig(n_bootstrap=500)
+    names = ["normal", "pneumonia"]
+    width = {}
+    for name, arms in (("steady", steady), ("noisy", noisy)):
+        d = compare_arms(labels, arms, cfg, minority=0, class_names=names)["difference"]["balanced_accuracy"]
+        width[name] = d["ci_high"] - d["ci_low"]
+        assert d["corrected_ci_low"] <= d["ci_low"] <= d["ci_high"] <= d["corrected_ci_high"]
+    assert width["steady"] == 0  # identical models: no test-image or seed variance in the difference
+    assert width["noisy"] > 0.1  # the seeds' spread (about 0.25 between good and poor) shows
+
+
+def test_verdict_only_when_corrected_interval_excludes_zero():
+    from ganaug.stages.evaluate import verdict
+
+    assert verdict(0.01, 0.2) == "helped" and verdict(-0.2, -0.01) == "hurt"
+    assert verdict(-0.01, 0.2) == "no clear difference"
+
+
+def test_balance_caveat_names_the_shift():
+    from ganaug.stages.evaluate import balance_caveat
+
+    note = balance_caveat({"normal": 100, "pneumonia": 300}, {"normal": 200})
+    assert note is not None and "normal 25% -> 50%" in note and "class-balanced" in note
+    assert balance_caveat({"normal": 100, "pneumonia": 100}, {"normal": 10, "pneumonia": 10}) is None

@@ -77,37 +77,86 @@ def load_predictions(arm: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         return npz["labels"], {k: npz[k] for k in npz.files if k != "labels"}
 
 
-def arm_metric(fn: BatchMetric, labels: np.ndarray, seeds: dict[str, np.ndarray], index: np.ndarray) -> np.ndarray:
-    """The metric averaged over seeds, on each resample: index (B, N) -> (B,)."""
-    return np.mean([fn(labels[index], proba[index]) for proba in seeds.values()], axis=0)
+def per_seed_metric(fn: BatchMetric, labels: np.ndarray, seeds: dict[str, np.ndarray], index: np.ndarray) -> np.ndarray:
+    """The metric of each seed's model on each resample: index (B, N) -> (S, B)."""
+    return np.stack([fn(labels[index], proba[index]) for proba in seeds.values()])
+
+
+def resample_seeds(per_seed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(S, B) -> (B,): each resample averages S seeds drawn with replacement, so the interval
+    carries seed-to-seed variance as well as test-image sampling."""
+    n_seeds, n_resamples = per_seed.shape
+    drawn = rng.integers(0, n_seeds, (n_resamples, n_seeds))  # (B, S) seed indices
+    return per_seed[drawn, np.arange(n_resamples)[:, None]].mean(1)
+
+
+def verdict(low: float, high: float) -> str:
+    """'helped' / 'hurt' only when the corrected interval excludes 0."""
+    if low > 0:
+        return "helped"
+    if high < 0:
+        return "hurt"
+    return "no clear difference"
 
 
 def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], cfg: EvaluateConfig, minority: int,
                  class_names: list[str], chunk: int = 250) -> dict[str, Any]:
-    """Per-arm mean/std over seeds and the paired-bootstrap CI of augmented - real: each resample
-    draws test images with replacement, and both arms are scored on the same draw."""
+    """Per-arm mean/std over seeds and a two-level bootstrap of augmented - real.
+
+    Each resample draws test images with replacement (both arms scored on the same draw: paired)
+    and, independently per arm, the seeds whose models are averaged (with replacement): the
+    interval includes seed-to-seed variance. `ci_low`/`ci_high` are at `cfg.ci`; the
+    `corrected_*` bounds are Bonferroni-corrected over the metrics compared, and the verdict
+    says "helped" only when the corrected interval excludes 0."""
     metrics = compared_metrics(minority, class_names)
     rng = np.random.default_rng(cfg.seed)
     resamples = rng.integers(0, len(labels), (cfg.n_bootstrap, len(labels)))
     identity = np.arange(len(labels))[None]  # (1, N): the observed test set
     alpha = (1 - cfg.ci) / 2
-    out: dict[str, Any] = {"n_test": int(len(labels)), "ci_level": cfg.ci, "n_bootstrap": cfg.n_bootstrap, "arms": {}, "difference": {}}
+    corrected_alpha = alpha / len(metrics)
+    n_seeds = {arm: len(seeds) for arm, seeds in arms.items()}
+    out: dict[str, Any] = {"n_test": int(len(labels)), "ci_level": cfg.ci, "n_bootstrap": cfg.n_bootstrap,
+                           "interval": "two-level bootstrap: test images (paired) and seeds (per arm)",
+                           "correction": f"Bonferroni over {len(metrics)} metrics",
+                           "corrected_ci_level": 1 - 2 * corrected_alpha, "arms": {}, "difference": {}}
+    if min(n_seeds.values()) < 2:
+        out["warning"] = "an arm has a single seed: the interval cannot include seed-to-seed variance"
     for arm, seeds in arms.items():
         out["arms"][arm] = {}
         for name, fn in metrics.items():
-            per_seed = [float(fn(labels[identity], proba[identity])[0]) for proba in seeds.values()]
-            out["arms"][arm][name] = {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0, "n_seeds": len(per_seed)}
+            per_seed = per_seed_metric(fn, labels, seeds, identity)[:, 0]
+            out["arms"][arm][name] = {"mean": float(np.mean(per_seed)),
+                                      "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
+                                      "n_seeds": len(per_seed)}
     for name, fn in metrics.items():
-        observed = float(arm_metric(fn, labels, arms["augmented"], identity)[0] - arm_metric(fn, labels, arms["real"], identity)[0])
+        observed = out["arms"]["augmented"][name]["mean"] - out["arms"]["real"][name]["mean"]
         diffs = np.concatenate([
-            arm_metric(fn, labels, arms["augmented"], resamples[i : i + chunk]) - arm_metric(fn, labels, arms["real"], resamples[i : i + chunk])
+            resample_seeds(per_seed_metric(fn, labels, arms["augmented"], resamples[i : i + chunk]), rng)
+            - resample_seeds(per_seed_metric(fn, labels, arms["real"], resamples[i : i + chunk]), rng)
             for i in range(0, len(resamples), chunk)
         ])
         diffs = diffs[np.isfinite(diffs)]
         low, high = np.quantile(diffs, [alpha, 1 - alpha])
-        out["difference"][name] = {"augmented_minus_real": observed, "ci_low": float(low), "ci_high": float(high),
+        c_low, c_high = np.quantile(diffs, [corrected_alpha, 1 - corrected_alpha])
+        out["difference"][name] = {"augmented_minus_real": float(observed), "ci_low": float(low), "ci_high": float(high),
+                                   "corrected_ci_low": float(c_low), "corrected_ci_high": float(c_high),
+                                   "verdict": verdict(float(c_low), float(c_high)),
                                    "p_augmented_better": float((diffs > 0).mean())}
     return out
+
+
+def balance_caveat(real_counts: dict[str, int], synthetic_counts: dict[str, int], tolerance: float = 0.05) -> str | None:
+    """A warning when the synthetic set changes the training set's class shares by more than
+    `tolerance`: without a class-balanced real-only arm, a gain may come from rebalancing."""
+    total_real = sum(real_counts.values())
+    total = total_real + sum(synthetic_counts.values())
+    shifts = {name: ((n + synthetic_counts.get(name, 0)) / total, n / total_real) for name, n in real_counts.items()}
+    moved = {name: (after, before) for name, (after, before) in shifts.items() if abs(after - before) > tolerance}
+    if not moved:
+        return None
+    change = ", ".join(f"{name} {before:.0%} -> {after:.0%}" for name, (after, before) in moved.items())
+    return (f"the synthetic images change the training set's class shares ({change}); no class-balanced "
+            "real-only arm was run, so a difference may come from rebalancing rather than from the GAN")
 
 
 def comparison_table(result: dict[str, Any]) -> pd.DataFrame:
@@ -120,6 +169,8 @@ def comparison_table(result: dict[str, Any]) -> pd.DataFrame:
             "Model B (real+synthetic)": f"{aug['mean']:.3f} ± {aug['std']:.3f}",
             "B - A": f"{diff['augmented_minus_real']:+.3f}",
             f"{int(result['ci_level'] * 100)}% CI": f"[{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]",
+            "corrected CI": f"[{diff['corrected_ci_low']:+.3f}, {diff['corrected_ci_high']:+.3f}]",
+            "verdict": diff["verdict"],
         })
     return pd.DataFrame(rows)
 
@@ -139,8 +190,14 @@ def main(params: Params) -> None:
     result = compare_arms(labels, arms, cfg, minority, class_names)
     manifest = json.loads((paths.SYNTHETIC / "manifest.json").read_text())
     result["synthetic_counts"] = manifest["counts"]
+    caveat = balance_caveat(dict(zip(class_names, train_counts)), manifest["counts"])
+    result["caveats"] = [c for c in (result.get("warning"), caveat) if c]
     table = comparison_table(result)
     print(table.to_string(index=False))
+    print(f"intervals: {result['interval']}; verdict from the {result['corrected_ci_level']:.1%} interval "
+          f"({result['correction']})")
+    for note in result["caveats"]:
+        print(f"caveat: {note}")
 
     flat = {f"{arm}.{name}": v["mean"] for arm, ms in result["arms"].items() for name, v in ms.items()}
     flat |= {f"diff.{name}": d["augmented_minus_real"] for name, d in result["difference"].items()}
