@@ -47,17 +47,22 @@ class ReadResult:
     content_format: str | None = None  # PIL format read from a file named for another (data.accept_by_content)
 
 
+FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+              stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder"}
+
+
+def not_regular(mode: int) -> str:
+    """A bad file's reason for a stat mode that is not a regular file's."""
+    return f"{FILE_KINDS.get(stat.S_IFMT(mode), 'a special file')}, not a regular file"
+
+
 def regular_file_problem(path: str) -> str | None:
     """Why `path` must not be opened (a FIFO would block forever, a device never end), or None."""
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
         return f"cannot be read ({exc.strerror})"
-    if not stat.S_ISREG(mode):
-        kind = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-                stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder"}.get(stat.S_IFMT(mode), "special")
-        return f"{kind}, not a regular file"
-    return None
+    return None if stat.S_ISREG(mode) else not_regular(mode)
 
 
 def _too_large(pixels: int, cfg: DataConfig) -> str | None:

@@ -26,7 +26,7 @@ class DataSourceError(ValueError):
 
 @dataclass(frozen=True)
 class BadFile:
-    file: str  # path relative to the source root (never a DICOM tag value)
+    file: str  # path relative to the source root, or its redacted name (never a DICOM tag value)
     reason: str
 
 
@@ -37,7 +37,7 @@ class SourceImages:
     images: np.ndarray  # (N, 1, S, S) uint8, preprocessed
     labels: np.ndarray  # (N,) int64 class indices, or (N, K) uint8 multi-hot
     class_names: list[str]
-    item_ids: list[str]  # per image: file path relative to the root, or "train[12]"; for reports only
+    item_ids: list[str]  # per image: path relative to the root (redacted: "train/NORMAL/#17", "csv row 9"), or "train[12]"; reports only
     source: dict[str, Any]  # recorded in meta.json
     preprocessing: dict[str, Any]  # recorded in meta.json
     groups: np.ndarray | None = None  # (N,) int64 anonymous patient ids, or None

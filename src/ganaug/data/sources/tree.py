@@ -28,11 +28,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ganaug.data.readers import not_regular
 from ganaug.data.source_images import REDACTED_NAMES, SPLIT_FOLDER_NAMES, BadFile, DataSourceError
-
-SPECIAL_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-                 stat.S_IFBLK: "a block device"}
-
 
 @dataclass(frozen=True)
 class Found:
@@ -41,10 +38,6 @@ class Found:
     owner: str  # rel of the class folder it is in ("" / a split folder for entries outside class folders)
     problem: str | None = None  # why it cannot be read; None for a regular file
     same_as: str | None = None  # rel of what was first reached by another path (a folder, or a file in another class)
-
-
-def _special(mode: int) -> str:
-    return SPECIAL_KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
 class FileWalk:
@@ -138,7 +131,7 @@ class FileWalk:
     def add_file(self, path: Path, st: os.stat_result, owner: str) -> None:
         rel = self.rel(path)
         if not stat.S_ISREG(st.st_mode):
-            self.found.append(Found(path, rel, owner, f"{_special(st.st_mode)}, not a regular file"))
+            self.found.append(Found(path, rel, owner, not_regular(st.st_mode)))
             return
         key = (st.st_dev, st.st_ino)
         first = self._files.get(key)
