@@ -341,7 +341,7 @@ CASES = [
     ("medmnist-label-count", medmnist_wrong_length, 1, ["train_labels has shape (11, 1); expected (12,)"], []),
     ("medmnist-multi-hot-not-0-1", medmnist_multi_hot_not_binary, 1, ["test_labels has 1 row(s) with values other than 0/1"], []),
     ("medmnist-class-missing-from-test", medmnist_class_missing_from_test, 1,
-     ["mine.npz", "class(es) ['pneumonia'] have no images in the test split"], []),
+     ["mine.npz", "class 'pneumonia' has no images in the test split"], []),
     ("medmnist-single-class-subset", lambda tmp: medmnist(tmp, lambda a: None, classes=["normal"]), 1,
      ["mine.npz", "data.medmnist.classes=['normal']", "1 class(es)"], []),
     ("medmnist-not-npz", not_an_npz, 1, ["mine.npz' is not a readable .npz file"], []),

@@ -193,9 +193,10 @@ def require_each_class_per_split(labels: dict[str, np.ndarray], class_names: lis
         counts = np.bincount(split_labels, minlength=len(class_names))
         missing = [name for name, n in zip(class_names, counts) if n == 0]
         if missing:
+            named = ", ".join(f"class {name!r}" for name in missing)
             raise DataSourceError(
-                f"{where}: class(es) {missing} have no images in the {split} split; expected every class of "
-                f"{class_names} in train, val and test"
+                f"{where}: {named} {'has' if len(missing) == 1 else 'have'} no images in the {split} split; expected "
+                f"every class of {class_names} in train, val and test"
             )
 
 

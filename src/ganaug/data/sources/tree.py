@@ -31,6 +31,7 @@ from pathlib import Path
 from ganaug.data.readers import not_regular
 from ganaug.data.source_images import REDACTED_NAMES, SPLIT_FOLDER_NAMES, BadFile, DataSourceError
 
+
 @dataclass(frozen=True)
 class Found:
     path: Path
