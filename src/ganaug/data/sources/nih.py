@@ -86,9 +86,10 @@ def parse_findings(entries: pd.DataFrame, csv: str, redact: bool = False) -> lis
     return parsed
 
 
-def index_images(root: str, wanted: set[str], redact: bool = False) -> tuple[dict[str, Path], dict[str, str], int]:
+def index_images(root: str, wanted: dict[str, str], redact: bool = False) -> tuple[dict[str, Path], dict[str, str], int]:
     """For the wanted names under root (recursive, links followed, each real folder once): name -> path,
-    name -> why it cannot be read (a FIFO, a broken link…), and how many other files there are."""
+    name -> why it cannot be read (a FIFO, a broken link…), and how many other files there are.
+    `wanted` maps each Image Index to the name messages use (itself, or `csv row n` when redacted)."""
     base = Path(root).expanduser()
     if not base.is_dir():
         raise DataSourceError(f"data.nih.images={root!r}: not a directory")
@@ -105,11 +106,11 @@ def index_images(root: str, wanted: set[str], redact: bool = False) -> tuple[dic
             problems[f.path.name] = f.problem
         else:
             found.setdefault(f.path.name, []).append(f.path)
-    twice = [name if not redact else f"an Image Index found {len(paths)} times"
+    twice = [f"{wanted[name]}: found {len(paths)} times"
+             + ("" if redact else f" ({', '.join(walk.rel(p) for p in paths)})")
              for name, paths in found.items() if len(paths) > 1]
     if twice:
-        detail = [f"{name}: {', '.join(str(p.relative_to(base)) for p in found[name])}" for name in twice] if not redact else twice
-        raise DataSourceError(f"data.nih.images={root!r}: an Image Index is found in several places:\n" + listing(detail))
+        raise DataSourceError(f"data.nih.images={root!r}: an Image Index is found in several places:\n" + listing(twice))
     return {name: paths[0] for name, paths in found.items()}, problems, unlisted
 
 
@@ -144,19 +145,16 @@ def read_nih(cfg: DataConfig) -> SourceImages:
         raise DataSourceError(f"data.nih.findings={ncfg.findings}: no row of data.nih.csv={ncfg.csv!r} has only these findings")
     entries = entries[in_subset].reset_index(drop=True)
     findings = [f for f, keep in zip(findings, in_subset) if keep]
-    paths, problems, unlisted = index_images(ncfg.images, set(entries["Image Index"]), redact)
+    row_names = {n: row_name(entries, row, redact) for row, n in enumerate(entries["Image Index"])}
+    paths, problems, unlisted = index_images(ncfg.images, row_names, redact)
     base = Path(ncfg.images).expanduser()
-
-    def shown(row: int) -> str:
-        return row_name(entries, row, redact) if redact else paths[entries["Image Index"].iloc[row]].relative_to(base).as_posix()
-
-    bad = [BadFile(row_name(entries, row, redact), problems.get(n, "listed in data.nih.csv but not found under data.nih.images"))
-           for row, n in enumerate(entries["Image Index"]) if n not in paths]
+    bad = [BadFile(row_names[n], problems.get(n, "listed in data.nih.csv but not found under data.nih.images"))
+           for n in entries["Image Index"] if n not in paths]
     present = np.array([n in paths for n in entries["Image Index"]])
     entries = entries[present].reset_index(drop=True)
     findings = [f for f, keep in zip(findings, present) if keep]
     results = read_files([paths[n] for n in entries["Image Index"]], "pil", cfg, desc="reading NIH")
-    item_ids = [shown(row) for row in range(len(entries))]
+    item_ids = [row_names[n] if redact else paths[n].relative_to(base).as_posix() for n in entries["Image Index"]]
     ok, skipped = settle_reads(results, item_ids, bad, cfg.on_bad_file, f"data.nih.images={ncfg.images!r}",
                                redacted=redact)
     accepted = accepted_by_content(results, item_ids, cfg.accept_by_content)
