@@ -59,7 +59,11 @@ class FileWalk:
 
     def add_folder(self, folder: Path, owner: str) -> None:
         """Walk one folder's real tree; links inside it wait for `follow_links`."""
-        st = os.stat(folder)
+        try:
+            st = os.stat(folder)
+        except OSError as exc:
+            self.found.append(Found(folder, self.rel(folder), owner, f"cannot be read ({exc.strerror})"))
+            return
         if not self._claim_folder(folder, st, owner):
             return
         stack = [folder]
@@ -274,7 +278,9 @@ def _class_folders(walk: FileWalk, parent: Path) -> list[Path]:
     with `parent` as its owner, i.e. outside any class folder."""
     owner = walk.rel(parent) if parent != walk.base else ""
     folders = []
-    for entry in sorted(os.scandir(parent), key=lambda e: e.name):
+    with os.scandir(parent) as listing:
+        entries = sorted(listing, key=lambda e: e.name)
+    for entry in entries:
         path = Path(entry.path)
         if entry.name.startswith("."):
             walk.count_hidden(entry)
