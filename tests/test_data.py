@@ -97,7 +97,7 @@ def test_medmnist_local_file_keeps_official_split_and_resizes(tmp_path):
         ({"val_labels": None}, "lacks MedMNIST arrays ['val_labels']"),
         ({"train_images": np.zeros((10, 28), np.uint8)}, "train_images has shape (10, 28)"),
         ({"test_images": np.zeros((10, 28, 28), np.float32)}, "dtype float32"),
-        ({"train_labels": np.zeros(10, np.int64)}, "train_labels has shape (10,)"),
+        ({"train_labels": np.zeros((10, 1, 1), np.int64)}, "train_labels has shape (10, 1, 1)"),  # (10,) is accepted
     ],
 )
 def test_medmnist_wrong_keys_or_shapes_name_the_file(tmp_path, overrides, fragment):

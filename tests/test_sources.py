@@ -23,7 +23,8 @@ from conftest import shared_file, smooth_images
 
 
 def data_config(**data):
-    return params_from_dict({"data": {"image_size": 32, "workers": 1, **data}}).data
+    """A small data config; file names shown as found (redaction is tested on its own)."""
+    return params_from_dict({"data": {"image_size": 32, "workers": 1, "redact_paths": False, **data}}).data
 
 
 def write_image(path: Path, pixels: np.ndarray, mode: str = "L", fmt: str | None = None) -> Path:
@@ -212,9 +213,10 @@ def test_folder_rule_patient_pattern_groups_images(tmp_path):
     for name in ("p1_a.png", "p1_b.png", "p2_a.png", "p3_a.png"):
         write_image(tmp_path / "t" / "x" / name, next(images))
     write_image(tmp_path / "t" / "x" / "unnamed.png", next(images))
+    write_image(tmp_path / "t" / "y" / "p4_a.png", next(images))
     cfg = data_config(source="folders", on_bad_file="skip", folders={"root": str(tmp_path / "t"), "patient_pattern": r"^(p\d+)_"})
     raw = SOURCES["folders"](cfg)
-    assert raw.groups.tolist() == [0, 0, 1, 2]
+    assert raw.groups.tolist() == [0, 0, 1, 2, 3]
     assert raw.skipped_files[0].reason.startswith("no patient id: data.folders.patient_pattern does not match")
 
 

@@ -108,6 +108,10 @@ class DataConfig:
     on_bad_file: Literal["fail", "skip"] = "fail"  # corrupt / unreadable / wrongly named files
     on_leakage: Literal["fail", "drop"] = "fail"  # drop: remove leaked images from the later split
     near_duplicate_threshold: float | None = 0.97  # centred correlation of 32 px thumbnails; null = exact only
+    max_image_pixels: int = 50_000_000  # larger images (width x height from the header, before decoding) are bad files
+    accept_by_content: bool = False  # true: a file whose content is another image format than its extension is read (recorded)
+    # file names in messages and meta.json as <class folder>/#k (csv row n): auto = where a patient rule applies
+    redact_paths: bool | Literal["auto"] = "auto"
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     medmnist: MedMNISTConfig = field(default_factory=MedMNISTConfig)
@@ -259,6 +263,9 @@ _CHECKS: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
     (DicomConfig, "extensions"): _EXTENSIONS,
     (DataConfig, "workers"): (lambda v: 1 <= v <= 64, "an integer in [1, 64]"),
     (DataConfig, "near_duplicate_threshold"): (lambda v: v is None or 0.5 <= v <= 1, "null or in [0.5, 1]"),
+    (DataConfig, "max_image_pixels"): (  # PIL refuses more than 2 x Image.MAX_IMAGE_PIXELS outright
+        lambda v: 784 <= v <= 178_956_970, "an integer in [784 (28 x 28), 178956970 (PIL's own hard limit)]"
+    ),
     (PreprocessConfig, "clahe_clip"): (lambda v: 0 < v <= 1, "in (0, 1]"),
     (ClassifierConfig, "seeds"): (
         lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(0 <= s <= MAX_SEED for s in v),
@@ -452,6 +459,11 @@ def _check_data(data: DataConfig) -> None:
     unknown = [f for f in data.nih.findings or [] if f not in NIH_FINDINGS]
     if unknown:
         raise ConfigError(f"data.nih.findings: unknown {unknown}; expected names from {NIH_FINDINGS}")
+    if data.nih.label_mode == "multilabel" and data.nih.findings is not None and len(data.nih.findings) < 2:
+        raise ConfigError(
+            f"data.nih.findings={data.nih.findings} with data.nih.label_mode=multilabel is a single-class set: "
+            "expected at least 2 findings, or label_mode: binary (no finding vs the finding)"
+        )
 
 
 def _check_gan_resolution(params: Params) -> None:

@@ -10,6 +10,8 @@ project's 2-core machine, 3000 Kaggle JPEGs at 64 px: 2.5 s serial, 1.9 s with 2
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from ganaug.config import PreprocessConfig
+from ganaug.config import DataConfig
 from ganaug.data.preprocess import minmax_to_uint8, preprocess, rgb_to_grayscale, to_grayscale
 from ganaug.data.source_images import BadFile, DataSourceError, handle_bad_files
 
@@ -42,26 +44,73 @@ class ReadResult:
     native_hw: tuple[int, int] | None = None  # size before preprocessing
     native_mode: str | None = None  # PIL mode, or "DICOM <photometric interpretation>"
     patient: str | None = None  # DICOM PatientID (grouping only; never written)
+    content_format: str | None = None  # PIL format read from a file named for another (data.accept_by_content)
 
 
-def read_pil(path: str, size: int, cfg: PreprocessConfig) -> ReadResult:
+FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+              stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder"}
+
+
+def not_regular(mode: int) -> str:
+    """A bad file's reason for a stat mode that is not a regular file's."""
+    return f"{FILE_KINDS.get(stat.S_IFMT(mode), 'a special file')}, not a regular file"
+
+
+def regular_file_problem(path: str) -> str | None:
+    """Why `path` must not be opened (a FIFO would block forever, a device never end), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    return None if stat.S_ISREG(mode) else not_regular(mode)
+
+
+def _too_large(pixels: int, cfg: DataConfig) -> str | None:
+    if pixels > cfg.max_image_pixels:
+        return f"{pixels:,} pixels, more than data.max_image_pixels={cfg.max_image_pixels:,} (not decoded)"
+    return None
+
+
+def _without_path(message: str, path: str) -> str:
+    """An exception's text without the file's path or name (they may identify a patient)."""
+    return message.replace(path, "<file>").replace(Path(path).name, "<file>")
+
+
+def accepted_by_content(results: list[ReadResult], names: list[str], enabled: bool) -> dict:
+    """meta.json's record of the files read by their content under another format's extension."""
+    files = [{"file": name, "content": r.content_format} for name, r in zip(names, results)
+             if r.pixels is not None and r.content_format is not None]
+    return {"enabled": enabled, "count": len(files), "files": files}
+
+
+def read_pil(path: str, cfg: DataConfig) -> ReadResult:
     """A PNG / JPEG / BMP / TIFF file -> preprocessed pixels, or why it cannot be used."""
     suffix = Path(path).suffix.lower()
+    content_format = None
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
             expected = PIL_FORMATS.get(suffix)
             if expected is not None and image.format != expected:
-                return ReadResult(None, f"content is {image.format} but the extension is {suffix}")
+                if not (cfg.accept_by_content and image.format in PIL_FORMATS.values()):
+                    return ReadResult(None, f"content is {image.format} but the extension is {suffix} "
+                                            "(data.accept_by_content=true reads it by its content)")
+                content_format = image.format
+            too_large = _too_large(image.width * image.height, cfg)
+            if too_large:
+                return ReadResult(None, f"{image.width} x {image.height} = {too_large}")
             if getattr(image, "n_frames", 1) > 1:
                 return ReadResult(None, f"has {image.n_frames} frames; expected a single image")
             image.load()  # decode now: a truncated file fails here
             mode, hw = image.mode, (image.height, image.width)
             gray = to_grayscale(image)
+    except Image.DecompressionBombError as exc:  # PIL's own hard limit, met while reading the header
+        return ReadResult(None, f"larger than data.max_image_pixels={cfg.max_image_pixels:,} "
+                                f"({_without_path(str(exc), path)}; not decoded)")
     except UnidentifiedImageError:
         return ReadResult(None, "not an image PIL can identify")
     except (OSError, ValueError, SyntaxError) as exc:  # truncated / corrupt data
-        return ReadResult(None, f"cannot decode: {exc}")
-    return ReadResult(preprocess(gray, size, cfg), None, hw, mode)
+        return ReadResult(None, f"cannot decode: {_without_path(str(exc), path)}")
+    return ReadResult(preprocess(gray, cfg.image_size, cfg.preprocess), None, hw, mode, content_format=content_format)
 
 
 def dicom_pixels(dataset) -> np.ndarray:
@@ -94,13 +143,18 @@ def dicom_pixels(dataset) -> np.ndarray:
     return gray
 
 
-def read_dicom(path: str, size: int, cfg: PreprocessConfig) -> ReadResult:
+def read_dicom(path: str, cfg: DataConfig) -> ReadResult:
     """A DICOM file -> preprocessed pixels and its PatientID (for grouping only)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         dataset = pydicom.dcmread(path)
+        frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+        rows, columns = int(getattr(dataset, "Rows", 0) or 0), int(getattr(dataset, "Columns", 0) or 0)
+        too_large = _too_large(rows * columns * frames, cfg)
+        if too_large:
+            return ReadResult(None, f"{columns} x {rows} x {frames} frame(s) = {too_large}")
         gray = dicom_pixels(dataset)
     except InvalidDicomError:
         return ReadResult(None, "not a DICOM file (no DICM preamble / file meta)")
@@ -110,24 +164,27 @@ def read_dicom(path: str, size: int, cfg: PreprocessConfig) -> ReadResult:
         return ReadResult(None, f"cannot decode DICOM pixel data ({type(exc).__name__})")
     patient = str(getattr(dataset, "PatientID", "") or "") or None
     mode = f"DICOM {getattr(dataset, 'PhotometricInterpretation', '?')}"
-    return ReadResult(preprocess(gray, size, cfg), None, gray.shape, mode, patient)
+    return ReadResult(preprocess(gray, cfg.image_size, cfg.preprocess), None, gray.shape, mode, patient)
 
 
 READERS = {"pil": read_pil, "dicom": read_dicom}
 
 
-def _read_one(task: tuple[str, str, int, PreprocessConfig]) -> ReadResult:
-    path, reader, size, cfg = task
-    return READERS[reader](path, size, cfg)
+def _read_one(task: tuple[str, str, DataConfig]) -> ReadResult:
+    path, reader, cfg = task
+    problem = regular_file_problem(path)  # checked again here: the file may have changed since the walk
+    if problem is not None:
+        return ReadResult(None, problem)
+    return READERS[reader](path, cfg)
 
 
-def read_files(paths: list[Path], reader: str, size: int, cfg: PreprocessConfig, workers: int,
-               desc: str) -> list[ReadResult]:
-    """Read and preprocess every file, in input order, with `workers` threads and a progress bar."""
-    tasks = [(str(p), reader, size, cfg) for p in paths]
+def read_files(paths: list[Path], reader: str, cfg: DataConfig, desc: str) -> list[ReadResult]:
+    """Read and preprocess every file per `cfg` (size, preprocess, limits), in input order, with
+    data.workers threads and a progress bar."""
+    tasks = [(str(p), reader, cfg) for p in paths]
     progress = tqdm(total=len(tasks), desc=desc, unit="img", mininterval=1.0)
     try:
-        return list(_progress(_map(tasks, workers), progress))
+        return list(_progress(_map(tasks, cfg.workers), progress))
     finally:
         progress.close()
 
@@ -147,12 +204,12 @@ def _progress(results: Iterator[ReadResult], progress: tqdm) -> Iterator[ReadRes
 
 
 def settle_reads(results: list[ReadResult], names: list[str], bad: list[BadFile], on_bad_file: str,
-                 where: str, what: str = "images") -> tuple[np.ndarray, list[BadFile]]:
+                 where: str, what: str = "images", redacted: bool = False) -> tuple[np.ndarray, list[BadFile]]:
     """Unreadable `results` (named by `names`) join the source's other `bad` files, sorted by file;
     all of them fail the stage or are skipped per data.on_bad_file. Returns (mask of readable
     results, the skipped bad files); no readable result at all is an error naming `where`."""
     bad = bad + [BadFile(name, r.reason) for name, r in zip(names, results) if r.pixels is None]
-    skipped = handle_bad_files(sorted(bad, key=lambda b: b.file), on_bad_file, where)
+    skipped = handle_bad_files(sorted(bad, key=lambda b: b.file), on_bad_file, where, redacted)
     readable = np.array([r.pixels is not None for r in results], bool)
     if not readable.any():
         raise DataSourceError(f"{where}: no readable {what}")

@@ -16,22 +16,24 @@ import numpy as np
 from ganaug.config import DataConfig
 from ganaug.data.preprocess import preprocessing_record
 from ganaug.data.readers import DICOM_RULE, read_files, settle_reads
-from ganaug.data.source_images import SourceImages, anonymous_ids
-from ganaug.data.sources.tree import count_values, images_per_split_folder, walk_class_tree
+from ganaug.data.source_images import SourceImages, anonymous_ids, redacts, require_classes
+from ganaug.data.sources.tree import count_values, images_per_split_folder, tree_record, walk_class_tree
 
 
 def read_dicom(cfg: DataConfig) -> SourceImages:
     """DICOM images labelled by their class folder; patients from PatientID, anonymised."""
     dcfg = cfg.dicom
-    tree = walk_class_tree(dcfg.root, dcfg.splits, "data.dicom", dcfg.extensions)
+    where = f"data.dicom.root={dcfg.root!r}"
+    redact = redacts(cfg)
+    tree = walk_class_tree(dcfg.root, dcfg.splits, "data.dicom", dcfg.extensions, redact)
     class_names = tree.class_dirs
-    results = read_files([f.path for f in tree.files], "dicom", cfg.image_size, cfg.preprocess,
-                         cfg.workers, desc="reading DICOM")
-    readable, skipped = settle_reads(results, [f.rel for f in tree.files], list(tree.bad), cfg.on_bad_file,
-                                     f"data.dicom.root={dcfg.root!r}", "DICOM images")
+    results = read_files([f.path for f in tree.files], "dicom", cfg, desc="reading DICOM")
+    readable, skipped = settle_reads(results, [f.shown for f in tree.files], list(tree.bad), cfg.on_bad_file,
+                                     where, "DICOM images", redact)
     rows = [(f, r) for f, r, ok in zip(tree.files, results, readable) if ok]
     files = [f for f, _ in rows]
     labels = [class_names.index(f.class_dir) for f in files]
+    require_classes(np.array(labels, np.int64), class_names, where)
     # a file without PatientID is its own patient: keyed by its path, which never leaves this process
     patients = [r.patient if r.patient is not None else f"\0no-id:{f.rel}" for f, r in rows]
     source = {
@@ -43,7 +45,7 @@ def read_dicom(cfg: DataConfig) -> SourceImages:
         "images_read": images_per_split_folder(files, labels, class_names),
         "patients": "PatientID, anonymised to integers",
         "images_without_patient_id": sum(r.patient is None for _, r in rows),
-        "hidden_files_ignored": tree.hidden_ignored,
+        **tree_record(tree, redact),
     }
     preprocessing = {
         **preprocessing_record(cfg.preprocess, cfg.image_size, [r.native_hw for _, r in rows]),
@@ -55,7 +57,7 @@ def read_dicom(cfg: DataConfig) -> SourceImages:
         images=np.stack([r.pixels for _, r in rows])[:, None],
         labels=np.array(labels, np.int64),
         class_names=class_names,
-        item_ids=[f.rel for f in files],
+        item_ids=[f.shown for f in files],
         source=source,
         preprocessing=preprocessing,
         groups=anonymous_ids(patients),

@@ -21,11 +21,11 @@ import numpy as np
 
 from ganaug.config import DataConfig
 from ganaug.data.preprocess import preprocessing_record
-from ganaug.data.readers import read_files, settle_reads
+from ganaug.data.readers import accepted_by_content, read_files, settle_reads
 from ganaug.data.source_images import (
-    BadFile, DataSourceError, SourceImages, anonymous_ids,
+    BadFile, DataSourceError, SourceImages, anonymous_ids, redacts, require_classes,
 )
-from ganaug.data.sources.tree import ClassTree, count_values, images_per_split_folder, walk_class_tree
+from ganaug.data.sources.tree import ClassTree, count_values, images_per_split_folder, tree_record, walk_class_tree
 
 KAGGLE_PNEUMONIA_PATIENT = re.compile(r"^(person\d+)_")
 KAGGLE_NORMAL_PATIENT = re.compile(r"^((?:NORMAL2-)?IM-\d+)-")
@@ -68,7 +68,7 @@ def label_files(tree: ClassTree, cfg: DataConfig) -> tuple[list[str], list[int |
             if pattern is not None:
                 match = pattern.search(f.path.name)
                 if match is None:
-                    bad.append(BadFile(f.rel, f"no patient id: data.folders.patient_pattern does not match {f.path.name!r}"))
+                    bad.append(BadFile(f.shown, "no patient id: data.folders.patient_pattern does not match the file name"))
                     labels.append(None)
                     patients.append(None)
                     continue
@@ -85,7 +85,7 @@ def label_files(tree: ClassTree, cfg: DataConfig) -> tuple[list[str], list[int |
     for f in tree.files:
         label, patient, why = kaggle_label(rule, f.class_dir, f.path.name)
         if why is not None:
-            bad.append(BadFile(f.rel, f"{rule}: {why}"))
+            bad.append(BadFile(f.shown, f"{rule}: {why}"))
         labels.append(label)
         patients.append(patient)
     return class_names, labels, patients, bad
@@ -94,15 +94,17 @@ def label_files(tree: ClassTree, cfg: DataConfig) -> tuple[list[str], list[int |
 def read_folders(cfg: DataConfig) -> SourceImages:
     """Images of a class-folder tree, labelled by data.folders.label_rule; split folders kept unless ignored."""
     fcfg = cfg.folders
-    tree = walk_class_tree(fcfg.root, fcfg.splits, "data.folders", fcfg.extensions)
+    where = f"data.folders.root={fcfg.root!r}"
+    redact = redacts(cfg)
+    tree = walk_class_tree(fcfg.root, fcfg.splits, "data.folders", fcfg.extensions, redact)
     class_names, labels, patients, label_bad = label_files(tree, cfg)
     readable = [i for i, label in enumerate(labels) if label is not None]
-    results = read_files([tree.files[i].path for i in readable], "pil", cfg.image_size, cfg.preprocess,
-                         cfg.workers, desc="reading folders")
-    ok, skipped = settle_reads(results, [tree.files[i].rel for i in readable], tree.bad + label_bad, cfg.on_bad_file,
-                               f"data.folders.root={fcfg.root!r}")
+    results = read_files([tree.files[i].path for i in readable], "pil", cfg, desc="reading folders")
+    shown = [tree.files[i].shown for i in readable]
+    ok, skipped = settle_reads(results, shown, tree.bad + label_bad, cfg.on_bad_file, where, redacted=redact)
     rows = [(i, r) for i, r, keep in zip(readable, results, ok) if keep]
     files = [tree.files[i] for i, _ in rows]
+    require_classes(np.array([labels[i] for i, _ in rows], np.int64), class_names, where)
     has_patients = fcfg.label_rule != "folder" or fcfg.patient_pattern is not None
     use_split = tree.has_split_folders and fcfg.splits != "ignore"
     source = {
@@ -114,7 +116,8 @@ def read_folders(cfg: DataConfig) -> SourceImages:
         "splits": fcfg.splits,
         "images_read": images_per_split_folder(files, [labels[i] for i, _ in rows], class_names),
         "patients": "from file names" if has_patients else None,
-        "hidden_files_ignored": tree.hidden_ignored,
+        **tree_record(tree, redact),
+        "accepted_by_content": accepted_by_content(results, shown, cfg.accept_by_content),
     }
     preprocessing = {
         **preprocessing_record(cfg.preprocess, cfg.image_size, [r.native_hw for _, r in rows]),
@@ -124,7 +127,7 @@ def read_folders(cfg: DataConfig) -> SourceImages:
         images=np.stack([r.pixels for _, r in rows])[:, None],
         labels=np.array([labels[i] for i, _ in rows], np.int64),
         class_names=class_names,
-        item_ids=[f.rel for f in files],
+        item_ids=[f.shown for f in files],
         source=source,
         preprocessing=preprocessing,
         groups=anonymous_ids([patients[i] for i, _ in rows]) if has_patients else None,

@@ -17,7 +17,7 @@ import numpy as np
 from ganaug.config import DataConfig
 from ganaug.data.packed import SPLITS
 from ganaug.data.preprocess import preprocess_stack, preprocessing_record, rgb_to_grayscale
-from ganaug.data.source_images import DataSourceError, SourceImages
+from ganaug.data.source_images import DataSourceError, SourceImages, require_classes
 
 NO_FINDING = "no finding"
 
@@ -53,19 +53,26 @@ def medmnist_local_file(cfg: DataConfig) -> Path:
     return root / f"{mcfg.flag}{suffix}.npz"
 
 
-def medmnist_class_names(flag: str, n_classes: int) -> list[str]:
-    """Names from medmnist.INFO for a known flag, else class_0, class_1, …"""
+def flag_class_names(flag: str) -> list[str] | None:
+    """A known MedMNIST flag's class (or finding) names from medmnist.INFO, else None."""
     import medmnist
 
     names = medmnist.INFO.get(flag, {}).get("label")
+    return [names[str(i)] for i in range(len(names))] if names else None
+
+
+def medmnist_class_names(flag: str, n_classes: int) -> list[str]:
+    """Names from medmnist.INFO for a known flag, else class_0, class_1, …"""
+    names = flag_class_names(flag)
     if names and len(names) == n_classes:
-        return [names[str(i)] for i in range(n_classes)]
+        return names
     return [f"class_{i}" for i in range(n_classes)]
 
 
 def _load_arrays(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The six official arrays, images checked and labels as int64 (N, K) (1-D labels are (N, 1) class indices)."""
     try:
-        npz = np.load(path)
+        npz = np.load(path)  # allow_pickle=False: an object array is refused, never unpickled
     except Exception as exc:
         raise DataSourceError(f"{str(path)!r} is not a readable .npz file: {exc}") from exc
     with npz:
@@ -75,7 +82,18 @@ def _load_arrays(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise DataSourceError(
                 f"{str(path)!r} lacks MedMNIST arrays {missing} (expected keys {expected}, found {sorted(npz.files)})"
             )
-        raw = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in SPLITS}
+        raw = {}
+        for split in SPLITS:
+            arrays = []
+            for key in (f"{split}_images", f"{split}_labels"):
+                try:
+                    arrays.append(npz[key])
+                except Exception as exc:  # object arrays: "Object arrays cannot be loaded when allow_pickle=False"
+                    raise DataSourceError(
+                        f"{str(path)!r}: {key} cannot be read ({exc}); expected a numeric array "
+                        "(arrays of Python objects are refused: reading them would unpickle code)"
+                    ) from exc
+            raw[split] = tuple(arrays)
     widths = set()
     for name, (images, labels) in raw.items():
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
@@ -83,14 +101,103 @@ def _load_arrays(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                 f"{str(path)!r}: {name}_images has shape {images.shape} dtype {images.dtype}; "
                 "expected uint8 (N, H, W) grayscale or (N, H, W, 3)"
             )
-        if labels.ndim != 2 or len(labels) != len(images):
+        if len(images) == 0:
             raise DataSourceError(
-                f"{str(path)!r}: {name}_labels has shape {labels.shape}; expected ({len(images)}, K)"
+                f"{str(path)!r}: the {name} split is empty ({name}_images has shape {images.shape}); expected "
+                "images in train, val and test (a MedMNIST file's official split is kept)"
             )
+        labels = _integer_labels(labels, len(images), f"{str(path)!r}: {name}_labels")
+        raw[name] = (images, labels)
         widths.add(labels.shape[1])
     if len(widths) > 1:
         raise DataSourceError(f"{str(path)!r}: label widths differ between splits ({sorted(widths)})")
     return raw
+
+
+def _integer_labels(labels: np.ndarray, n_images: int, where: str) -> np.ndarray:
+    """(N,) or (N, K) labels of any numeric dtype -> (N, K) int64; non-integral, NaN or infinite values
+    are errors naming `where` and the rows."""
+    if labels.ndim == 1:  # a MedMNIST-layout file from elsewhere: class indices
+        labels = labels[:, None]
+    if labels.ndim != 2 or len(labels) != n_images:
+        raise DataSourceError(
+            f"{where} has shape {labels.shape}; expected ({n_images},) class indices or ({n_images}, K)"
+        )
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if bad.any():
+            rows = np.flatnonzero(bad.any(axis=1))
+            raise DataSourceError(
+                f"{where}: {len(rows)} row(s) with NaN, infinite or non-integer labels (e.g. rows "
+                f"{rows[:10].tolist()}: {labels[rows[:3]].tolist()}); expected integer class indices or 0/1 multi-hot"
+            )
+    elif labels.dtype.kind not in "biu":
+        raise DataSourceError(f"{where} has dtype {labels.dtype}; expected integer class indices or 0/1 multi-hot")
+    return labels.astype(np.int64)  # before any arithmetic: uint8 255 + 1 would wrap to 0
+
+
+def count_classes(raw: dict[str, tuple[np.ndarray, np.ndarray]], flag: str, path: Path) -> int:
+    """The class (or finding) count, with every label checked against it; errors name the file, split and rows."""
+    width = raw["train"][1].shape[1]
+    known = flag_class_names(flag)
+    where = str(path)
+    if width > 1:
+        for split, (_, labels) in raw.items():
+            odd = np.flatnonzero(((labels != 0) & (labels != 1)).any(axis=1))
+            if len(odd):
+                raise DataSourceError(
+                    f"{where!r}: {split}_labels has {len(odd)} row(s) with values other than 0/1 (e.g. rows "
+                    f"{odd[:10].tolist()}); expected multi-hot (N, {width}) labels"
+                )
+        return width
+    for split, (_, labels) in raw.items():
+        negative = np.flatnonzero(labels[:, 0] < 0)
+        if len(negative):
+            raise DataSourceError(
+                f"{where!r}: {split}_labels has {len(negative)} negative label(s) (e.g. rows {negative[:10].tolist()}: "
+                f"{labels[negative[:3], 0].tolist()}); expected class indices 0, 1, …"
+            )
+    if known is not None:
+        for split, (_, labels) in raw.items():
+            beyond = np.flatnonzero(labels[:, 0] >= len(known))
+            if len(beyond):
+                raise DataSourceError(
+                    f"{where!r}: {split}_labels has {len(beyond)} label(s) beyond the class count (e.g. rows "
+                    f"{beyond[:10].tolist()}: {labels[beyond[:3], 0].tolist()}); data.medmnist.flag={flag!r} has "
+                    f"{len(known)} classes (indices 0..{len(known) - 1}: {known}): set data.medmnist.flag to this "
+                    "file's flag, or to a name that is not a MedMNIST flag for classes class_0, class_1, …"
+                )
+        return len(known)
+    n_classes = int(max(labels.max() for _, labels in raw.values())) + 1
+    used = set().union(*(np.unique(labels).tolist() for _, labels in raw.values()))
+    unused = sorted(set(range(n_classes)) - used)
+    if unused:
+        raise DataSourceError(
+            f"{where!r}: labels run up to {n_classes - 1} but class indices {listing_short(unused)} have no image in "
+            f"any split; expected class indices 0..K-1, each with images"
+        )
+    return n_classes
+
+
+def listing_short(values: list[int], limit: int = 10) -> str:
+    return str(values[:limit])[:-1] + (f", … ({len(values)} in all)]" if len(values) > limit else "]")
+
+
+def require_each_class_per_split(labels: dict[str, np.ndarray], class_names: list[str], where: str, multilabel: bool) -> None:
+    """Each kept split non-empty and, for class labels, every class in every split (the official split is kept)."""
+    for split, split_labels in labels.items():
+        if len(split_labels) == 0:
+            raise DataSourceError(f"{where}: the {split} split keeps no image; expected images in train, val and test")
+        if multilabel:
+            continue
+        counts = np.bincount(split_labels, minlength=len(class_names))
+        missing = [name for name, n in zip(class_names, counts) if n == 0]
+        if missing:
+            named = ", ".join(f"class {name!r}" for name in missing)
+            raise DataSourceError(
+                f"{where}: {named} {'has' if len(missing) == 1 else 'have'} no images in the {split} split; expected "
+                f"every class of {class_names} in train, val and test"
+            )
 
 
 def select_classes(labels: np.ndarray, names: list[str], chosen: list[str] | None, flag: str
@@ -125,14 +232,18 @@ def read_medmnist(cfg: DataConfig) -> SourceImages:
     """A MedMNIST `.npz` (official keys), keeping its official train/val/test split."""
     path = medmnist_local_file(cfg)
     raw = _load_arrays(path)
-    width = raw["train"][1].shape[1]
-    n_classes = width if width > 1 else int(max(labels.max() for _, labels in raw.values()) + 1)
+    n_classes = count_classes(raw, cfg.medmnist.flag, path)
     all_names = medmnist_class_names(cfg.medmnist.flag, n_classes)
     images, labels, given, item_ids, kept_counts = [], [], [], [], {}
     class_names = all_names
     for name, (split_images, split_labels) in raw.items():
         keep, new_labels, class_names = select_classes(split_labels, all_names, cfg.medmnist.classes, cfg.medmnist.flag)
         rows = np.flatnonzero(keep)
+        if len(rows) == 0:
+            raise DataSourceError(
+                f"{str(path)!r}: data.medmnist.classes={cfg.medmnist.classes} keeps no image of the {name} split; "
+                "expected images in train, val and test"
+            )
         kept_counts[name] = {"in_file": len(split_labels), "kept": len(rows)}
         chosen = split_images[rows]
         if chosen.ndim == 4:  # RGB MedMNIST flags: luminance, so the data stays one channel
@@ -141,6 +252,10 @@ def read_medmnist(cfg: DataConfig) -> SourceImages:
         labels.append(new_labels[rows])
         given += [name] * len(rows)
         item_ids += [f"{name}[{i}]" for i in rows]
+    where = f"{str(path)!r}" + (f" with data.medmnist.classes={cfg.medmnist.classes}" if cfg.medmnist.classes else "")
+    multilabel = labels[0].ndim == 2
+    require_classes(np.concatenate(labels), class_names, where)
+    require_each_class_per_split(dict(zip(raw, labels)), class_names, where, multilabel)
     native = raw["train"][0].shape[1:3]
     source = {
         "name": "medmnist",

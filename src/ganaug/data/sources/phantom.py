@@ -7,7 +7,7 @@ import numpy as np
 from ganaug.config import DataConfig
 from ganaug.data import phantom as generator
 from ganaug.data.preprocess import preprocess_stack, preprocessing_record
-from ganaug.data.source_images import SourceImages
+from ganaug.data.source_images import SourceImages, require_classes
 
 MULTILABEL_FINDINGS = ("consolidation", "interstitial", "cardiomegaly", "effusion")
 
@@ -35,6 +35,7 @@ def read_phantom(cfg: DataConfig) -> SourceImages:
         class_names = list(MULTILABEL_FINDINGS)
         onehot = np.eye(len(generator.FINDINGS), dtype=np.uint8)[generated.finding][:, 1:]
         labels = np.concatenate([onehot, generated.extras.astype(np.uint8)], axis=1)
+    require_classes(labels, class_names, f"data.phantom (label_mode={pcfg.label_mode}, class_fractions={pcfg.class_fractions})")
     images = preprocess_stack(generated.images[:, 0], cfg.image_size, cfg.preprocess)
     source = {
         "name": "phantom",
