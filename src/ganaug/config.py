@@ -104,6 +104,8 @@ class DataConfig:
     on_bad_file: Literal["fail", "skip"] = "fail"  # corrupt / unreadable / wrongly named files
     on_leakage: Literal["fail", "drop"] = "fail"  # drop: remove leaked images from the later split
     near_duplicate_threshold: float | None = 0.97  # centred correlation of 32 px thumbnails; null = exact only
+    dedup_within_split: Literal["none", "exact", "near"] = "none"  # remove copies inside a split, keeping the first (near = exact + near)
+    max_leakage_drop: float = 0.2  # warn when leakage drop / dedup removes more than this share of a class in a split
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     medmnist: MedMNISTConfig = field(default_factory=MedMNISTConfig)
@@ -232,6 +234,7 @@ _CHECKS: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
     (DicomConfig, "extensions"): _EXTENSIONS,
     (DataConfig, "workers"): (lambda v: 1 <= v <= 64, "an integer in [1, 64]"),
     (DataConfig, "near_duplicate_threshold"): (lambda v: v is None or 0.5 <= v <= 1, "null or in [0.5, 1]"),
+    (DataConfig, "max_leakage_drop"): _PROBABILITY,
     (PreprocessConfig, "clahe_clip"): (lambda v: 0 < v <= 1, "in (0, 1]"),
     (ClassifierConfig, "seeds"): (lambda v: len(v) >= 1 and len(set(v)) == len(v), "a non-empty list of distinct seeds"),
     (EvaluateConfig, "ci"): (lambda v: 0 < v < 1, "in (0, 1)"),
