@@ -222,6 +222,7 @@ def test_failed_check_writes_the_full_report_and_names_it(tmp_path):
     message = str(excinfo.value)
     assert "9 exact duplicate(s)" in message and "2 near duplicate(s)" in message
     assert f"full report: {out}/ (pairs.csv" in message and "… and 1 more" in message  # 11 pairs, 10 shown
+    assert "it would remove test a 1 of 7; test b 10 of 12 images" in message
     assert sorted(p.name for p in out.iterdir()) == ["pairs.csv", "pairs.png", "patients.csv", "summary.json"]
     pairs = read_csv(out / "pairs.csv")
     between = [p for p in pairs if p["scope"] == "between_splits"]
@@ -280,7 +281,8 @@ def test_duplicates_inside_a_split_are_reported_and_removed_on_request(tmp_path,
     test_warning = [w for w in dataset.extra["warnings"] if w.startswith("test: ")]
     assert bool(test_warning) == (mode == "none")  # a copy left in test counts twice in every metric
     if test_warning:
-        assert "data.dedup_within_split=near keeps one image of each" in test_warning[0]
+        assert "test: 2 images (25.0%) have an exact or near copy in test" in test_warning[0]
+        assert "data.dedup_within_split=exact keeps one image of each" in test_warning[0]
 
 
 def test_dedup_keeps_one_image_of_each_set_of_copies():

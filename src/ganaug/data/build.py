@@ -191,7 +191,8 @@ def build_dataset(cfg: DataConfig, report_dir: str | Path | None = None) -> Pack
     if report_dir is not None:
         write_leakage_report(report_dir, report, duplicates, splits, raw.class_names, cfg, removal, losses)
     if report.found and cfg.on_leakage == "fail":
-        raise LeakageError(leakage_message(report, hint, None if report_dir is None else str(report_dir)))
+        raise LeakageError(leakage_message(report, hint, None if report_dir is None else str(report_dir),
+                                           class_losses(splits, {"leaked": report.flagged}, raw.class_names)))
     removed = {name: leaked[name] | removal["duplicates"][name] for name in SPLITS}
     kept, _, _ = remove_rows(splits, items, removed)
     loss_warnings = class_loss_warnings(losses, cfg.max_leakage_drop, hint)
@@ -203,7 +204,7 @@ def build_dataset(cfg: DataConfig, report_dir: str | Path | None = None) -> Pack
             raise
         raise DataSourceError(f"{exc}; after removing images: " + " ".join(loss_warnings)) from exc
     left = duplicates.without(removed).counts({name: len(split) for name, split in kept.items()})
-    warnings += loss_warnings + duplicate_warnings(left, cfg.dedup_within_split, cfg.near_duplicate_threshold)
+    warnings += loss_warnings + duplicate_warnings(left, cfg.dedup_within_split)
     extra = {
         "split": split_record,
         "leakage": {**report.record(cfg.on_leakage, {name: len(leaked[name]) for name in SPLITS}),

@@ -244,12 +244,16 @@ def _patient_overlap(splits: dict[str, Split], items: dict[str, list[str]], repo
             report.flagged[name].update(rows_by_split[name])
 
 
-def leakage_message(report: LeakageReport, resplit_hint: str | None = None, report_dir: str | None = None) -> str:
-    """Counts per split pair, the first few findings, where the full report is, and the ways out."""
+def leakage_message(report: LeakageReport, resplit_hint: str | None = None, report_dir: str | None = None,
+                    drop_losses: dict[str, dict[str, dict[str, int]]] | None = None) -> str:
+    """Counts per split pair, the first few findings, where the full report is, and the ways out;
+    `drop_losses` (`class_losses` of dropping the flagged rows) says what drop would cost each class."""
     counts = report.counts()
     alternative = f", or split the source here ({resplit_hint})" if resplit_hint else ""
     where = (f"\nfull report: {report_dir}/ (pairs.csv: every pair; patients.csv: every shared patient's "
-             f"images; pairs.png: the first pairs side by side; summary.json)" if report_dir else "")
+             f"images; pairs.png: pairs side by side, near ones first; summary.json)" if report_dir else "")
+    cost = "; ".join(f"{split} {name} {c['leaked']} of {c['before']}" for split, per_class in (drop_losses or {}).items()
+                     for name, c in per_class.items() if c["leaked"])
     return (
         f"leakage between splits: {sum(counts['exact_duplicates'].values())} exact duplicate(s) "
         f"{counts['exact_duplicates']}, {sum(counts['near_duplicates'].values())} near duplicate(s) "
@@ -257,7 +261,8 @@ def leakage_message(report: LeakageReport, resplit_hint: str | None = None, repo
         + listing(report.lines(), limit=MESSAGE_EXAMPLES)
         + where
         + "\nset data.on_leakage=drop to remove them from the later split (train is never reduced; "
-        f"the report goes into meta.json){alternative}"
+        + (f"it would remove {cost} images; " if cost else "")
+        + f"the report goes into meta.json){alternative}"
     )
 
 
@@ -371,19 +376,19 @@ def dedup_rows(duplicates: WithinSplitDuplicates, mode: str, gone: dict[str, set
     return removed
 
 
-def duplicate_warnings(counts_after: dict[str, dict[str, Any]], mode: str, threshold: float | None) -> list[str]:
+def duplicate_warnings(counts_after: dict[str, dict[str, Any]], mode: str) -> list[str]:
     """Warnings for duplicates left inside a split: any in val / test (they count twice in every
     metric), more than DUPLICATE_SHARE_WARNING of train."""
-    option = "data.dedup_within_split=" + ("near" if threshold is not None else "exact")
     out = []
     for name in SPLITS:
         c = counts_after[name]
         if c["images_with_a_copy"] == 0 or (name == "train" and c["share_with_a_copy"] <= DUPLICATE_SHARE_WARNING):
             continue
+        option = "data.dedup_within_split=" + ("near" if c["near_pairs"] else "exact")
         why = ("they weigh twice in training (the memorisation audit's threshold leaves them out)" if name == "train"
                else "they count twice in every metric on it")
         out.append(
-            f"{name}: {c['images_with_a_copy']} images ({c['share_with_a_copy']:.0%}) have an exact or near copy in "
+            f"{name}: {c['images_with_a_copy']} images ({c['share_with_a_copy']:.1%}) have an exact or near copy in "
             f"{name} ({c['exact_pairs']} exact, {c['near_pairs']} near pair(s), {c['label_conflicts']} with different "
             f"labels; data.dedup_within_split={mode}): {why}; {option} keeps one image of each"
         )

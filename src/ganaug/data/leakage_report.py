@@ -7,8 +7,8 @@ counts and shows the first few):
                   pair, scope, kind, split_a, item_a, label_a, split_b, item_b, label_b,
                   similarity (centred thumbnail correlation; 1 for exact), action_b
     patients.csv  one row per image of a patient found in two splits: patient, split, item, action
-    pairs.png     the first CONTACT_SHEET_PAIRS pairs side by side (a | b), captioned with the pair
-                  number of pairs.csv, its kind and similarity
+    pairs.png     up to CONTACT_SHEET_PAIRS pairs side by side (a | b), near ones first, each captioned
+                  with its pair number in pairs.csv, kind, similarity and splits
     summary.json  counts per split pair and per split, the rules and threshold, what was done
 action_b / action: "kept", "dropped" (data.on_leakage=drop) or "removed" (data.dedup_within_split).
 """
@@ -137,9 +137,10 @@ def write_leakage_report(out_dir: str | Path, report: LeakageReport, duplicates:
         _write_csv(tmp / "pairs.csv", PAIR_FIELDS, pairs)
         _write_csv(tmp / "patients.csv", ["patient", "split", "item", "action"], patients)
         if pairs:
+            # near pairs first: identical ones need no looking at, near ones are a judgement
+            shown = sorted(pairs, key=lambda p: p["kind"] != "near")[:CONTACT_SHEET_PAIRS]
             drawn = [(splits[p["split_a"]].images[p["_rows"][0]], splits[p["split_b"]].images[p["_rows"][1]],
-                      f"#{p['pair']} {p['kind']} {p['similarity']:.3f} {p['split_a']}~{p['split_b']}")
-                     for p in pairs[:CONTACT_SHEET_PAIRS]]
+                      f"#{p['pair']} {p['kind']} {p['similarity']:.3f} {p['split_a']}~{p['split_b']}") for p in shown]
             contact_sheet(drawn).save(tmp / "pairs.png")
         write_json(tmp / "summary.json", summary)
     return out_dir
