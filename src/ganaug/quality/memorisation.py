@@ -17,11 +17,14 @@ is ~0 and no copy counts. So training images are first joined into duplicate gro
 copies, and near copies by the data layer's rule: centred 32 px thumbnail correlation >= 0.97,
 `ganaug.data.leakage.duplicate_groups`), each image's leave-one-out distance is taken to the
 nearest training image *outside its group*, and the quantile is taken over one image per group
-(the first), so a group of copies counts once. Without duplicates this is the plain
-leave-one-out audit. The share of training images with a copy is reported
-(`training_duplicate_share`) and warned about above DUPLICATE_SHARE_WARNING. Filtering synthetic images by
-similarity to a training image (e.g. keeping only SSIM >= 0.8) drives the copy rate up: audit
-the set that is actually used for augmentation, after any such filter.
+(its first image: a group minimum would shrink as the group grows), so a set of copies counts
+once. Without duplicates this is the plain leave-one-out audit. The share of training images
+with a copy is reported (`training_duplicate_share`) and warned about above
+DUPLICATE_SHARE_WARNING (5 %). Synthetic images are still compared with every training image.
+
+Filtering synthetic images by similarity to a training image (e.g. keeping only SSIM >= 0.8)
+drives the copy rate up: audit the set that is actually used for augmentation, after any such
+filter.
 
 Two spaces, same procedure:
     pixel    images (N, 1, H, W) uint8 flattened to [0, 1]; the distance is the L2 norm
