@@ -1,10 +1,12 @@
-"""Memorisation audit: noisy copies of training images are caught, fresh draws are not."""
+"""Memorisation audit: noisy copies of training images are caught, fresh draws are not, and copies inside
+the train split do not move the threshold."""
 
 import numpy as np
 import pytest
 
 from ganaug.data.phantom import generate_phantoms
 from ganaug.quality.memorisation import (
+    DEFAULT_QUANTILE,
     MemorisationReport,
     audit_features,
     audit_pixels,
@@ -189,8 +191,61 @@ def test_empty_or_malformed_inputs_raise(training_images):
         nearest_training_distances(np.zeros((2, 3)), np.zeros((4, 3)), exclude_self=True)
 
 
-def test_duplicated_train_split_warns_of_zero_threshold():
-    training = np.repeat(np.eye(4), 2, axis=0)  # every row twice: all leave-one-out distances 0
-    with pytest.warns(RuntimeWarning, match="threshold is 0"):
+def test_duplicated_train_split_keeps_its_threshold():
+    training = np.repeat(np.eye(4), 2, axis=0)  # every row twice: plain leave-one-out distances all 0
+    with pytest.warns(RuntimeWarning, match="100% of the 8 training images have an exact or near copy"):
         report = audit_features(np.eye(4), training, "test-net")
-    assert report.threshold == 0.0 and report.copy_rate == 1.0  # exact copies still count
+    # each row's nearest training row outside its pair is another unit vector, sqrt(2) away
+    assert report.threshold == pytest.approx(np.sqrt(2)) and report.n_training_groups == 4
+    assert report.copy_rate == 1.0  # the synthetic rows are exact copies
+    assert report.training_duplicate_share == 1.0 and report.summary()["training_duplicate_share"] == 1.0
+
+
+@pytest.mark.parametrize("sigma", [0.0, 2.0], ids=["exact copies", "near copies"])
+def test_threshold_with_a_quarter_of_train_duplicated_stays_at_the_clean_threshold(training_images, fresh_images, sigma):
+    distinct = training_images[:350]
+    with_copies = np.concatenate([distinct, noisy_copies(distinct[:50], sigma, seed=5)])  # 100 of 400 have a copy
+    clean = audit_pixels(fresh_images, distinct)
+    with pytest.warns(RuntimeWarning, match="25% of the 400 training images"):
+        report = audit_pixels(fresh_images, with_copies)
+    assert report.training_duplicate_share == 0.25 and report.n_training_groups == 350
+    assert report.threshold == pytest.approx(clean.threshold, rel=0.1)
+    assert report.copy_rate == pytest.approx(clean.copy_rate, abs=0.02)
+    # the plain leave-one-out quantile (what the audit used to take) collapses onto the copies
+    plain, _ = nearest_training_distances(pixel_vectors(with_copies), pixel_vectors(with_copies), exclude_self=True)
+    assert np.quantile(plain, DEFAULT_QUANTILE) < 0.3 * clean.threshold
+
+
+def test_feature_audit_takes_the_image_duplicate_groups():
+    rng = np.random.default_rng(4)
+    distinct = rng.normal(size=(300, 16))
+    training = np.concatenate([distinct, distinct[:100] + rng.normal(scale=1e-3, size=(100, 16))])
+    groups = np.concatenate([np.arange(300), np.arange(100)])  # as duplicate_groups gives for the images
+    fresh = rng.normal(size=(100, 16))
+    clean = audit_features(fresh, distinct, "test-net")
+    with pytest.warns(RuntimeWarning, match="50% of the 400"):
+        grouped = audit_features(fresh, training, "test-net", training_groups=groups)
+    assert grouped.threshold == pytest.approx(clean.threshold, rel=0.1)
+    ungrouped = audit_features(fresh, training, "test-net")  # identical rows only: the near copies stay apart
+    assert ungrouped.threshold < 0.01 * clean.threshold
+
+
+def test_group_exclusion_matches_brute_force():
+    rng = np.random.default_rng(6)
+    training = rng.normal(size=(30, 4))
+    groups = rng.integers(0, 8, 30)
+    distances, indices = nearest_training_distances(training, training, chunk=7, exclude_self=True, groups=groups)
+    for i in range(30):
+        others = np.flatnonzero(groups != groups[i])
+        best = others[np.argmin(np.linalg.norm(training[others] - training[i], axis=1))]
+        assert indices[i] == best and distances[i] == pytest.approx(np.linalg.norm(training[best] - training[i]))
+
+
+@pytest.mark.parametrize("groups, message", [
+    (np.zeros(6, np.int64), "fewer than 2 distinct images"),
+    (np.arange(5), r"training_groups must be \(M,\) integers for 6"),
+    (np.linspace(0, 1, 6), "training_groups must be"),
+])
+def test_bad_training_groups_raise(groups, message):
+    with pytest.raises(ValueError, match=message):
+        audit_features(np.zeros((2, 3)), np.random.default_rng(0).normal(size=(6, 3)), "test-net", training_groups=groups)

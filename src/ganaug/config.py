@@ -112,6 +112,8 @@ class DataConfig:
     accept_by_content: bool = False  # true: a file whose content is another image format than its extension is read (recorded)
     # file names in messages and meta.json as <class folder>/#k (csv row n): auto = where a patient rule applies
     redact_paths: bool | Literal["auto"] = "auto"
+    dedup_within_split: Literal["none", "exact", "near"] = "none"  # remove copies inside a split, keeping the first (near = exact + near)
+    max_leakage_drop: float = 0.2  # warn when leakage drop / dedup removes more than this share of a class in a split
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     medmnist: MedMNISTConfig = field(default_factory=MedMNISTConfig)
@@ -266,6 +268,7 @@ _CHECKS: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
     (DataConfig, "max_image_pixels"): (  # PIL refuses more than 2 x Image.MAX_IMAGE_PIXELS outright
         lambda v: 784 <= v <= 178_956_970, "an integer in [784 (28 x 28), 178956970 (PIL's own hard limit)]"
     ),
+    (DataConfig, "max_leakage_drop"): _PROBABILITY,
     (PreprocessConfig, "clahe_clip"): (lambda v: 0 < v <= 1, "in (0, 1]"),
     (ClassifierConfig, "seeds"): (
         lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(0 <= s <= MAX_SEED for s in v),

@@ -9,22 +9,27 @@ Splitting:
 - whatever is split here is split patient-aware when the source has patients, and images that
   are exact or near duplicates of each other are linked like the images of one patient, so a
   split made here has no leakage by construction. A kept split is only checked.
-Then the leakage check (`ganaug.data.leakage`) fails or drops per data.on_leakage.
+Then the leakage check (`ganaug.data.leakage`) fails or drops per data.on_leakage, duplicates
+inside a split are removed per data.dedup_within_split, and a class that lost more than
+data.max_leakage_drop of a split is a warning. With a `report_dir`, every pair found (between
+and within splits) is written there first, so a failed check leaves its full report behind.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from ganaug.config import DataConfig
+from ganaug.config import ConfigError, DataConfig
 from ganaug.data.leakage import (
-    LeakageError, centred, drop_flagged, find_leakage, image_hashes, leakage_message, near_duplicate_pairs,
-    thumbnails,
+    LeakageError, centred, class_loss_warnings, class_losses, dedup_rows, duplicate_warnings, find_leakage,
+    find_within_split_duplicates, image_hashes, leakage_message, near_duplicate_pairs, remove_rows, thumbnails,
 )
+from ganaug.data.leakage_report import write_leakage_report
 from ganaug.data.packed import SPLITS, PackedDataset, Split
 from ganaug.data.source_images import DataSourceError, SourceImages, skipped_record
 from ganaug.data.sources import SOURCES
@@ -48,7 +53,7 @@ def duplicate_links(images: np.ndarray, features: torch.Tensor | None, threshold
         else:
             first[key] = row
     if threshold is not None and features is not None:
-        for a, b in near_duplicate_pairs(features, threshold):
+        for a, b, _ in near_duplicate_pairs(features, threshold):
             linked += sets.find(a) != sets.find(b)
             sets.union(a, b)
     return sets.labels(), linked
@@ -157,8 +162,13 @@ def check_classes(dataset: PackedDataset) -> list[str]:
     return warnings
 
 
-def build_dataset(cfg: DataConfig) -> PackedDataset:
-    """Read data.source, split (patient-aware, duplicates kept together), check leakage, and pack."""
+def build_dataset(cfg: DataConfig, report_dir: str | Path | None = None) -> PackedDataset:
+    """Read data.source, split (patient-aware, duplicates kept together), check leakage, remove what
+    data.on_leakage / data.dedup_within_split ask, and pack. With `report_dir`, the leakage and
+    duplicate report is written there, also when the check fails."""
+    if cfg.dedup_within_split == "near" and cfg.near_duplicate_threshold is None:
+        raise ConfigError("data.dedup_within_split=near needs data.near_duplicate_threshold (a correlation), "
+                          "but it is null; expected a threshold such as 0.97, or dedup_within_split=exact")
     raw = SOURCES[cfg.source](cfg)
     features = mean_thumbnail = None
     if cfg.near_duplicate_threshold is not None:
@@ -173,17 +183,36 @@ def build_dataset(cfg: DataConfig) -> PackedDataset:
         items[name] = [raw.item_ids[i] for i in rows]
     check_classes(PackedDataset(splits, raw.class_names, raw.source, raw.preprocessing))
     report = find_leakage(splits, items, cfg.near_duplicate_threshold, mean_thumbnail)
-    dropped = dict.fromkeys(SPLITS, 0)
-    if report.found:
-        if cfg.on_leakage == "fail":
-            raise LeakageError(leakage_message(report, RESPLIT_HINTS.get(cfg.source)))
-        splits, items, dropped = drop_flagged(splits, items, report)
-    dataset = PackedDataset(splits, raw.class_names, raw.source, raw.preprocessing)
-    warnings = check_classes(dataset)
+    duplicates = find_within_split_duplicates(splits, items, cfg.near_duplicate_threshold, mean_thumbnail)
+    leaked = report.flagged if cfg.on_leakage == "drop" else {name: set() for name in SPLITS}
+    removal = {"leaked": leaked, "duplicates": dedup_rows(duplicates, cfg.dedup_within_split, leaked)}
+    losses = class_losses(splits, removal, raw.class_names)
+    hint = RESPLIT_HINTS.get(cfg.source)
+    if report_dir is not None:
+        write_leakage_report(report_dir, report, duplicates, splits, raw.class_names, cfg, removal, losses)
+    if report.found and cfg.on_leakage == "fail":
+        raise LeakageError(leakage_message(report, hint, None if report_dir is None else str(report_dir),
+                                           class_losses(splits, {"leaked": report.flagged}, raw.class_names)))
+    removed = {name: leaked[name] | removal["duplicates"][name] for name in SPLITS}
+    kept, _, _ = remove_rows(splits, items, removed)
+    loss_warnings = class_loss_warnings(losses, cfg.max_leakage_drop, hint)
+    dataset = PackedDataset(kept, raw.class_names, raw.source, raw.preprocessing)
+    try:
+        warnings = check_classes(dataset)
+    except DataSourceError as exc:  # a class emptied by the removal: say which removal
+        if not loss_warnings:
+            raise
+        raise DataSourceError(f"{exc}; after removing images: " + " ".join(loss_warnings)) from exc
+    left = duplicates.without(removed).counts({name: len(split) for name, split in kept.items()})
+    warnings += loss_warnings + duplicate_warnings(left, cfg.dedup_within_split)
     extra = {
         "split": split_record,
-        "leakage": report.record(cfg.on_leakage, dropped),
+        "leakage": {**report.record(cfg.on_leakage, {name: len(leaked[name]) for name in SPLITS}),
+                    "class_losses": losses, "max_leakage_drop": cfg.max_leakage_drop},
+        "duplicates_within_split": duplicates.record(
+            {name: len(split) for name, split in splits.items()}, cfg.dedup_within_split,
+            {name: len(removal["duplicates"][name]) for name in SPLITS}),
         "skipped_files": skipped_record(raw.skipped_files),
         "warnings": warnings,
     }
-    return PackedDataset(splits, raw.class_names, raw.source, raw.preprocessing, extra)
+    return PackedDataset(kept, raw.class_names, raw.source, raw.preprocessing, extra)

@@ -9,9 +9,22 @@ than almost any training image is to the rest of it is a probable copy:
     copy_rate = fraction of synthetic images with NN distance to training <= threshold
 
 A generator that samples the training distribution without memorising scores about q; one that
-returns (lightly perturbed) training images scores close to 1. Filtering synthetic images by
-similarity to a training image (e.g. keeping only SSIM >= 0.8) drives the copy rate up: audit
-the set that is actually used for augmentation, after any such filter.
+returns (lightly perturbed) training images scores close to 1.
+
+Duplicates inside the train split would make that reference meaningless: an image with a copy
+in train has a leave-one-out distance of ~0, and once a share q of train has one the threshold
+is ~0 and no copy counts. So training images are first joined into duplicate groups (exact
+copies, and near copies by the data layer's rule: centred 32 px thumbnail correlation >= 0.97,
+`ganaug.data.leakage.duplicate_groups`), each image's leave-one-out distance is taken to the
+nearest training image *outside its group*, and the quantile is taken over one image per group
+(its first image: a group minimum would shrink as the group grows), so a set of copies counts
+once. Without duplicates this is the plain leave-one-out audit. The share of training images
+with a copy is reported (`training_duplicate_share`) and warned about above
+DUPLICATE_SHARE_WARNING (5 %). Synthetic images are still compared with every training image.
+
+Filtering synthetic images by similarity to a training image (e.g. keeping only SSIM >= 0.8)
+drives the copy rate up: audit the set that is actually used for augmentation, after any such
+filter.
 
 Two spaces, same procedure:
     pixel    images (N, 1, H, W) uint8 flattened to [0, 1]; the distance is the L2 norm
@@ -35,6 +48,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ganaug.data.leakage import DUPLICATE_SHARE_WARNING, duplicate_groups
+
 PIXEL_SPACE = "pixel"  # report.space of pixel audits; feature audits use the extractor name
 DEFAULT_QUANTILE = 0.01
 DEFAULT_TOP_K = 16
@@ -46,12 +61,14 @@ def nearest_training_distances(
     training: np.ndarray,
     chunk: int = 512,
     exclude_self: bool = False,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact Euclidean nearest neighbour in `training` (M, D) of each row of `queries` (N, D).
 
     Returns (distances (N,) float64, indices (N,) int64 into `training`). With
     `exclude_self=True`, `queries` must be `training` itself and row i never matches row i
-    (leave-one-out); a duplicated row still finds its twin at distance 0.
+    (leave-one-out); a duplicated row still finds its twin at distance 0, unless `groups`
+    (M,) puts them in one group: then row i never matches a row of its own group.
 
     The search uses ||q||² + ||t||² - 2 q·t in chunks of `chunk` queries (memory: chunk x M
     float64); the distance to the neighbour found is then recomputed from the difference
@@ -77,6 +94,12 @@ def nearest_training_distances(
         )
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1; got {chunk}")
+    if groups is not None:
+        groups = np.asarray(groups)
+        if not exclude_self or groups.shape != (len(training),):
+            raise ValueError(f"groups needs exclude_self=True and shape ({len(training)},); got {groups.shape}")
+        if len(np.unique(groups)) < 2:
+            raise ValueError("every training row is in one duplicate group: no row has a neighbour outside it")
 
     training_sq = np.einsum("md,md->m", training, training)  # (M,)
     distances = np.empty(len(queries), dtype=np.float64)
@@ -88,6 +111,8 @@ def nearest_training_distances(
         if exclude_self:
             rows = np.arange(len(block))
             partial_sq[rows, start + rows] = np.inf
+        if groups is not None:
+            partial_sq[groups[start : start + len(block), None] == groups[None, :]] = np.inf  # own group
         nearest = np.argmin(partial_sq, axis=1)  # (B,)
         indices[start : start + len(block)] = nearest
         distances[start : start + len(block)] = np.linalg.norm(block - training[nearest], axis=1)
@@ -113,7 +138,9 @@ class MemorisationReport:
     copy_rate: float  # fraction of synthetic images at or below threshold; ~quantile if no copying
     synthetic_nn: np.ndarray  # (n_synthetic,) float64 distance to the nearest training image
     synthetic_nn_index: np.ndarray  # (n_synthetic,) int64 index of that training image
-    training_nn: np.ndarray  # (n_training,) float64 leave-one-out NN distance within training
+    training_nn: np.ndarray  # (n_training,) float64 NN distance within training, outside the image's duplicate group
+    n_training_groups: int  # training images after joining copies: the threshold's quantile is over these
+    training_duplicate_share: float  # share of training images with an exact or near copy in training
     # the top_k (synthetic index, training index, distance) pairs, closest first
     closest_pairs: tuple[tuple[int, int, float], ...]
 
@@ -133,6 +160,7 @@ class MemorisationReport:
             "min_synthetic_nn": float(self.synthetic_nn.min()),
             "n_synthetic": float(self.n_synthetic),
             "n_training": float(self.n_training),
+            "training_duplicate_share": self.training_duplicate_share,
         }
 
 
@@ -141,10 +169,13 @@ def audit_pixels(
     training_images: np.ndarray,
     quantile: float = DEFAULT_QUANTILE,
     top_k: int = DEFAULT_TOP_K,
+    training_groups: np.ndarray | None = None,
 ) -> MemorisationReport:
     """Pixel-space audit of synthetic images (N, 1, H, W) uint8 against the TRAIN split images.
 
     Distances are RMS pixel differences in [0, 1] (see the module docstring).
+    `training_groups` (M,): duplicate group per training image; None computes them from the
+    images (`duplicate_groups`: exact and near copies).
     """
     synthetic_images = _check_images("synthetic_images", synthetic_images)
     training_images = _check_images("training_images", training_images, min_count=2)
@@ -154,8 +185,11 @@ def audit_pixels(
             f"{synthetic_images.shape[2:]} vs {training_images.shape[2:]}"
         )
     _check_options(quantile, top_k)
+    if training_groups is None:
+        training_groups = duplicate_groups(training_images)
     return _audit(
-        pixel_vectors(synthetic_images), pixel_vectors(training_images), PIXEL_SPACE, quantile, top_k
+        pixel_vectors(synthetic_images), pixel_vectors(training_images), PIXEL_SPACE, quantile, top_k,
+        _check_groups(training_groups, training_images),
     )
 
 
@@ -165,11 +199,14 @@ def audit_features(
     extractor: str,
     quantile: float = DEFAULT_QUANTILE,
     top_k: int = DEFAULT_TOP_K,
+    training_groups: np.ndarray | None = None,
 ) -> MemorisationReport:
     """Feature-space audit: synthetic (N, D) against TRAIN split (M, D) features of one `extractor`.
 
     `extractor` names the network and layer (e.g. "resnet18-penultimate"); it becomes the
-    report's `space`. Distances are Euclidean in feature units.
+    report's `space`. Distances are Euclidean in feature units. `training_groups` (M,): duplicate
+    group per training image, best computed from the images (`duplicate_groups`, as
+    `ganaug.quality.suite.memorisation` does); None joins identical feature rows only.
     """
     synthetic_features = _check_features("synthetic_features", synthetic_features)
     training_features = _check_features("training_features", training_features, min_count=2)
@@ -181,7 +218,10 @@ def audit_features(
     if not extractor or extractor == PIXEL_SPACE:
         raise ValueError(f"extractor must name the feature network; got {extractor!r}")
     _check_options(quantile, top_k)
-    return _audit(synthetic_features, training_features, extractor, quantile, top_k)
+    if training_groups is None:
+        training_groups = np.unique(training_features, axis=0, return_inverse=True)[1].reshape(-1)
+    return _audit(synthetic_features, training_features, extractor, quantile, top_k,
+                  _check_groups(training_groups, training_features))
 
 
 def closest_pairs_grid(
@@ -220,21 +260,27 @@ def closest_pairs_grid(
 
 
 def _audit(
-    synthetic: np.ndarray, training: np.ndarray, space: str, quantile: float, top_k: int
+    synthetic: np.ndarray, training: np.ndarray, space: str, quantile: float, top_k: int, groups: np.ndarray
 ) -> MemorisationReport:
-    """The audit on (N, D) and (M, D) vectors whose Euclidean distance is the one to use."""
+    """The audit on (N, D) and (M, D) vectors whose Euclidean distance is the one to use;
+    `groups` (M,) joins training copies (see the module docstring)."""
     synthetic_nn, synthetic_nn_index = nearest_training_distances(synthetic, training)
-    training_nn, _ = nearest_training_distances(training, training, exclude_self=True)
-    threshold = float(np.quantile(training_nn, quantile))
-    if threshold == 0.0:
+    training_nn, _ = nearest_training_distances(training, training, exclude_self=True, groups=groups)
+    group_ids, first, group_size = np.unique(groups, return_index=True, return_counts=True)
+    duplicate_share = float(group_size[group_size > 1].sum() / len(training))
+    threshold = float(np.quantile(training_nn[first], quantile))  # one image per group of copies
+    if threshold == 0.0:  # only when the caller's groups leave exact copies apart
+        warnings.warn(f"memorisation audit ({space}): the copy threshold is 0 (exact copies in the training set "
+                      "outside the given training_groups), so only exact copies count", RuntimeWarning, stacklevel=3)
+    if duplicate_share > DUPLICATE_SHARE_WARNING:
         warnings.warn(
-            f"memorisation audit ({space}): at least a fraction {quantile} of the training images "
-            "have an exact duplicate in the training set, so the copy threshold is 0 and only "
-            "exact copies count; deduplicate the train split",
+            f"memorisation audit ({space}): {duplicate_share:.0%} of the {len(training)} training images have an "
+            f"exact or near copy in the training set ({len(group_ids)} distinct); the copy threshold leaves those "
+            "copies out, but they weigh twice in training (data.dedup_within_split=near removes them)",
             RuntimeWarning,
             stacklevel=3,
         )
-    # "<=", not "<": with a threshold of 0, exact copies must still count
+    # "<=", not "<": an exact copy is at distance 0 whatever the threshold
     copy_rate = float(np.mean(synthetic_nn <= threshold))
     order = np.argsort(synthetic_nn, kind="stable")[:top_k]
     closest_pairs = tuple(
@@ -250,8 +296,20 @@ def _audit(
         synthetic_nn=synthetic_nn,
         synthetic_nn_index=synthetic_nn_index,
         training_nn=training_nn,
+        n_training_groups=len(group_ids),
+        training_duplicate_share=duplicate_share,
         closest_pairs=closest_pairs,
     )
+
+
+def _check_groups(groups: np.ndarray, training: np.ndarray) -> np.ndarray:
+    groups = np.asarray(groups)
+    if groups.shape != (len(training),) or not np.issubdtype(groups.dtype, np.integer):
+        raise ValueError(f"training_groups must be (M,) integers for {len(training)} training rows; "
+                         f"got {groups.dtype} {groups.shape}")
+    if len(np.unique(groups)) < 2:
+        raise ValueError("the training set has fewer than 2 distinct images (every image is a copy of the others)")
+    return groups
 
 
 def _check_images(name: str, images: np.ndarray, min_count: int = 1) -> np.ndarray:

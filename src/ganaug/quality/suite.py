@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ganaug.data.leakage import duplicate_groups
 from ganaug.quality.bootstrap import bootstrap_ci, half_sample_ci
 from ganaug.quality.frechet import FeatureStats, feature_stats, frechet_distance, frechet_distance_of_features
 from ganaug.quality.kid import kernel_distance
@@ -117,8 +118,9 @@ def label_fidelity(predicted: np.ndarray, intended: np.ndarray, class_names: lis
 def memorisation(fake_images: np.ndarray, train_images: np.ndarray, fake_features: np.ndarray, train_features: np.ndarray,
                  extractor: str) -> tuple[dict[str, float], MemorisationReport]:
     """Copy rates against the train split in pixel and domain-feature space; returns the pixel report too."""
-    pixel = audit_pixels(fake_images, train_images)
-    feature = audit_features(fake_features, train_features, extractor)
+    copies = duplicate_groups(train_images)  # train images joined with their copies: the threshold counts them once
+    pixel = audit_pixels(fake_images, train_images, training_groups=copies)
+    feature = audit_features(fake_features, train_features, extractor, training_groups=copies)
     out = {f"memorisation_pixel_{k}": v for k, v in pixel.summary().items() if k in ("copy_rate", "threshold", "nn_ratio_median")}
     out |= {f"memorisation_domain_{k}": v for k, v in feature.summary().items() if k in ("copy_rate", "threshold", "nn_ratio_median")}
     return out, pixel

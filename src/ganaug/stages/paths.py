@@ -9,6 +9,7 @@ REFERENCE = Path("models/reference")  # reference classifier + real feature stat
 GAN = Path("models/gan")  # generator.pt, resolved config, figures
 METRICS = Path("metrics")
 PLOTS = Path("plots")
+LEAKAGE_REPORT = Path("reports/leakage")  # every duplicate pair + contact sheet, outside DVC outputs (also on failure)
 CACHE = Path(".ganaug")  # resumable checkpoints and feature caches, outside DVC outputs
 
 
