@@ -1,10 +1,12 @@
-"""The MLflow store: a fresh SQLite store survives first use by several stages at once, a
-moved project's store is refused with what to do, and outputs follow the user's umask."""
+"""The MLflow store: a fresh SQLite store survives first use by several stages at once, and a
+moved or copied project's store is refused with what to do. Damaged and foreign stores:
+test_bad_input_files.py."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import traceback
 from pathlib import Path
 
@@ -40,3 +42,31 @@ def test_four_processes_on_a_fresh_store_all_log_a_run(tmp_path):
     assert all(p.exitcode == 0 for p in processes), "\n".join(failures)
     runs = mlflow.MlflowClient(uri).search_runs([mlflow.MlflowClient(uri).get_experiment_by_name("ganaug").experiment_id])
     assert sorted(r.data.metrics["index"] for r in runs) == [0, 1, 2, 3]
+
+
+@pytest.fixture()
+def store_uri(monkeypatch):
+    """Point the stages at a store (MLFLOW_TRACKING_URI); forget it afterwards."""
+    def point(db: Path) -> None:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    yield point
+    mlflow.set_tracking_uri(None)
+
+
+def test_a_moved_or_copied_projects_store_is_refused_with_what_to_do(tmp_path, store_uri):
+    old = tmp_path / "old"
+    store_uri(old / "mlflow.db")
+    mlflow_utils.setup()  # the experiment's artifacts: old/mlartifacts, fixed at creation
+    with mlflow.start_run():
+        mlflow.log_text("x", "note.txt")  # old/mlartifacts now exists
+    shutil.copytree(old, tmp_path / "copy")
+    store_uri(tmp_path / "copy" / "mlflow.db")
+    with pytest.raises(mlflow_utils.StoreError, match=(
+            rf"copy/mlflow.db': experiment 'ganaug' keeps its artifacts in '{old / 'mlartifacts'}', outside "
+            rf"'{tmp_path / 'copy'}' .*that folder exists: new runs would write into another copy of the project. "
+            r"Start a fresh store .* or set MLFLOW_TRACKING_URI")):
+        mlflow_utils.setup()
+    old.rename(tmp_path / "moved")
+    store_uri(tmp_path / "moved" / "mlflow.db")
+    with pytest.raises(mlflow_utils.StoreError, match=rf"keeps its artifacts in '{old / 'mlartifacts'}'.*that folder does not exist"):
+        mlflow_utils.setup()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ganaug.io import atomic_file
@@ -84,12 +85,12 @@ def plain(value: Any, where: str = "value") -> Any:
     """`value` as what a weights-only load accepts: tensors (moved to the CPU), dicts, lists,
     tuples, str, int, float, bool, None; NumPy scalars become Python numbers and Paths str.
     Anything else (an object that would need its class to load) is a TypeError."""
+    if isinstance(value, np.generic):  # before float: np.float64 is a float, but pickles as a NumPy object
+        return value.item()
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
-    if hasattr(value, "dtype") and hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # NumPy scalar
-        return value.item()
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, Mapping):
