@@ -173,7 +173,7 @@ CASES = [
     (CHECKPOINT, without("opt_g"), None, r"lacks keys ['opt_g']; expected a GAN checkpoint"),
     (STORE, random_bytes, PROMOTE, "is not an SQLite database"),
     (STORE, text, PROMOTE, "is not an SQLite database (it starts with b'model we'); expected an MLflow SQLite store"),
-    (STORE, truncated, PROMOTE, "is a damaged SQLite database (database disk image is malformed)"),
+    (STORE, truncated, PROMOTE, "is a damaged SQLite database, or cannot be read (database disk image is malformed)"),
     (STORE, foreign_sqlite, PROMOTE, "an SQLite database without MLflow's tables (it has ['patients'])"),
     (STORE, moved_project, PROMOTE, "keeps its artifacts in '/old/place/ganaug/mlartifacts', outside"),
 ]

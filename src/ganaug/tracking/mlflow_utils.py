@@ -93,10 +93,12 @@ def check_sqlite_file(db: Path) -> None:
     if not db.is_file() or db.stat().st_size == 0:
         return
     try:
-        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as connection:
+        # read-only; waits out other stages' writes (a busy store is not a damaged one)
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=STORE_LOCK_TIMEOUT_S)) as connection:
             tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:  # e.g. truncated: "database disk image is malformed"
-        raise StoreError(f"MLflow store {str(db)!r} is a damaged SQLite database ({exc}); {_what_to_do(db)}") from exc
+        raise StoreError(f"MLflow store {str(db)!r} is a damaged SQLite database, or cannot be read ({exc}); "
+                         f"{_what_to_do(db)}") from exc
     if tables and not {"experiments", "runs"} <= tables:
         raise StoreError(f"MLflow store {str(db)!r} is an SQLite database without MLflow's tables "
                          f"(it has {sorted(tables)[:5]}); {_what_to_do(db)}")
