@@ -138,7 +138,7 @@ def test_divergence_guard_names_step_and_checkpoint(tmp_path, monkeypatch, arch,
     labels, n_classes = (np.arange(16) % 2, 2) if mode == "conditional" else (None, 0)
     with pytest.raises(GANDivergenceError, match=r"loss_g = nan at epoch 2, step 3; last good checkpoint: .*c.pt \(epoch 1\)"):
         training_loop(tiny_images(16), labels, n_classes, tiny_cfg(arch=arch, mode=mode, epochs=3), tmp_path / "c.pt", CPU)
-    assert torch.load(tmp_path / "c.pt", weights_only=False)["epoch"] == 1  # the good state is kept
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["epoch"] == 1  # the good state is kept
 
 
 def test_divergence_guard_stops_a_collapsed_discriminator_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -157,8 +157,8 @@ def test_divergence_guard_stops_a_collapsed_discriminator_and_keeps_the_last_goo
     with pytest.raises(GANDivergenceError, match=r"discriminator collapsed: its nonsaturating loss stayed below 0.001 in every "
                        r"step of epochs 2..3 .*stopped at step 6. Last good checkpoint: .*c.last_good.pt \(epoch 1\)"):
         training_loop(tiny_images(16), None, 0, cfg, tmp_path / "c.pt", CPU)  # 2 steps per epoch
-    assert torch.load(last_good_path(tmp_path / "c.pt"), weights_only=False)["epoch"] == 1
-    assert torch.load(tmp_path / "c.pt", weights_only=False)["epoch"] == 2  # the collapsed epoch 3 is not saved
+    assert torch.load(last_good_path(tmp_path / "c.pt"), weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["epoch"] == 2  # the collapsed epoch 3 is not saved
 
 
 def test_collapse_guard_is_off_with_collapse_epochs_0(tmp_path, monkeypatch):
@@ -194,7 +194,7 @@ def test_sampling_is_a_pure_function_of_seed_and_counts(tmp_path, arch):
 def test_generator_file_with_another_layout_is_refused_by_name(tmp_path):
     generator = trained_generator(tmp_path, conditional=False)
     generator.save(tmp_path / "generator.pt")
-    blob = torch.load(tmp_path / "generator.pt", weights_only=False)
+    blob = torch.load(tmp_path / "generator.pt", weights_only=True)
     blob["state_dict"] = {k.replace("trunk.blocks.0.conv", "net.0"): v for k, v in blob["state_dict"].items()}  # pre-blocks DCGAN
     torch.save(blob, tmp_path / "old.pt")
     with pytest.raises(ValueError, match=r"old.pt' does not match this version's gan.arch=dcgan network; rerun the train_gan stage"):

@@ -14,6 +14,13 @@ from typing import Any
 import numpy as np
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces `path`, on error it vanishes."""
@@ -21,6 +28,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; outputs follow the umask like mkdir
         yield tmp
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -39,6 +47,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes it 0600; outputs follow the umask like open()
         yield tmp
         os.replace(tmp, path)
     finally:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ganaug.classify.models import create_classifier
 from ganaug.device import autocast, to_device_images
 from ganaug.gan.train import to_model_range
-from ganaug.io import atomic_file
+from ganaug.torchfile import BadFileError, load_torch_file, require_fields, save_torch_file, summary
 
 
 @dataclass
@@ -124,20 +124,39 @@ def train_classifier(
     return ClassifierResult(model, history, best_epoch, best_loss)
 
 
+CLASSIFIER_FORMAT = "ganaug-classifier-v1"
+CLASSIFIER_EXPECTED = "a ganaug classifier file written by the train_reference or train_classifier stage (rerun it)"
+CLASSIFIER_FIELDS = {"format": str, "arch": str, "n_classes": int, "class_names": list, "in_chans": int,
+                     "state_dict": dict, "info": dict}
+
+
 def save_classifier(model: nn.Module, path: str | Path, arch: str, n_classes: int, class_names: list[str], in_chans: int, info: dict[str, Any]) -> None:
-    with atomic_file(path) as tmp:
-        torch.save(
-            {"format": "ganaug-classifier-v1", "arch": arch, "n_classes": n_classes, "class_names": class_names,
-             "in_chans": in_chans, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "info": info},
-            tmp,
-        )
+    """Write a classifier file: tensors and plain values only (it loads with weights_only=True)."""
+    save_torch_file(
+        {"format": CLASSIFIER_FORMAT, "arch": arch, "n_classes": n_classes, "class_names": class_names,
+         "in_chans": in_chans, "state_dict": model.state_dict(), "info": info},
+        path,
+    )
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode, the file's fields), read with `weights_only=True` (nothing in the
+    file can run code); a file that is not a classifier file raises `BadFileError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"classifier file {str(path)!r} not found")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    model = create_classifier(blob["arch"], blob["n_classes"], blob["in_chans"])
-    model.load_state_dict(blob["state_dict"])
+    what = "classifier file"
+    blob = require_fields(load_torch_file(path, what, CLASSIFIER_EXPECTED), path, what, CLASSIFIER_EXPECTED, CLASSIFIER_FIELDS)
+    if blob["format"] != CLASSIFIER_FORMAT:
+        raise BadFileError(f"{what} {str(path)!r} has format {blob['format']!r}; expected {CLASSIFIER_EXPECTED}")
+    try:
+        model = create_classifier(blob["arch"], blob["n_classes"], blob["in_chans"], key="arch")
+    except (ValueError, RuntimeError) as exc:  # an arch this version lacks, a class count of 0
+        raise BadFileError(f"{what} {str(path)!r} describes a network this version cannot build ({exc}); "
+                           f"expected {CLASSIFIER_EXPECTED}") from exc
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as exc:  # other layer names or shapes
+        raise BadFileError(f"{what} {str(path)!r} does not match its arch={blob['arch']!r} network ({summary(exc)}); "
+                           f"expected {CLASSIFIER_EXPECTED}") from exc
     return model.to(device, memory_format=torch.channels_last).eval(), blob

@@ -15,8 +15,14 @@ import torch
 from torch import nn
 
 from ganaug.config import GANConfig
+from ganaug.gan import GANS
 from ganaug.gan.train import build_generator, to_uint8
-from ganaug.io import atomic_file
+from ganaug.torchfile import BadFileError, load_torch_file, require_fields, save_torch_file, summary
+
+FORMAT = "ganaug-generator-v1"
+EXPECTED = "a ganaug generator file written by the train_gan stage (rerun it)"
+FIELDS = {"format": str, "state_dict": dict, "config": dict, "resolution": int, "channels": int,
+          "class_names": list, "trained_classes": list, "conditional": bool, "info": dict}
 
 
 @dataclass
@@ -37,38 +43,48 @@ class TrainedGenerator:
         return self.network.channels
 
     def save(self, path: str | Path) -> None:
-        with atomic_file(path) as tmp:
-            torch.save(
-                {
-                    "format": "ganaug-generator-v1",
-                    "state_dict": {k: v.cpu() for k, v in self.network.state_dict().items()},
-                    "config": self.config,
-                    "resolution": self.resolution,
-                    "channels": self.channels,
-                    "class_names": self.class_names,
-                    "trained_classes": self.trained_classes,
-                    "conditional": self.conditional,
-                    "info": self.info,
-                },
-                tmp,
-            )
+        """Write the generator file: tensors and plain values only (it loads with weights_only=True)."""
+        save_torch_file(
+            {
+                "format": FORMAT,
+                "state_dict": self.network.state_dict(),
+                "config": self.config,
+                "resolution": self.resolution,
+                "channels": self.channels,
+                "class_names": self.class_names,
+                "trained_classes": self.trained_classes,
+                "conditional": self.conditional,
+                "info": self.info,
+            },
+            path,
+        )
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "TrainedGenerator":
+        """Read a generator file with `weights_only=True` (nothing in the file can run code);
+        a file that is not a generator file raises `BadFileError` naming it."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"generator file {str(path)!r} not found (run the train_gan stage)")
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        if blob.get("format") != "ganaug-generator-v1":
-            raise ValueError(f"{str(path)!r} is not a ganaug generator file")
-        cfg = GANConfig(**blob["config"])
-        n_cond = len(blob["class_names"]) if blob["conditional"] else 0
-        network = build_generator(cfg, blob["resolution"], n_cond, blob["channels"])  # any registered gan.arch
+        blob = require_fields(load_torch_file(path, "generator file", EXPECTED), path, "generator file", EXPECTED, FIELDS)
+        if blob["format"] != FORMAT:
+            raise BadFileError(f"generator file {str(path)!r} has format {blob['format']!r}; expected {EXPECTED}")
+        arch = blob["config"].get("arch", GANConfig().arch)
+        if arch not in GANS:
+            raise BadFileError(f"generator file {str(path)!r} has gan.arch={arch!r}; this version builds {sorted(GANS)}: "
+                               "rerun the train_gan stage")
+        try:
+            cfg = GANConfig(**blob["config"])
+            n_cond = len(blob["class_names"]) if blob["conditional"] else 0
+            network = build_generator(cfg, blob["resolution"], n_cond, blob["channels"])
+        except (TypeError, ValueError, RuntimeError) as exc:  # unknown config keys, impossible sizes
+            raise BadFileError(f"generator file {str(path)!r} has a gan config this version cannot build ({summary(exc)}); "
+                               "rerun the train_gan stage") from exc
         try:
             network.load_state_dict(blob["state_dict"])
-        except RuntimeError as exc:  # e.g. a DCGAN file from before the shared blocks (other layer names)
-            raise ValueError(
-                f"{str(path)!r} does not match this version's gan.arch={cfg.arch} network; rerun the train_gan stage ({exc})"
+        except (RuntimeError, TypeError, AttributeError) as exc:  # e.g. a DCGAN file from before the shared blocks
+            raise BadFileError(
+                f"{str(path)!r} does not match this version's gan.arch={cfg.arch} network; rerun the train_gan stage ({summary(exc)})"
             ) from exc
         network.to(device).eval()
         return cls(network, blob["config"], blob["class_names"], blob["trained_classes"], blob["conditional"], blob["info"])

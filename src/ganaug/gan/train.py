@@ -38,6 +38,7 @@ from ganaug.gan import GANS
 from ganaug.gan.diffaugment import AdaptiveAugmentProbability, DiffAugment
 from ganaug.gan.ema import GeneratorEMA
 from ganaug.io import atomic_file
+from ganaug.torchfile import load_torch_file, require_fields, save_torch_file
 
 
 class GANDivergenceError(RuntimeError):
@@ -118,10 +119,23 @@ def _to_floats(scalars: dict[str, torch.Tensor]) -> dict[str, float]:
     return dict(zip(scalars, values, strict=True))
 
 
+CHECKPOINT_EXPECTED = ("a GAN checkpoint written by the train_gan stage; remove it (and its folder under .ganaug/) "
+                       "to train from scratch")
+CHECKPOINT_FIELDS = {
+    "config": dict, "epoch": int, "step": int, "collapse_streak": int, "generator": dict, "discriminator": dict,
+    "ema": (dict, type(None)), "opt_g": dict, "opt_d": dict, "order_rng": torch.Tensor, "noise_rng": torch.Tensor,
+    "augment_rng": torch.Tensor, "torch_rng": torch.Tensor, "ada": (dict, type(None)), "losses": list, "quality": list,
+}
+
+
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The resumable state at `path` (None when there is none), read with `weights_only=True`:
+    tensors, state dicts, RNG states as uint8 tensors, the config as a dict. A damaged or
+    foreign file raises `BadFileError` naming it; nothing in it can run code."""
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    state = load_torch_file(path, "GAN checkpoint", CHECKPOINT_EXPECTED)
+    return require_fields(state, path, "GAN checkpoint", CHECKPOINT_EXPECTED, CHECKPOINT_FIELDS)
 
 
 def training_loop(
@@ -198,22 +212,21 @@ def training_loop(
         """D's input: the batch through the DiffAugment policy (the identity when gan.augment=none)."""
         return batch if policy is None else policy(batch, augment_rng, p)
 
-    def save_checkpoint(epoch: int) -> None:
-        with atomic_file(checkpoint_path) as tmp:
-            torch.save(
-                {
-                    "config": to_dict(cfg), "epoch": epoch, "step": step, "collapse_streak": collapse_streak,
-                    "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-                    "ema": ema.network.state_dict() if ema is not None else None,
-                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                    "order_rng": order_rng.get_state(), "noise_rng": noise_rng.get_state(),
-                    "augment_rng": augment_rng.get_state(), "torch_rng": torch.get_rng_state(),
-                    "ada": dataclasses.asdict(ada) if ada is not None else None,
-                    "losses": losses, "quality": quality,
-                    "n_classes": n_classes, "resolution": resolution, "channels": channels, "extra": extra,
-                },
-                tmp,
-            )
+    def save_checkpoint(epoch: int) -> None:  # tensors and plain values only: it loads with weights_only=True
+        save_torch_file(
+            {
+                "config": to_dict(cfg), "epoch": epoch, "step": step, "collapse_streak": collapse_streak,
+                "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+                "ema": ema.network.state_dict() if ema is not None else None,
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "order_rng": order_rng.get_state(), "noise_rng": noise_rng.get_state(),
+                "augment_rng": augment_rng.get_state(), "torch_rng": torch.get_rng_state(),
+                "ada": dataclasses.asdict(ada) if ada is not None else None,
+                "losses": losses, "quality": quality,
+                "n_classes": n_classes, "resolution": resolution, "channels": channels, "extra": extra,
+            },
+            checkpoint_path,
+        )
 
     def last_good(epoch: int) -> str:
         return f"{checkpoint_path} (epoch {epoch})" if epoch > 0 else "none (failed in the first epoch)"
