@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,7 @@ def drive(plan: list[dict]) -> list[dict]:
 
     outcomes = []
     for attempt in plan:
+        start = time.perf_counter()
         pid = os.fork()
         if pid == 0:  # child: the stages, one after the other, as `ganaug <stage>` would run them
             code = 1
@@ -77,7 +79,7 @@ def drive(plan: list[dict]) -> list[dict]:
         outcomes.append({
             "killed": os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL,
             "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-            "temps": temp_folders(root), "running": running_runs(root),
+            "temps": temp_folders(root), "running": running_runs(root), "seconds": round(time.perf_counter() - start, 1),
         })
     return outcomes
 
@@ -115,6 +117,33 @@ def state_dict(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+def test_atomic_write_removes_temps_of_dead_processes_only(tmp_path):
+    from ganaug.io import atomic_dir, atomic_file
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its pid belongs to no process now
+    out = tmp_path / "prepared"
+    dead, alive, legacy = (tmp_path / f".prepared.tmp-{gone.pid}-x", tmp_path / f".prepared.tmp-{os.getpid()}-y",
+                           tmp_path / ".prepared.tmp-z")
+    for folder in (dead, alive, legacy):
+        folder.mkdir()
+    other = tmp_path / f".prepared2.tmp-{gone.pid}-x"  # another output's temp: not this write's business
+    other.mkdir()
+    with atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, "prepared"])
+    stale_file = tmp_path / f".m.json.tmp-{gone.pid}-q.json"
+    stale_file.write_text("{")
+    with atomic_file(tmp_path / "m.json") as tmp:
+        tmp.write_text("{}")
+    assert not stale_file.exists() and (tmp_path / "m.json").read_text() == "{}"
+
+
+def test_git_ignores_temp_siblings():
+    for path in ("data/.prepared.tmp-123-abc", "models/.classifier_real.tmp-9-x", "metrics/.gan.json.tmp-5-y.json"):
+        assert subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=REPO).returncode == 0, path
+
+
 @pytest.mark.slow
 def test_killed_stages_rerun_to_the_uninterrupted_result(tmp_path):
     import mlflow
@@ -131,7 +160,8 @@ def test_killed_stages_rerun_to_the_uninterrupted_result(tmp_path):
     outcomes = json.loads((tmp_path / "outcomes.json").read_text())
     log = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
-    assert outcomes[0] == {"killed": False, "exit_code": 0, "temps": [], "running": 0}, log
+    assert {k: outcomes[0][k] for k in ("killed", "exit_code", "temps", "running")} == {
+        "killed": False, "exit_code": 0, "temps": [], "running": 0}, log
     for (stages, kill_at), outcome in zip(KILLED_ATTEMPTS, outcomes[1:], strict=True):
         assert (outcome["killed"], outcome["exit_code"]) == ((True, None) if kill_at else (False, 0)), (kill_at, outcome, log)
     # what each kill left behind (the debris the reruns must clear)
