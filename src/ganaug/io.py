@@ -41,7 +41,8 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.tmp-"
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -58,7 +59,7 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     removed = []
     for stale in path.parent.glob(f"{glob.escape(_temp_prefix(path))}*"):
         pid = stale.name.removeprefix(_temp_prefix(path)).split("-")[0]
-        if pid.isdigit() and _process_alive(int(pid)):
+        if pid.isdigit() and process_alive(int(pid)):
             continue
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)

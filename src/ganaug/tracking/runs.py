@@ -21,7 +21,7 @@ import mlflow
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
-from ganaug.io import kill_point
+from ganaug.io import kill_point, process_alive
 from ganaug.tracking.mlflow_utils import EXPERIMENT
 
 STAGE_TAG = "ganaug.stage"  # set by mlflow_utils.lineage_tags
@@ -44,15 +44,7 @@ def owner_is_gone(tags: dict[str, str]) -> bool:
     """True when the run's owning process is known to be dead: same host, no such pid.
     Unknown owners (older runs, other hosts) count as alive."""
     pid = tags.get(OWNER_PID_TAG, "")
-    if tags.get(OWNER_HOST_TAG) != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+    return tags.get(OWNER_HOST_TAG) == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
 
 
 def close_stale_runs(stage: str, key: str, keep: str | None = None) -> list[str]:
