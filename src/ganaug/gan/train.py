@@ -3,8 +3,9 @@
 The loop keeps the two steps visible (`# (1) Update D`, `# (2) Update G`); architectures
 differ only in their networks and loss (`ganaug.gan.GANS`). It checkpoints everything needed
 to continue the same trajectory after each epoch (G, D, the EMA of G, both optimizers, epoch,
-step, data-order, noise and augmentation RNG states, the ADA probability, loss history), and
-stops loudly (`GANDivergenceError`), naming the step and the last good checkpoint, when
+step, data-order, noise and augmentation RNG states, the ADA probability, loss history,
+optimisation time), and stops loudly (`GANDivergenceError`), naming the step and the last
+good checkpoint, when
 - a loss is NaN or infinite, or
 - the discriminator has collapsed: its adversarial loss stayed below the loss's
   `collapse_below` level (1e-3: D(x) ~ 0.9995 and D(G(z)) ~ 0.0005 on average for the BCE
@@ -37,7 +38,7 @@ from ganaug.device import autocast, to_device_images
 from ganaug.gan import GANS
 from ganaug.gan.diffaugment import AdaptiveAugmentProbability, DiffAugment
 from ganaug.gan.ema import GeneratorEMA
-from ganaug.io import atomic_file
+from ganaug.io import atomic_file, kill_point
 from ganaug.torchfile import load_torch_file, require_fields, save_torch_file
 
 
@@ -76,6 +77,8 @@ class GANTrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
     trained_generator: nn.Module | None = None  # G as optimised (the same object as `generator` without EMA)
     augment_p: float | None = None  # augmentation probability at the end: 1 (diffaugment), ADA's p, None (off)
+    train_seconds: float = 0.0  # wall time of all optimisation steps, over every resumed attempt (no evaluation)
+    images_seen: int = 0  # real images through D in those steps
 
 
 def discriminator_norm(cfg: GANConfig) -> str:
@@ -126,6 +129,13 @@ CHECKPOINT_FIELDS = {
     "ema": (dict, type(None)), "opt_g": dict, "opt_d": dict, "order_rng": torch.Tensor, "noise_rng": torch.Tensor,
     "augment_rng": torch.Tensor, "torch_rng": torch.Tensor, "ada": (dict, type(None)), "losses": list, "quality": list,
 }
+
+
+def checkpoint_generator(state: dict[str, Any], cfg: GANConfig) -> nn.Module:
+    """The network a checkpoint samples from (the EMA of G when kept, else G), in eval mode, on CPU."""
+    network = build_generator(cfg, state["resolution"], state["n_classes"], state["channels"])
+    network.load_state_dict(state["ema"] if state["ema"] is not None else state["generator"])
+    return network.to(memory_format=torch.channels_last).eval()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
@@ -179,6 +189,7 @@ def training_loop(
     losses: list[dict[str, float]] = []
     quality: list[dict[str, float]] = []
     start_epoch, step, collapse_streak = 0, 0, 0
+    train_seconds, images_seen = 0.0, 0  # throughput, carried across resumes
     extra = dict(extra_state or {})
 
     state = load_checkpoint(checkpoint_path)
@@ -199,6 +210,7 @@ def training_loop(
             ada = AdaptiveAugmentProbability(**state["ada"])
         losses, quality = state["losses"], state["quality"]
         start_epoch, step, collapse_streak = state["epoch"], state["step"], state["collapse_streak"]
+        train_seconds, images_seen = state.get("train_seconds", 0.0), state.get("images_seen", 0)
         extra = {**state.get("extra", {}), **extra}
     resumed_from = start_epoch
     sampled = ema.network if ema is not None else generator  # what evaluations and the caller sample from
@@ -222,7 +234,7 @@ def training_loop(
                 "order_rng": order_rng.get_state(), "noise_rng": noise_rng.get_state(),
                 "augment_rng": augment_rng.get_state(), "torch_rng": torch.get_rng_state(),
                 "ada": dataclasses.asdict(ada) if ada is not None else None,
-                "losses": losses, "quality": quality,
+                "losses": losses, "quality": quality, "train_seconds": train_seconds, "images_seen": images_seen,
                 "n_classes": n_classes, "resolution": resolution, "channels": channels, "extra": extra,
             },
             checkpoint_path,
@@ -303,7 +315,9 @@ def training_loop(
             collapsed_steps.append(collapse_below is not None and adversarial_d < collapse_below)
             epoch_losses.append(record)
         losses.extend(epoch_losses)
-        train_seconds = time.perf_counter() - epoch_start
+        epoch_seconds = time.perf_counter() - epoch_start
+        train_seconds += epoch_seconds
+        images_seen += steps_per_epoch * images_per_step
 
         # divergence guard, part 2: a discriminator that is certain of every image, epoch after epoch
         collapse_streak = collapse_streak + 1 if collapsed_steps and all(collapsed_steps) else 0
@@ -330,11 +344,13 @@ def training_loop(
                 metrics = evaluate(epoch, sampled)
             quality.append({"epoch": epoch, **metrics})
         save_checkpoint(epoch)
+        kill_point(f"gan_checkpoint_saved:{epoch}")  # tests: the epoch is checkpointed, not yet logged
         if on_epoch_end is not None:
-            on_epoch_end(EpochReport(epoch, step, epoch_losses, train_seconds, steps_per_epoch * images_per_step, metrics, sampled))
+            on_epoch_end(EpochReport(epoch, step, epoch_losses, epoch_seconds, steps_per_epoch * images_per_step, metrics, sampled))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
 
     generator.eval()
     augment_p = None if policy is None else (ada.p if ada is not None else 1.0)
-    return GANTrainResult(sampled, discriminator, losses, quality, resumed_from, extra, generator, augment_p)
+    return GANTrainResult(sampled, discriminator, losses, quality, resumed_from, extra, generator, augment_p,
+                          train_seconds, images_seen)

@@ -4,6 +4,7 @@ the difference B - A over test images."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ from ganaug.data.packed import read_meta
 from ganaug.io import write_json
 from ganaug.stages import paths
 from ganaug.stages.train_classifier import ARMS, PREDICTIONS_FILE
-from ganaug.tracking import mlflow_utils
+from ganaug.tracking import mlflow_utils, runs
 
 # Metrics on a batch of resamples: labels (B, N) int, proba (B, N, K) -> (B,) values.
 # Vectorised so a 2000-resample paired bootstrap takes seconds; tests check them against sklearn.
@@ -208,7 +209,9 @@ def main(params: Params) -> None:
     _write_plots(labels, arms, class_names)
 
     mlflow_utils.setup()
-    with mlflow.start_run(run_name="evaluate", tags=mlflow_utils.lineage_tags("evaluate", meta)):
+    predictions = {arm: hashlib.sha256((paths.classifier_dir(arm) / PREDICTIONS_FILE).read_bytes()).hexdigest() for arm in ARMS}
+    key = runs.input_key(evaluate=flatten(cfg, "evaluate"), data=meta["dataset_hash"], predictions=predictions)
+    with runs.start_run("evaluate", key, run_name="evaluate", tags=mlflow_utils.lineage_tags("evaluate", meta)):
         mlflow.log_params(flatten(cfg, "evaluate") | {"synthetic.counts": str(manifest["counts"])})
         mlflow.log_metrics({k.replace("@", "_"): v for k, v in flat.items() if np.isfinite(v)})
         mlflow.log_text(table.to_string(index=False), "comparison.txt")

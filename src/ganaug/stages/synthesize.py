@@ -26,7 +26,7 @@ from ganaug.quality.filters import FilteredDraw, Scorer, draw_filtered, referenc
 from ganaug.quality.suite import likeness_summary, memorisation, ssim_likeness_values  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference  # noqa: E402
-from ganaug.tracking import mlflow_utils  # noqa: E402
+from ganaug.tracking import mlflow_utils, runs  # noqa: E402
 
 SYNTHETIC_FILE = "synthetic.npz"
 MANIFEST_FILE = "manifest.json"
@@ -126,7 +126,8 @@ def main(params: Params) -> None:
         "unfiltered_candidates": unfiltered or None,
     }
     mlflow_utils.setup()
-    with mlflow.start_run(run_name="synthesize", tags=mlflow_utils.lineage_tags("synthesize", meta, **{
+    key = runs.input_key(synthesize=flatten(cfg, "synthesize"), data=meta["dataset_hash"], generator=manifest["generator_sha256"])
+    with runs.start_run("synthesize", key, run_name="synthesize", tags=mlflow_utils.lineage_tags("synthesize", meta, **{
             "synthetic.generator_run_id": str(generator.info.get("mlflow_run_id"))})):
         mlflow.log_params(flatten(cfg, "synthesize") | {f"synthetic.n_{k}": v for k, v in manifest["counts"].items()})
         mlflow.log_metrics(audit | likeness | unfiltered)

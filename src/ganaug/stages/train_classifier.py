@@ -22,7 +22,7 @@ from ganaug.io import atomic_dir, write_json  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.checks import require_single_label  # noqa: E402
 from ganaug.stages.synthesize import load_synthetic  # noqa: E402
-from ganaug.tracking import mlflow_utils  # noqa: E402
+from ganaug.tracking import mlflow_utils, runs  # noqa: E402
 
 ARMS = ("real", "augmented")
 PREDICTIONS_FILE = "test_predictions.npz"
@@ -58,7 +58,9 @@ def main(params: Params, arm: str) -> None:
             tags = mlflow_utils.lineage_tags(f"train_classifier_{arm}", meta, arm=arm, seed=seed)
             if manifest:
                 tags["synthetic.generator_run_id"] = str(manifest.get("generator_mlflow_run_id"))
-            with mlflow.start_run(run_name=f"classifier-{arm}-seed{seed}", tags=tags):
+            key = runs.input_key(classifier=flatten(cfg, "classifier"), arm=arm, seed=seed, data=meta["dataset_hash"],
+                                 synthetic=manifest)
+            with runs.start_run(f"train_classifier_{arm}", key, run_name=f"classifier-{arm}-seed{seed}", tags=tags):
                 mlflow.log_params({**flatten(cfg, "classifier"), **describe(device), "arm": arm, "seed": seed,
                                    "n_train_images": len(train_images),
                                    **{f"n_train_{name}": int(n) for name, n in zip(dataset.class_names, counts)},

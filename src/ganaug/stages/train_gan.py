@@ -3,7 +3,9 @@ trains, log everything to MLflow, and register the generator as a pyfunc model.
 
 The resumable checkpoint lives in `.ganaug/train_gan/<key>/` (outside DVC's outputs, which
 DVC deletes before a stage runs), keyed by the gan params and the dataset hash: a killed
-`dvc repro` resumes where it stopped, in the same MLflow run.
+`dvc repro` resumes where it stopped, in the same MLflow run, first logging what the
+checkpoint recorded but the run lacks (a kill between an epoch's checkpoint and its logging).
+`models/gan` is written as a whole or not at all.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from ganaug.config import GANConfig, Params, dump_yaml, flatten, to_dict  # noqa
 from ganaug.data.packed import PackedDataset, load_packed, read_meta  # noqa: E402
 from ganaug.device import describe, pick_device  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
-from ganaug.gan.train import EpochReport, load_checkpoint, to_uint8, training_loop  # noqa: E402
-from ganaug.io import write_json  # noqa: E402
+from ganaug.gan.train import EpochReport, checkpoint_generator, load_checkpoint, to_uint8, training_loop  # noqa: E402
+from ganaug.io import atomic_dir, write_json  # noqa: E402
 from ganaug.quality.frechet import FeatureStats  # noqa: E402
 from ganaug.quality.inception import (  # noqa: E402
     FID_EXTRACTOR,
@@ -47,7 +49,7 @@ from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.checks import require_classes_to_condition_on, require_single_label  # noqa: E402
 from ganaug.stages.real_features import load_real_inception  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference, stats_path  # noqa: E402
-from ganaug.tracking import mlflow_utils, pyfunc_generator  # noqa: E402
+from ganaug.tracking import mlflow_utils, pyfunc_generator, runs  # noqa: E402
 
 EVAL_SEED = 20_240_601  # fixed noise for evaluations and sample grids: epochs stay comparable
 GRID_SIZE = 64
@@ -191,6 +193,21 @@ def loss_figure(losses: list[dict[str, float]], quality: list[dict[str, float]])
     return fig
 
 
+def log_missing_history(run_id: str, state: dict[str, Any], cfg: GANConfig, data: GANData, device: torch.device) -> None:
+    """On resume: log the losses, evaluations and sample grid that the checkpoint `state` has
+    but the run lacks, as `on_epoch_end` would have (only the checkpoint's own epoch can be
+    missing its grid: its generator is the one the checkpoint holds)."""
+    logged = runs.log_missing_metrics(run_id, state["losses"], "step", skip=("epoch",))
+    logged += runs.log_missing_metrics(run_id, state["quality"], "epoch")
+    evaluated = {int(q["epoch"]) for q in state["quality"]}
+    if state["epoch"] in evaluated - runs.logged_image_steps(run_id, "samples"):
+        generator = checkpoint_generator(state, cfg).to(device)
+        mlflow.log_image(sample_grid(generator, data, device), key="samples", step=state["epoch"])
+        logged += 1
+    if logged:
+        print(f"logged {logged} value(s) of epochs up to {state['epoch']} that the checkpoint had and the run lacked")
+
+
 def main(params: Params) -> None:
     cfg = params.gan
     meta = read_meta(paths.PREPARED)
@@ -216,7 +233,10 @@ def main(params: Params) -> None:
         print(f"resuming GAN training from {checkpoint} (epoch {previous['epoch']}/{cfg.epochs})")
     tags = mlflow_utils.lineage_tags("train_gan", meta, **{"gan.arch": cfg.arch, "gan.mode": cfg.mode, "gan.loss": cfg.loss,
                                                             "gan.augment": cfg.augment})
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"train_gan-{cfg.arch}-{cfg.mode}", tags=tags) as run:
+    with runs.start_run("train_gan", key, run_id=run_id, run_name=None if run_id else f"train_gan-{cfg.arch}-{cfg.mode}",
+                        tags=tags) as run:
+        if previous:
+            log_missing_history(run.info.run_id, previous, cfg, data, device)
         if run_id is None:
             mlflow.log_params({
                 **flatten(cfg, "gan"), **describe(device),
@@ -225,11 +245,8 @@ def main(params: Params) -> None:
                 "quality.feature_extractor": extractor,
                 "quality.fid_inception": "on" if inception_weights else "off (no local pytorch-fid weights)",
             })
-        throughput = {"seconds": 0.0, "images": 0}  # optimisation only, for images/s
 
         def on_epoch_end(report: EpochReport) -> None:
-            throughput["seconds"] += report.train_seconds
-            throughput["images"] += report.images_seen
             step_keys = [k for k in report.losses[0] if k not in ("step", "epoch")] if report.losses else []
             mlflow_utils.log_step_metrics(report.losses, step_keys)  # losses, D outputs [, loss terms, ADA p and r_t]
             if report.quality is not None:
@@ -243,30 +260,31 @@ def main(params: Params) -> None:
             evaluate=evaluator, on_epoch_end=on_epoch_end, extra_state={"mlflow_run_id": run.info.run_id},
         )
         final = {k: v for k, v in result.quality[-1].items() if k != "epoch"} if result.quality else {}
-        images_per_second = throughput["images"] / max(throughput["seconds"], 1e-9)
+        images_per_second = result.images_seen / max(result.train_seconds, 1e-9)  # optimisation only, all attempts
+        if evaluator.final_report is None:  # the last evaluation ran before a kill: redo it (fixed noise, same result)
+            with torch.no_grad():
+                evaluator(cfg.epochs, result.generator)
 
-        out = paths.GAN
-        out.mkdir(parents=True, exist_ok=True)
         trained = TrainedGenerator(  # result.generator is the EMA of G when gan.ema_kimg > 0
             result.generator.cpu(), to_dict(cfg), dataset.class_names, data.trained_classes, data.n_classes > 0,
             {"dataset_hash": meta["dataset_hash"], "epochs": cfg.epochs, "mlflow_run_id": run.info.run_id,
              "feature_extractor": extractor, "final_quality": final},
         )
-        trained.save(out / "generator.pt")
-        (out / "gan_config.yaml").write_text(dump_yaml(cfg))
-        grid = sample_grid(trained.network, data, torch.device("cpu"))
-        plt.imsave(out / "samples.png", grid, cmap="gray", vmin=0, vmax=255)
         fig = loss_figure(result.losses, result.quality)
-        fig.savefig(out / "loss_curves.png", dpi=100)
+        train_images = np.concatenate([evaluator.real_images[c] for c in data.trained_classes])
+        with atomic_dir(paths.GAN) as tmp:  # all of models/gan or nothing
+            trained.save(tmp / "generator.pt")
+            (tmp / "gan_config.yaml").write_text(dump_yaml(cfg))
+            plt.imsave(tmp / "samples.png", sample_grid(trained.network, data, torch.device("cpu")), cmap="gray", vmin=0, vmax=255)
+            fig.savefig(tmp / "loss_curves.png", dpi=100)
+            # the evaluated samples nearest to a training image
+            pairs = closest_pairs_grid(evaluator.final_report, evaluator.final_fake, train_images)
+            plt.imsave(tmp / "memorisation_closest_pairs.png", pairs, cmap="gray", vmin=0, vmax=255)
+        out = paths.GAN
         mlflow.log_figure(fig, "loss_curves.png")
         plt.close(fig)
-        mlflow.log_artifact(str(out / "gan_config.yaml"))
-        mlflow.log_artifact(str(out / "samples.png"))
-        if evaluator.final_report is not None:  # the evaluated samples nearest to a training image
-            train_images = np.concatenate([evaluator.real_images[c] for c in data.trained_classes])
-            pairs = closest_pairs_grid(evaluator.final_report, evaluator.final_fake, train_images)
-            plt.imsave(out / "memorisation_closest_pairs.png", pairs, cmap="gray", vmin=0, vmax=255)
-            mlflow.log_artifact(str(out / "memorisation_closest_pairs.png"))
+        for name in ("gan_config.yaml", "samples.png", "memorisation_closest_pairs.png"):
+            mlflow.log_artifact(str(out / name))
 
         pd.DataFrame(result.losses).to_csv(_mkparent(paths.PLOTS / "gan_losses.csv"), index=False)
         pd.DataFrame(result.quality).to_csv(_mkparent(paths.PLOTS / "gan_quality.csv"), index=False)

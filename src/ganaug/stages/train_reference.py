@@ -17,11 +17,11 @@ from ganaug.classify.train import extract_features, load_classifier, predict_pro
 from ganaug.config import Params, ReferenceConfig, flatten
 from ganaug.data.packed import PackedDataset, load_packed, read_meta
 from ganaug.device import describe, pick_device
-from ganaug.io import write_json
+from ganaug.io import atomic_dir, write_json
 from ganaug.quality.frechet import FeatureStats, feature_stats
 from ganaug.stages import paths
 from ganaug.stages.checks import require_single_label
-from ganaug.tracking import mlflow_utils
+from ganaug.tracking import mlflow_utils, runs
 
 MODEL_FILE = "model.pt"
 REAL_FEATURES_FILE = "real_features_train.npy"  # (N_train, D) float64, train-split order
@@ -61,7 +61,8 @@ def main(params: Params) -> None:
     extractor = extractor_name(cfg.arch, meta["dataset_hash"])
 
     mlflow_utils.setup()
-    with mlflow.start_run(run_name="train_reference", tags=mlflow_utils.lineage_tags("train_reference", meta)):
+    key = runs.input_key(reference=flatten(cfg, "reference"), data=meta["dataset_hash"], device=params.classifier.device)
+    with runs.start_run("train_reference", key, run_name="train_reference", tags=mlflow_utils.lineage_tags("train_reference", meta)):
         mlflow.log_params({**flatten(cfg, "reference"), **describe(device)})
         result = train_classifier(
             dataset.train.images, dataset.train.labels, dataset.val.images, dataset.val.labels,
@@ -72,15 +73,14 @@ def main(params: Params) -> None:
         val = classification_metrics(dataset.val.labels, predict_proba(result.model, dataset.val.images, device), dataset.class_names)
         features = extract_features(result.model, dataset.train.images, device)
         stats = real_feature_stats(features, dataset, extractor)
-        out = paths.REFERENCE
-        out.mkdir(parents=True, exist_ok=True)
-        np.save(out / REAL_FEATURES_FILE, features)
-        for class_index, s in stats.items():
-            s.save(stats_path(out, class_index))
-        save_classifier(
-            result.model, out / MODEL_FILE, cfg.arch, dataset.n_classes, dataset.class_names, dataset.image_shape[0],
-            {"extractor": extractor, "best_epoch": result.best_epoch, "dataset_hash": meta["dataset_hash"]},
-        )
+        with atomic_dir(paths.REFERENCE) as out:  # all of models/reference or nothing
+            np.save(out / REAL_FEATURES_FILE, features)
+            for class_index, s in stats.items():
+                s.save(stats_path(out, class_index))
+            save_classifier(
+                result.model, out / MODEL_FILE, cfg.arch, dataset.n_classes, dataset.class_names, dataset.image_shape[0],
+                {"extractor": extractor, "best_epoch": result.best_epoch, "dataset_hash": meta["dataset_hash"]},
+            )
         metrics = {f"val_{k}": v for k, v in scalar_metrics(val).items()} | {"best_epoch": result.best_epoch}
         mlflow.log_metrics(metrics)
         mlflow.set_tag("feature_extractor", extractor)
