@@ -7,11 +7,13 @@ checked as far as is cheap) in a tiny copy of the project whose `.venv` is this 
   runs the full pipeline); one such command, limited to the prepare stage, runs for real;
 - `.venv/bin/dvc repro …`: `--dry` on the prepare stage; other `.venv/bin/dvc …` commands run as written;
 - `bin/ganaug …`: as written with `--dry-run`, else its `--help`;
+- `.venv/bin/python script` / `-m module`, other `.venv/bin/` tools, `benchmarks/…`: they exist;
 - `git …`: not run. Anything else fails, naming the command, until this file learns to check it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -121,6 +123,8 @@ def test_readme_has_commands_to_check():
 @pytest.mark.parametrize("argv", COMMANDS, ids=[shlex.join(c)[:70] for c in COMMANDS])
 def test_readme_command_works_without_the_venv_on_path(argv, shell):
     root, run = shell
+    while argv[0] in ("nice", "time") or re.fullmatch(r"-n|-?\d+|[A-Z_]+=.*", argv[0]):  # wrappers, VAR=value
+        argv = argv[1:]
     tool, args = argv[0], argv[1:]
     assert tool not in NEEDS_ACTIVATED_VENV, (
         f"README command {shlex.join(argv)!r} needs an activated venv: write .venv/bin/{tool}, bin/ganaug or a make target"
@@ -135,12 +139,21 @@ def test_readme_command_works_without_the_venv_on_path(argv, shell):
     elif tool == ".venv/bin/dvc" and args[:2] == ["exp", "run"]:
         validate_overrides(overrides(args))
     elif tool == ".venv/bin/dvc" and args[:1] == ["repro"]:
-        run(tool, "repro", "--dry", *args[1:], *([] if any(a in args for a in ("prepare",)) else ["prepare"]))
+        targets = [a for a in args[1:] if not a.startswith("-")]
+        run(tool, "repro", "--dry", *args[1:], *([] if targets else ["prepare"]))  # the others need trained models
     elif tool == ".venv/bin/dvc":
         run(tool, *args)
     elif tool == "bin/ganaug":
         done = run(tool, *(args if "--dry-run" in args else [*args, "--help"]))
         assert done.stdout.strip()
+    elif tool == ".venv/bin/python" and args[:1] == ["-m"]:
+        assert importlib.util.find_spec(args[1]) is not None, f"README runs python -m {args[1]}: no such module"
+    elif tool == ".venv/bin/python":
+        assert (REPO / args[0]).is_file(), f"README runs {args[0]}: no such file"
+    elif tool.startswith(".venv/bin/"):
+        assert (root / tool).is_file(), f"README runs {tool}: not installed in the venv"
+    elif tool.startswith("benchmarks/"):
+        assert os.access(REPO / tool, os.X_OK), f"README runs {tool}: not an executable file of the repository"
     else:
         pytest.fail(f"README command {shlex.join(argv)!r}: tests/test_readme.py has no check for {tool!r}; add one")
 
