@@ -52,6 +52,7 @@ def project(tmp_path_factory):
     """A fresh git + DVC project holding this repository's pipeline with tiny params."""
     root = tmp_path_factory.mktemp("project")
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(REPO / "bin", root / "bin")  # dvc.yaml's stages run bin/ganaug
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copy(REPO / ".gitignore", root / ".gitignore")
     yaml = YAML()

@@ -34,6 +34,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class PhantomConfig:
     n_images: int = 2000  # images generated before splitting
+    # binary: normal / pneumonia | three_class: normal / bacterial / viral | multilabel: consolidation,
+    # interstitial, cardiomegaly, effusion (prepare only: the GAN and classifier stages need single labels)
     label_mode: Literal["binary", "three_class", "multilabel"] = "binary"
     class_fractions: dict[str, float] = field(
         default_factory=lambda: {"normal": 0.26, "bacterial": 0.48, "viral": 0.26}
@@ -45,8 +47,8 @@ class PhantomConfig:
 
 @dataclass(frozen=True)
 class MedMNISTConfig:
-    flag: str = "pneumoniamnist"  # MedMNIST data set flag
-    path: str | None = None  # local .npz; None downloads with the medmnist package
+    flag: str = "pneumoniamnist"  # any 2D MedMNIST flag (multi-label chestmnist gives multi-hot labels)
+    path: str | None = None  # local .npz; null downloads with the medmnist package
     size: int = 28  # MedMNIST release size to download (28, 64, 128, 224)
     # class subset by medmnist.INFO name; on a multi-label flag: "no finding" vs each class alone
     classes: list[str] | None = None
@@ -86,7 +88,7 @@ class NIHConfig:
 class DicomConfig:
     root: str | None = None  # class-per-folder tree of DICOM files, optionally under split folders
     splits: Literal["auto", "keep", "ignore"] = "auto"  # as data.folders.splits
-    extensions: list[str] = field(default_factory=lambda: [".dcm", ".dicom"])
+    extensions: list[str] = field(default_factory=lambda: [".dcm", ".dicom"])  # other files are bad files
 
 
 @dataclass(frozen=True)
@@ -99,14 +101,18 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    # phantom: the embedded generator (offline) | medmnist: a MedMNIST .npz | folders: class-per-folder images |
+    # nih: ChestX-ray14 CSV + images | dicom: class-per-folder DICOM files (README "Data sources")
     source: Literal["phantom", "medmnist", "folders", "nih", "dicom"] = "phantom"
-    image_size: int = 64  # square side in pixels
-    val_fraction: float = 0.15  # for sources without their own split
-    test_fraction: float = 0.15
-    seed: int = 0
+    image_size: int = 64  # square side in pixels; every source's images are resized to it
+    val_fraction: float = 0.15  # share of images when the split is made here (a missing val: of the train part)
+    test_fraction: float = 0.15  # as val_fraction, for the test split
+    seed: int = 0  # phantom generation and split seed
     workers: int = 2  # threads reading image files
-    on_bad_file: Literal["fail", "skip"] = "fail"  # corrupt / unreadable / wrongly named files
-    on_leakage: Literal["fail", "drop"] = "fail"  # drop: remove leaked images from the later split
+    # unreadable or misnamed files. fail: list them all | skip: leave them out, counted in meta.json
+    on_bad_file: Literal["fail", "skip"] = "fail"
+    # duplicates or patients shared between splits. fail: list them | drop: remove them from the later split
+    on_leakage: Literal["fail", "drop"] = "fail"
     near_duplicate_threshold: float | None = 0.97  # centred correlation of 32 px thumbnails; null = exact only
     max_image_pixels: int = 50_000_000  # larger images (width x height from the header, before decoding) are bad files
     accept_by_content: bool = False  # true: a file whose content is another image format than its extension is read (recorded)
@@ -124,35 +130,35 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    arch: str = "simple_cnn"  # simple_cnn | a timm model name
+    arch: str = "simple_cnn"  # simple_cnn (the seed papers' conv/pool/dropout/dense) | a timm name, e.g. resnet18
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one run per seed
-    epochs: int = 12
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    epochs: int = 12  # at most; early stopping on the validation loss
+    batch_size: int = 64  # images per optimizer step
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
     patience: int = 3  # epochs without a better validation loss before stopping
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA if present, else CPU (also train_reference's device)
 
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    arch: str = "simple_cnn"
-    epochs: int = 12
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 4
-    seed: int = 0
+    arch: str = "simple_cnn"  # the domain feature network (fd_domain, label fidelity): simple_cnn | a timm model name
+    epochs: int = 12  # at most; early stopping on the validation loss
+    batch_size: int = 64  # images per optimizer step
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
+    patience: int = 4  # epochs without a better validation loss before stopping
+    seed: int = 0  # initialisation and data-order seed
 
 
 @dataclass(frozen=True)
 class GANConfig:
     arch: Literal["dcgan", "cgan", "acgan"] = "dcgan"  # registry ganaug.gan.GANS; cgan and acgan need mode=conditional
-    mode: Literal["minority", "conditional"] = "minority"
-    latent_dim: int = 100
+    mode: Literal["minority", "conditional"] = "minority"  # minority: the minority class only | conditional: all
+    latent_dim: int = 100  # length of the noise vector z
     base_channels: int = 32  # DCGAN's ngf / ndf
-    epochs: int = 50
-    batch_size: int = 32
+    epochs: int = 50  # passes over the GAN's training images
+    batch_size: int = 32  # real images per D step
     loss: Literal["nonsaturating", "hinge", "wgan_gp"] = "nonsaturating"  # adversarial loss
     gp_weight: float = 10.0  # WGAN-GP gradient-penalty weight (loss=wgan_gp only)
     r1_gamma: float = 0.0  # R1 penalty on real images, gamma/2 * ||grad D||^2; 0 = off
@@ -160,46 +166,52 @@ class GANConfig:
     spectral_norm: bool = False  # spectral normalisation of every D layer (D then has no BatchNorm)
     aux_weight: float = 1.0  # AC-GAN: weight of the auxiliary class loss
     optimizer: Literal["adam", "rmsprop"] = "adam"  # for G and D; rmsprop ignores beta1/beta2
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    lr_g: float = 2e-4  # G's learning rate
+    lr_d: float = 2e-4  # D's learning rate
+    beta1: float = 0.5  # Adam's beta1 (DCGAN: 0.5)
+    beta2: float = 0.999  # Adam's beta2
     augment: Literal["none", "diffaugment", "ada"] = "none"  # D-input augmentation: always (diffaugment) or adaptive p (ada)
     augment_policy: list[Literal["translation", "cutout", "color"]] = field(
         default_factory=lambda: ["translation", "cutout", "color"]
     )  # DiffAugment ops; color = brightness + contrast
     ada_target: float = 0.6  # ADA: target of r_t = E[sign(D(real))]
     ada_kimg: float = 10.0  # ADA: thousands of real images over which p can go from 0 to 1
-    ema_kimg: float = 0.0  # half-life of the EMA of G's weights in thousands of images; 0 = off
+    # half-life of the EMA of G's weights in thousands of images; the EMA is evaluated, saved and sampled; 0 = off
+    ema_kimg: float = 0.0
     collapse_epochs: int = 5  # stop when D's loss stays ~0 (< 1e-3) in every step of this many epochs in a row; 0 = off
     eval_every: int = 10  # epochs between quality evaluations
     n_eval: int = 500  # generated images per evaluation
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0  # initialisation, noise and data-order seed
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA if present (bf16 autocast), else CPU
 
 
 @dataclass(frozen=True)
 class SynthesizeConfig:
     target_ratio: float = 1.0  # raise each scarce class to this fraction of the largest
-    seed: int = 1234
-    batch_size: int = 256
-    filter: Literal["none", "ssim_likeness", "reference_confidence"] = "none"  # keep only images scoring >= filter_threshold
+    seed: int = 1234  # noise seed: the synthetic set is a pure function of (generator, seed, counts)
+    batch_size: int = 256  # images generated per forward pass
+    # keep only images scoring >= filter_threshold. ssim_likeness: highest SSIM to a training image of the class
+    # (it selects near-copies: synthesize also audits the unfiltered candidates) | reference_confidence: the
+    # reference classifier's p(intended class)
+    filter: Literal["none", "ssim_likeness", "reference_confidence"] = "none"
     filter_threshold: float = 0.8  # ssim_likeness: max SSIM to a training image; reference_confidence: p(intended class)
-    max_draws: float = 5.0  # candidates drawn per image requested before the filter gives up
+    max_draws: float = 5.0  # candidates drawn per image requested before the filter stops with an error
 
 
 @dataclass(frozen=True)
 class QualityConfig:
-    inception_weights: str | None = None  # pytorch-fid weights file; None = torch hub cache if present, else no Inception metrics
+    # pytorch-fid's pt_inception-2015-12-05-6726825d.pth, for fid_inception, kid_inception, inception_score;
+    # null = the torch hub cache if the file is there, else no Inception metrics (never downloaded)
+    inception_weights: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"  # for the Inception forward passes
-    batch_size: int = 64
+    batch_size: int = 64  # images per Inception forward pass
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     n_bootstrap: int = 2000  # paired bootstrap resamples of the test set
     ci: float = 0.95  # confidence level of the intervals
-    seed: int = 0
+    seed: int = 0  # bootstrap seed
 
 
 @dataclass(frozen=True)

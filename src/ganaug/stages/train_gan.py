@@ -326,6 +326,16 @@ def _tag_model_version(name: str, version: Any, meta: dict, final: dict, cfg: GA
             f"{cfg.arch} ({cfg.mode}) generator of {', '.join(classes)} at {dataset.image_shape[-1]} px, "
             f"trained on the train split of data set {meta['dataset_hash'][:12]} "
             f"({meta['source'].get('name')}). Intended use: research on synthetic augmentation of "
-            "classifier training sets; not for diagnosis. Memorisation not yet audited."
+            f"classifier training sets; not for diagnosis. {memorisation_note(final)}"
         ),
     )
+
+
+def memorisation_note(final: dict) -> str:
+    """The model card's sentence on the memorisation audit of the final evaluation."""
+    rates = {space: final.get(f"memorisation_{space}_copy_rate") for space in ("pixel", "domain")}
+    measured = ", ".join(f"{rate:.3g} in {space} space" for space, rate in rates.items() if rate is not None)
+    if not measured:
+        return "Memorisation not audited: no final quality evaluation was recorded."
+    return (f"Memorisation audit of the final evaluation's images against the train split: copy rate {measured} "
+            "(tags metric.memorisation_*; closest pairs: the run's memorisation_closest_pairs.png).")
