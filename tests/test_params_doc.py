@@ -89,7 +89,7 @@ def test_rows_follow_declaration_order_and_render_defaults_as_yaml():
     block = render(DVC_YAML)
     assert "| `data.medmnist.path` | `null` | string or `null` | `prepare` |" in block
     assert "| `classifier.device` | `auto` | `auto`, `cpu`, `cuda` | `train_reference`, `train_classifier_real`, " in block
-    assert "| `gan.lr_g` | `0.0002` | number, > 0 | `train_gan` |" in block
+    assert "| `gan.lr_g` | `0.0002` | number, > 0 and <= 1 | `train_gan` |" in block
 
 
 @pytest.mark.parametrize("text, found", [
