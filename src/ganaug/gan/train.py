@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ganaug.config import GANConfig, to_dict
 from ganaug.device import autocast, to_device_images
@@ -38,6 +37,7 @@ from ganaug.gan import GANS
 from ganaug.gan.diffaugment import AdaptiveAugmentProbability, DiffAugment
 from ganaug.gan.ema import GeneratorEMA
 from ganaug.io import atomic_file
+from ganaug.progress import progress
 
 
 class GANDivergenceError(RuntimeError):
@@ -116,6 +116,17 @@ def _to_floats(scalars: dict[str, torch.Tensor]) -> dict[str, float]:
     """0-d tensors -> Python floats, with one device transfer for all of them."""
     values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()
     return dict(zip(scalars, values, strict=True))
+
+
+PROGRESS_QUALITY = ("fd_domain", "label_fidelity", "diversity_domain")  # shown beside the losses, when measured
+
+
+def epoch_postfix(epoch_losses: list[dict[str, float]], last_quality: dict[str, float] | None) -> dict[str, str]:
+    """The epoch bar's figures: mean losses of the epoch and the last evaluation's headline metrics."""
+    out = {k: f"{sum(r[k] for r in epoch_losses) / len(epoch_losses):.3f}" for k in ("loss_d", "loss_g")} if epoch_losses else {}
+    if last_quality is not None:
+        out |= {k: f"{last_quality[k]:.4g}" for k in PROGRESS_QUALITY if k in last_quality}
+    return out
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
@@ -218,14 +229,17 @@ def training_loop(
     def last_good(epoch: int) -> str:
         return f"{checkpoint_path} (epoch {epoch})" if epoch > 0 else "none (failed in the first epoch)"
 
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+    epoch_bar = progress(range(start_epoch + 1, cfg.epochs + 1), desc="GAN", total=cfg.epochs, initial=start_epoch,
+                         unit="epoch", log_every_s=0)  # a log line per epoch: mean losses, last quality figures
+    for epoch in epoch_bar:
         generator.train()
         discriminator.train()
         epoch_losses: list[dict[str, float]] = []
         collapsed_steps: list[bool] = []
         order = torch.randperm(n, generator=order_rng)
         epoch_start = time.perf_counter()
-        for i in tqdm(range(steps_per_epoch), desc=f"GAN epoch {epoch}/{cfg.epochs}", leave=False, mininterval=2):
+        step_bar = progress(range(steps_per_epoch), desc=f"GAN epoch {epoch}/{cfg.epochs}", unit="step")
+        for i in step_bar:
             p = ada.p if ada is not None else 1.0  # augmentation probability of this step
             d_sums: dict[str, float] = {}
 
@@ -289,6 +303,9 @@ def training_loop(
                     )
             collapsed_steps.append(collapse_below is not None and adversarial_d < collapse_below)
             epoch_losses.append(record)
+            step_bar.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}",
+                                 d_real=f"{record['d_real']:.2f}", d_fake=f"{record['d_fake']:.2f}", refresh=False)
+        step_bar.close()
         losses.extend(epoch_losses)
         train_seconds = time.perf_counter() - epoch_start
 
@@ -316,11 +333,13 @@ def training_loop(
             with torch.no_grad():
                 metrics = evaluate(epoch, sampled)
             quality.append({"epoch": epoch, **metrics})
+        epoch_bar.set_postfix(epoch_postfix(epoch_losses, quality[-1] if quality else None), refresh=False)
         save_checkpoint(epoch)
         if on_epoch_end is not None:
             on_epoch_end(EpochReport(epoch, step, epoch_losses, train_seconds, steps_per_epoch * images_per_step, metrics, sampled))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
+    epoch_bar.close()
 
     generator.eval()
     augment_p = None if policy is None else (ada.p if ada is not None else 1.0)

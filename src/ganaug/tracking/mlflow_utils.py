@@ -1,4 +1,6 @@
-"""MLflow set-up shared by every stage: an absolute tracking URI, lineage tags, batched metrics.
+"""MLflow set-up shared by every stage: an absolute tracking URI, lineage tags, batched metrics,
+and what makes the UI readable: the experiment opens in MLflow 3's training view, runs get short
+unique names, class names become valid metric keys, data sets are logged as run inputs.
 
 DVC experiment runs can execute in temporary copies of the repository under
 `.dvc/tmp/exps/`; a relative `sqlite:///mlflow.db` would be created there and lost, so the
@@ -7,18 +9,28 @@ store is always resolved to the real project root.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import subprocess
 import time
+import unicodedata
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.data
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 EXPERIMENT = "ganaug"
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, an assistant);
+# "custom_model_development" is the value its experiment-type selector writes for model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 _DVC_TEMP_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 
 
@@ -59,11 +71,87 @@ def setup(experiment: str = EXPERIMENT) -> str:
         if uri.startswith("sqlite:"):  # keep artifacts beside the database, at an absolute path
             artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
         try:
-            exp_id = mlflow.create_experiment(experiment, artifact_location=artifacts)
+            exp_id = mlflow.create_experiment(experiment, artifact_location=artifacts,
+                                              tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
         except mlflow.exceptions.MlflowException:  # created concurrently by another stage
             exp_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    mark_model_training(exp_id)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def mark_model_training(experiment_id: str) -> None:
+    """Tag the experiment as model training (also one created before this tag existed)."""
+    client = MlflowClient()
+    if client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+
+
+_UNSAFE_IN_KEY = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def metric_key(name: str) -> str:
+    """A class (or other free-text) name as part of an MLflow metric or param key.
+
+    MLflow accepts letters, digits, `_ - . / :` and spaces; MedMNIST's names hold commas and
+    parentheses ("normal, benign"). Accents are dropped, and every run of other characters
+    (dots and slashes too: they mean nesting to DVC and to MLflow's chart groups) becomes one
+    `_`: "normal, benign" -> "normal_benign"."""
+    ascii_name = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()
+    key = _UNSAFE_IN_KEY.sub("_", ascii_name).strip("_")
+    if not key:
+        raise ValueError(f"name {name!r} has no letter or digit to make a metric key from")
+    return key
+
+
+def inputs_digest(inputs: Any) -> str:
+    """A short digest of a run's inputs (config, data hashes, …) as JSON: equal inputs, equal digest."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def unique_run_name(base: str, inputs: Any) -> str:
+    """`<base>-<digest of inputs>`, with `-2`, `-3`… when the experiment already holds that name
+    (a forced rerun of the same inputs): runs of different inputs never share a name."""
+    name = f"{base}-{inputs_digest(inputs)}"
+    taken = {run.info.run_name for run in
+             mlflow.search_runs(filter_string=f"attributes.run_name LIKE '{name}%'", output_format="list")}
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+DATASET_DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest
+
+
+def log_dataset(images: Any, labels: Any, name: str, source: str, digest: str | None, context: str,
+                **tags: str) -> None:
+    """Log arrays as an input of the active run (the runs table's Dataset column): `digest` is
+    the content hash the data carries (meta.json), or None to let MLflow hash the arrays."""
+    with warnings.catch_warnings():  # a local path matches MLflow's local source class twice: harmless
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        dataset = mlflow.data.from_numpy(images, targets=labels, source=source, name=name,
+                                         digest=digest[:DATASET_DIGEST_CHARS] if digest else None)
+    mlflow.log_input(dataset, context=context, tags=tags or None)
+
+
+def log_split(data_meta: dict[str, Any], split: str, images: Any, labels: Any, context: str, **tags: str) -> None:
+    """One split of the prepared data set as a run input: named `<source>-<split>`, digest = the
+    split's content hash from meta.json, source = data/prepared."""
+    log_dataset(images, labels, f"{data_meta['source'].get('name')}-{split}", "data/prepared",
+                data_meta["content_hash"][split], context, **tags)
+
+
+def split_intervals(metrics: dict[str, float]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """(metrics without interval bounds, one row per interval): `x_ci_low`/`x_ci_high` would each
+    be a one-point chart in MLflow; as rows (metric, value, ci_low, ci_high) they form a table."""
+    bounds = {k for k in metrics if k.endswith(("_ci_low", "_ci_high"))}
+    rows = []
+    for key in sorted(k.removesuffix("_ci_low") for k in bounds if k.endswith("_ci_low")):
+        rows.append({"metric": key, "value": metrics.get(key), "ci_low": metrics[f"{key}_ci_low"],
+                     "ci_high": metrics.get(f"{key}_ci_high")})
+    return {k: v for k, v in metrics.items() if k not in bounds}, rows
 
 
 def _git_commit(root: Path) -> str:

@@ -1,0 +1,49 @@
+"""Progress bars that stay readable in logs.
+
+On a terminal: a tqdm bar redrawn in place. Elsewhere (DVC capturing output, CI, `> log.txt`):
+whole lines, at most one per `log_every_s` seconds (60 by default; 0 = a line per item, for
+epoch loops), and a last line when the loop ends, never carriage returns. Loops show their
+current losses or metrics with `bar.set_postfix(..., refresh=False)`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from tqdm import tqdm
+
+LOG_EVERY_S = 60.0  # seconds between lines when the output is not a terminal
+LOG_FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"  # no bar
+
+
+class LogLines(tqdm):
+    """tqdm writing one full line per refresh (for logs: no carriage returns, no cursor moves)."""
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if msg == "":  # tqdm clearing a finished bar: nothing to clear in a log
+            return False
+        self.fp.write((self.__str__() if msg is None else msg) + "\n")
+        self.fp.flush()
+        return True
+
+    def close(self) -> None:
+        if not self.disable and self.n != self.last_print_n:  # the final count, once
+            self.display()
+        self.leave = False
+        super().close()
+
+
+def is_terminal(stream: Any = None) -> bool:
+    stream = stream if stream is not None else sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def progress(iterable: Iterable | None = None, desc: str = "", total: int | None = None, unit: str = "it",
+             log_every_s: float = LOG_EVERY_S, leave: bool = False, **kwargs: Any) -> tqdm:
+    """A tqdm bar on a terminal, `LogLines` elsewhere (see the module docstring)."""
+    if is_terminal():
+        return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, mininterval=1.0, dynamic_ncols=True, **kwargs)
+    return LogLines(iterable, desc=desc, total=total, unit=unit, mininterval=log_every_s, miniters=1,
+                    bar_format=LOG_FORMAT, **kwargs)
