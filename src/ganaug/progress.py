@@ -14,6 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+QUIET_BELOW = 50_000_000  # pair comparisons (fake x real x pixels) under which a scoring loop shows no bar
 LOG_EVERY_S = 60.0  # seconds between lines when the output is not a terminal
 LOG_FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"  # no bar
 

@@ -9,6 +9,7 @@ REFERENCE = Path("models/reference")  # reference classifier + real feature stat
 GAN = Path("models/gan")  # generator.pt, resolved config, figures
 METRICS = Path("metrics")
 PLOTS = Path("plots")
+REPORTS = Path("reports")  # full records beside the DVC metrics summaries (evaluate's)
 CACHE = Path(".ganaug")  # resumable checkpoints and feature caches, outside DVC outputs
 
 

@@ -47,10 +47,12 @@ from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.checks import require_single_label  # noqa: E402
 from ganaug.stages.real_features import load_real_inception  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference, stats_path  # noqa: E402
-from ganaug.tracking import mlflow_utils, pyfunc_generator  # noqa: E402
+from ganaug.tracking import mlflow_utils, pyfunc_generator, summaries  # noqa: E402
+from ganaug.tracking.mlflow_utils import metric_key  # noqa: E402
 
 EVAL_SEED = 20_240_601  # fixed noise for evaluations and sample grids: epochs stay comparable
 GRID_SIZE = 64
+QUALITY_FILE = "quality.json"  # the final evaluation in full (metrics/gan.json keeps a summary)
 SHOWN = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "ssim_real_fake", "label_fidelity",
          "fid_inception", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate")  # printed each evaluation
 
@@ -140,7 +142,7 @@ class QualityEvaluator:
             all_real = np.concatenate([self.real_features[c] for c in classes])
             out = feature_metrics(FeatureSet("domain", self.extractor, all_real, features), with_ci=final, seed=epoch)
             for c in classes:
-                name = self.dataset.class_names[c]
+                name = metric_key(self.dataset.class_names[c])
                 out |= {f"{k}_{name}": v for k, v in {**per_class[c], **pixels[c]}.items()}
             for key in ("ssim_real_fake", "ms_ssim_real_fake"):
                 out[key] = float(np.mean([pixels[c][key] for c in classes]))
@@ -215,8 +217,11 @@ def main(params: Params) -> None:
         print(f"resuming GAN training from {checkpoint} (epoch {previous['epoch']}/{cfg.epochs})")
     tags = mlflow_utils.lineage_tags("train_gan", meta, **{"gan.arch": cfg.arch, "gan.mode": cfg.mode, "gan.loss": cfg.loss,
                                                             "gan.augment": cfg.augment})
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"train_gan-{cfg.arch}-{cfg.mode}", tags=tags) as run:
+    name = None if run_id else mlflow_utils.unique_run_name(f"train_gan-{cfg.arch}", {"gan": flatten(cfg), "data": meta["dataset_hash"]})
+    with mlflow.start_run(run_id=run_id, run_name=name, tags=tags) as run:
         if run_id is None:
+            mlflow_utils.log_split(meta, "train", data.images, data.labels, "training",
+                                   classes=",".join(dataset.class_names[c] for c in data.trained_classes))
             mlflow.log_params({
                 **flatten(cfg, "gan"), **describe(device),
                 "data.n_train_images_gan": len(data.images),
@@ -231,8 +236,11 @@ def main(params: Params) -> None:
             throughput["images"] += report.images_seen
             step_keys = [k for k in report.losses[0] if k not in ("step", "epoch")] if report.losses else []
             mlflow_utils.log_step_metrics(report.losses, step_keys)  # losses, D outputs [, loss terms, ADA p and r_t]
-            if report.quality is not None:
-                mlflow.log_metrics(report.quality, step=report.epoch)
+            if report.quality is not None:  # interval bounds go to a table, not one-point charts
+                values, intervals = mlflow_utils.split_intervals(report.quality)
+                mlflow.log_metrics(values, step=report.epoch)
+                if intervals:
+                    mlflow.log_table(pd.DataFrame(intervals).assign(epoch=report.epoch), "quality_intervals.json")
                 mlflow.log_image(sample_grid(report.generator, data, device), key="samples", step=report.epoch)
                 summary = ", ".join(f"{k}={report.quality[k]:.4g}" for k in SHOWN if k in report.quality)
                 print(f"epoch {report.epoch}/{cfg.epochs}: {summary}")
@@ -275,7 +283,8 @@ def main(params: Params) -> None:
             metrics["augment_p"] = result.augment_p
             mlflow.log_metric("augment_p", result.augment_p)
         mlflow.log_metric("train_images_per_second", images_per_second)
-        write_json(paths.METRICS / "gan.json", metrics)
+        write_json(out / QUALITY_FILE, metrics)
+        write_json(paths.METRICS / "gan.json", summaries.gan_summary(metrics))
 
         info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution, data.trained_classes[0])
         version = info.registered_model_version
