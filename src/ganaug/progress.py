@@ -1,8 +1,9 @@
 """Progress bars that stay readable in logs.
 
-On a terminal: a tqdm bar redrawn in place. Elsewhere (DVC capturing output, CI, `> log.txt`):
-whole lines, at most one per `log_every_s` seconds (60 by default; 0 = a line per item, for
-epoch loops), and a last line when the loop ends, never carriage returns. Loops show their
+On a terminal: a tqdm bar redrawn in place. Elsewhere (CI, `dvc repro > log.txt`): whole
+lines, never carriage returns: nothing for a loop shorter than `log_every_s` seconds (60 by
+default), then a line every `log_every_s` and one when it ends; `log_every_s=0` (epoch loops)
+writes a line per item. Loops show their
 current losses or metrics with `bar.set_postfix(..., refresh=False)`.
 """
 
@@ -22,15 +23,18 @@ LOG_FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaini
 class LogLines(tqdm):
     """tqdm writing one full line per refresh (for logs: no carriage returns, no cursor moves)."""
 
+    shown = False  # a line was written: the loop's last state is worth a line too
+
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         if msg == "":  # tqdm clearing a finished bar: nothing to clear in a log
             return False
         self.fp.write((self.__str__() if msg is None else msg) + "\n")
         self.fp.flush()
+        self.shown = True
         return True
 
     def close(self) -> None:
-        if not self.disable and self.n != self.last_print_n:  # the final count, once
+        if not self.disable and self.shown and self.n != self.last_print_n:  # the final count, once
             self.display()
         self.leave = False
         super().close()
@@ -46,5 +50,6 @@ def progress(iterable: Iterable | None = None, desc: str = "", total: int | None
     """A tqdm bar on a terminal, `LogLines` elsewhere (see the module docstring)."""
     if is_terminal():
         return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, mininterval=1.0, dynamic_ncols=True, **kwargs)
-    return LogLines(iterable, desc=desc, total=total, unit=unit, mininterval=log_every_s, miniters=1,
+    # a loop shorter than log_every_s writes nothing (delay); epoch loops (0) write a line per item
+    return LogLines(iterable, desc=desc, total=total, unit=unit, mininterval=log_every_s, delay=log_every_s, miniters=1,
                     bar_format=LOG_FORMAT, **kwargs)
