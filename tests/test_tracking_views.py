@@ -114,9 +114,11 @@ def test_split_is_logged_as_a_run_input_with_its_content_hash(store, monkeypatch
 
 def test_interval_bounds_become_table_rows_not_metrics():
     values, rows = mlflow_utils.split_intervals(
-        {"fd_domain": 3.0, "fd_domain_ci_low": 2.0, "fd_domain_ci_high": 4.0, "label_fidelity": 0.9})
-    assert values == {"fd_domain": 3.0, "label_fidelity": 0.9}
-    assert rows == [{"metric": "fd_domain", "value": 3.0, "ci_low": 2.0, "ci_high": 4.0}]
+        {"fd_domain": 3.0, "fd_domain_ci_low": 2.0, "fd_domain_ci_high": 4.0, "label_fidelity": 0.9,
+         "recall_domain_normal_benign": 0.5, "recall_domain_ci_low_normal_benign": 0.4, "recall_domain_ci_high_normal_benign": 0.6})
+    assert values == {"fd_domain": 3.0, "label_fidelity": 0.9, "recall_domain_normal_benign": 0.5}
+    assert rows == [{"metric": "fd_domain", "value": 3.0, "ci_low": 2.0, "ci_high": 4.0},
+                    {"metric": "recall_domain_normal_benign", "value": 0.5, "ci_low": 0.4, "ci_high": 0.6}]
 
 
 FULL_GAN_RECORD = {

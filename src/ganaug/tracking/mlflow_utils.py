@@ -143,63 +143,21 @@ def log_split(data_meta: dict[str, Any], split: str, images: Any, labels: Any, c
                 data_meta["content_hash"][split], context, **tags)
 
 
+_INTERVAL_BOUND = re.compile(r"^(?P<metric>.+)_ci_(?P<side>low|high)(?P<suffix>_.+)?$")  # x_ci_low, x_ci_low_<class>
+
+
 def split_intervals(metrics: dict[str, float]) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """(metrics without interval bounds, one row per interval): `x_ci_low`/`x_ci_high` would each
-    be a one-point chart in MLflow; as rows (metric, value, ci_low, ci_high) they form a table."""
-    bounds = {k for k in metrics if k.endswith(("_ci_low", "_ci_high"))}
-    rows = []
-    for key in sorted(k.removesuffix("_ci_low") for k in bounds if k.endswith("_ci_low")):
-        rows.append({"metric": key, "value": metrics.get(key), "ci_low": metrics[f"{key}_ci_low"],
-                     "ci_high": metrics.get(f"{key}_ci_high")})
-    return {k: v for k, v in metrics.items() if k not in bounds}, rows
-
-
-def _git_commit(root: Path) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _git_dirty(root: Path) -> str:
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10)
-        return "true" if out.stdout.strip() else "false"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def lineage_tags(stage: str, data_meta: dict[str, Any] | None = None, **extra: str) -> dict[str, str]:
-    """Tags linking a run to its inputs: git commit, DVC stage and experiment, data hashes."""
-    root = Path(os.environ.get("DVC_ROOT") or os.getcwd())
-    tags = {
-        "git.commit": _git_commit(root),
-        "git.dirty": _git_dirty(root),
-        "dvc.stage": stage,
-        "dvc.exp_name": os.environ.get("DVC_EXP_NAME", "workspace"),
-        "ganaug.stage": stage,
-    }
-    if data_meta is not None:
-        tags["data.dataset_hash"] = data_meta["dataset_hash"]
-        tags["data.source"] = str(data_meta["source"].get("name"))
-        for split, digest in data_meta["content_hash"].items():
-            tags[f"data.hash.{split}"] = digest
-    tags.update({k: str(v) for k, v in extra.items()})
-    return tags
-
-
-def log_step_metrics(records: Iterable[dict[str, float]], keys: Iterable[str], step_key: str = "step", prefix: str = "") -> None:
-    """Log per-step values with one `log_batch` call per 1000 metrics (not one call each)."""
-    run = mlflow.active_run()
-    assert run is not None, "log_step_metrics needs an active MLflow run"
-    client, now, batch = MlflowClient(), int(time.time() * 1000), []
-    keys = list(keys)
-    for record in records:
-        for key in keys:
-            batch.append(Metric(prefix + key, float(record[key]), now, int(record[step_key])))
-            if len(batch) == 1000:
-                client.log_batch(run.info.run_id, metrics=batch)
-                batch = []
-    if batch:
-        client.log_batch(run.info.run_id, metrics=batch)
+    """(metrics without interval bounds, one row per interval): `x_ci_low`/`x_ci_high` (also a
+    class's `x_ci_low_<class>`) would each be a one-point chart in MLflow; as rows
+    (metric, value, ci_low, ci_high) they form one table."""
+    values, rows = {}, {}
+    for key, value in metrics.items():
+        bound = _INTERVAL_BOUND.match(key)
+        if bound is None:
+            values[key] = value
+            continue
+        metric = bound["metric"] + (bound["suffix"] or "")
+        rows.setdefault(metric, {"metric": metric, "value": None, "ci_low": None, "ci_high": None})[f"ci_{bound['side']}"] = value
+    for metric, row in rows.items():
+        row["value"] = values.get(metric)
+    return values, [rows[m] for m in sorted(rows)]
