@@ -220,8 +220,12 @@ def main(params: Params) -> None:
     name = None if run_id else mlflow_utils.unique_run_name(f"train_gan-{cfg.arch}", {"gan": flatten(cfg), "data": meta["dataset_hash"]})
     with mlflow.start_run(run_id=run_id, run_name=name, tags=tags) as run:
         if run_id is None:
-            mlflow_utils.log_split(meta, "train", data.images, data.labels, "training",
-                                   classes=",".join(dataset.class_names[c] for c in data.trained_classes))
+            if data.n_classes:  # the whole train split
+                mlflow_utils.log_split(meta, "train", data.images, data.labels, "training")
+            else:  # one class of it: its own name, and a digest MLflow computes from the images
+                minority = metric_key(dataset.class_names[data.trained_classes[0]])
+                mlflow_utils.log_dataset(data.images, None, f"{meta['source'].get('name')}-train-{minority}",
+                                         "data/prepared", None, "training")
             mlflow.log_params({
                 **flatten(cfg, "gan"), **describe(device),
                 "data.n_train_images_gan": len(data.images),
