@@ -161,3 +161,54 @@ def split_intervals(metrics: dict[str, float]) -> tuple[dict[str, float], list[d
     for metric, row in rows.items():
         row["value"] = values.get(metric)
     return values, [rows[m] for m in sorted(rows)]
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _git_dirty(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10)
+        return "true" if out.stdout.strip() else "false"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def lineage_tags(stage: str, data_meta: dict[str, Any] | None = None, **extra: str) -> dict[str, str]:
+    """Tags linking a run to its inputs: git commit, DVC stage and experiment, data hashes."""
+    root = Path(os.environ.get("DVC_ROOT") or os.getcwd())
+    tags = {
+        "git.commit": _git_commit(root),
+        "git.dirty": _git_dirty(root),
+        "dvc.stage": stage,
+        "dvc.exp_name": os.environ.get("DVC_EXP_NAME", "workspace"),
+        "ganaug.stage": stage,
+    }
+    if data_meta is not None:
+        tags["data.dataset_hash"] = data_meta["dataset_hash"]
+        tags["data.source"] = str(data_meta["source"].get("name"))
+        for split, digest in data_meta["content_hash"].items():
+            tags[f"data.hash.{split}"] = digest
+    tags.update({k: str(v) for k, v in extra.items()})
+    return tags
+
+
+def log_step_metrics(records: Iterable[dict[str, float]], keys: Iterable[str], step_key: str = "step", prefix: str = "") -> None:
+    """Log per-step values with one `log_batch` call per 1000 metrics (not one call each)."""
+    run = mlflow.active_run()
+    assert run is not None, "log_step_metrics needs an active MLflow run"
+    client, now, batch = MlflowClient(), int(time.time() * 1000), []
+    keys = list(keys)
+    for record in records:
+        for key in keys:
+            batch.append(Metric(prefix + key, float(record[key]), now, int(record[step_key])))
+            if len(batch) == 1000:
+                client.log_batch(run.info.run_id, metrics=batch)
+                batch = []
+    if batch:
+        client.log_batch(run.info.run_id, metrics=batch)
