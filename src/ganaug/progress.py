@@ -49,7 +49,9 @@ def progress(iterable: Iterable | None = None, desc: str = "", total: int | None
              log_every_s: float = LOG_EVERY_S, leave: bool = False, **kwargs: Any) -> tqdm:
     """A tqdm bar on a terminal, `LogLines` elsewhere (see the module docstring)."""
     if is_terminal():
-        return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, mininterval=1.0, dynamic_ncols=True, **kwargs)
+        delay = 0 if log_every_s == 0 else 2.0  # no flashing bars for loops of a moment
+        return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, mininterval=1.0, delay=delay,
+                    dynamic_ncols=True, **kwargs)
     # a loop shorter than log_every_s writes nothing (delay); epoch loops (0) write a line per item
     return LogLines(iterable, desc=desc, total=total, unit=unit, mininterval=log_every_s, delay=log_every_s, miniters=1,
                     bar_format=LOG_FORMAT, **kwargs)
