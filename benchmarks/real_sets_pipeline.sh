@@ -20,7 +20,7 @@ run() {
   dvc exp run -n "$name" "$@" > "$work/$name.log" 2>&1
   echo "rc=$? wall=$(( $(date +%s) - start )) s"
   grep -A12 "Model A (real)" "$work/$name.log" | head -6
-  python3 -c "import json; d=json.load(open('metrics/gan.json')); print({k: round(d[k], 4) for k in ('fd_domain', 'ssim_real_fake', 'label_fidelity', 'memorisation_pixel_copy_rate', 'train_images_per_second') if k in d})"
+  python3 -c "import json; d=json.load(open('models/gan/quality.json')); print({k: round(d[k], 4) for k in ('fd_domain', 'ssim_real_fake', 'label_fidelity', 'memorisation_pixel_copy_rate', 'train_images_per_second') if k in d})"
   python3 -c "import json; m=json.load(open('data/synthetic/manifest.json')); print(m['counts'], m['memorisation']['memorisation_pixel_copy_rate'], m['ssim_likeness'])"
 }
 run pneumoniamnist -S data.source=medmnist -S data.medmnist.path="$S/pneumoniamnist.npz" -S data.image_size=28 -S data.on_leakage=drop

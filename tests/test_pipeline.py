@@ -90,11 +90,16 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
         assert (root / path).is_file(), path
     manifest = json.loads((root / "data/synthetic/manifest.json").read_text())
     assert manifest["counts"] == {"normal": manifest["real_train_counts"]["pneumonia"] - manifest["real_train_counts"]["normal"]}
-    evaluation = json.loads((root / "metrics/evaluation.json").read_text())
+    evaluation = json.loads((root / "reports/evaluation.json").read_text())  # the full record
     assert set(evaluation["arms"]) == {"real", "augmented"}
     for diff in evaluation["difference"].values():
         assert diff["ci_low"] <= diff["augmented_minus_real"] <= diff["ci_high"]
-    gan_metrics = json.loads((root / "metrics/gan.json").read_text())
+    summary = json.loads((root / "metrics/evaluation.json").read_text())  # DVC's: differences and intervals only
+    assert set(summary) == {"balanced_accuracy", "accuracy", "roc_auc"}
+    assert summary["balanced_accuracy"]["diff"] == evaluation["difference"]["balanced_accuracy"]["augmented_minus_real"]
+    assert len(json.loads((root / "metrics/gan.json").read_text())) <= 10
+    assert set(json.loads((root / "metrics/classifier_real.json").read_text())) == {"balanced_accuracy", "accuracy", "roc_auc"}
+    gan_metrics = json.loads((root / "models/gan/quality.json").read_text())
     assert np.isfinite(gan_metrics["fd_domain"]) and 0 < gan_metrics["ssim_real_fake"] <= 1
     for name in ("kd_domain", "recall_domain", "coverage_domain", "ms_ssim_real_fake", "label_fidelity"):
         assert np.isfinite(gan_metrics[name]), name
@@ -110,7 +115,12 @@ def test_every_training_step_is_an_mlflow_run_with_lineage(project):
     runs = mlflow.search_runs(experiment_names=["ganaug"])
     stages = runs["tags.ganaug.stage"].value_counts().to_dict()
     assert stages["train_reference"] >= 1 and stages["train_gan"] >= 1 and stages["evaluate"] >= 1 and stages["synthesize"] >= 1
-    assert stages["train_classifier_real"] >= 2 and stages["train_classifier_augmented"] >= 2  # one per seed
+    assert stages["train_classifier_real"] >= 3 and stages["train_classifier_augmented"] >= 3  # one per arm + one per seed
+    assert runs["tags.mlflow.runName"].is_unique
+    seeds = runs[runs["tags.ganaug.run_level"] == "seed"]
+    parents = runs[runs["tags.ganaug.run_level"] == "arm"]
+    assert set(seeds["tags.mlflow.parentRunId"]) <= set(parents["run_id"])
+    assert mlflow.get_experiment_by_name("ganaug").tags["mlflow.experimentKind"] == "custom_model_development"
     gan = runs[runs["tags.ganaug.stage"] == "train_gan"].iloc[-1]
     assert len(gan["tags.git.commit"]) == 40
     meta = json.loads((root / "data/prepared/meta.json").read_text())

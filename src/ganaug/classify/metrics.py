@@ -13,6 +13,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from ganaug.tracking.mlflow_utils import metric_key
+
 
 def roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float:
     """Binary: AUC of the positive class; multi-class: macro one-vs-rest AUC. NaN if one class only."""
@@ -36,7 +38,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: l
         "roc_auc": roc_auc(y_true, proba),
         "n": int(len(y_true)),
     }
-    for i, name in enumerate(class_names):
+    for i, name in enumerate(map(metric_key, class_names)):  # "normal, benign" -> normal_benign
         out[f"precision_{name}"] = float(precision[i])
         out[f"recall_{name}"] = float(recall[i])
         out[f"f1_{name}"] = float(f1[i])

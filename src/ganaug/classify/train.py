@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ganaug.classify.models import create_classifier
 from ganaug.device import autocast, to_device_images
 from ganaug.gan.train import to_model_range
 from ganaug.torchfile import BadFileError, load_torch_file, require_fields, save_torch_file, summary
+from ganaug.progress import progress
 
 
 @dataclass
@@ -72,6 +72,7 @@ def train_classifier(
     seed: int,  # weights init, data order and dropout
     device: torch.device,
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    desc: str = "classifier",  # progress-bar label (which model, which seed)
 ) -> ClassifierResult:
     """Train from scratch; keep the weights of the epoch with the lowest validation loss."""
     assert train_labels.ndim == 1, "train_classifier takes class indices (multi-label is not supported here)"
@@ -85,11 +86,13 @@ def train_classifier(
     best_state: dict[str, Any] | None = None
     best_loss, best_epoch, stale = float("inf"), 0, 0
 
-    for epoch in tqdm(range(1, epochs + 1), desc="classifier epochs", leave=False, mininterval=2):
+    epoch_bar = progress(range(1, epochs + 1), desc=f"{desc} epochs", unit="epoch", log_every_s=0)  # a log line per epoch
+    for epoch in epoch_bar:
         model.train()
         order = torch.randperm(len(x_all), generator=order_rng)
         total, count = 0.0, 0
-        for start in range(0, len(order), batch_size):
+        batch_bar = progress(range(0, len(order), batch_size), desc=f"{desc} epoch {epoch}", unit="batch")
+        for start in batch_bar:
             idx = order[start : start + batch_size]
             if len(idx) < 2:  # a single-image batch breaks BatchNorm
                 continue
@@ -101,6 +104,8 @@ def train_classifier(
             optimizer.step()
             total += loss.item() * len(idx)
             count += len(idx)
+            batch_bar.set_postfix(train_loss=f"{total / count:.4f}", refresh=False)
+        batch_bar.close()
 
         model.eval()
         logits = torch.from_numpy(map_batches(model, val_images, device))
@@ -108,6 +113,8 @@ def train_classifier(
         val_acc = (logits.argmax(1) == y_val).float().mean().item()
         record = {"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss, "val_accuracy": val_acc}
         history.append(record)
+        epoch_bar.set_postfix(train_loss=f"{record['train_loss']:.4f}", val_loss=f"{val_loss:.4f}",
+                              val_acc=f"{val_acc:.3f}", refresh=False)
         if on_epoch_end is not None:
             on_epoch_end(record)
         if val_loss < best_loss:
@@ -117,6 +124,7 @@ def train_classifier(
             stale += 1
             if stale >= patience:
                 break
+    epoch_bar.close()
 
     assert best_state is not None, "no epoch finished"
     model.load_state_dict(best_state)

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ganaug.config import GANConfig, to_dict
 from ganaug.device import autocast, to_device_images
@@ -40,6 +39,7 @@ from ganaug.gan.diffaugment import AdaptiveAugmentProbability, DiffAugment
 from ganaug.gan.ema import GeneratorEMA
 from ganaug.io import atomic_file, kill_point
 from ganaug.torchfile import load_torch_file, require_fields, save_torch_file
+from ganaug.progress import progress
 
 
 class GANDivergenceError(RuntimeError):
@@ -136,6 +136,17 @@ def checkpoint_generator(state: dict[str, Any], cfg: GANConfig) -> nn.Module:
     network = build_generator(cfg, state["resolution"], state["n_classes"], state["channels"])
     network.load_state_dict(state["ema"] if state["ema"] is not None else state["generator"])
     return network.to(memory_format=torch.channels_last).eval()
+
+
+PROGRESS_QUALITY = ("fd_domain", "label_fidelity", "diversity_domain")  # shown beside the losses, when measured
+
+
+def epoch_postfix(epoch_losses: list[dict[str, float]], last_quality: dict[str, float] | None) -> dict[str, str]:
+    """The epoch bar's figures: mean losses of the epoch and the last evaluation's headline metrics."""
+    out = {k: f"{sum(r[k] for r in epoch_losses) / len(epoch_losses):.3f}" for k in ("loss_d", "loss_g")} if epoch_losses else {}
+    if last_quality is not None:
+        out |= {k: f"{last_quality[k]:.4g}" for k in PROGRESS_QUALITY if k in last_quality}
+    return out
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
@@ -243,14 +254,17 @@ def training_loop(
     def last_good(epoch: int) -> str:
         return f"{checkpoint_path} (epoch {epoch})" if epoch > 0 else "none (failed in the first epoch)"
 
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+    epoch_bar = progress(range(start_epoch + 1, cfg.epochs + 1), desc="GAN", total=cfg.epochs, initial=start_epoch,
+                         unit="epoch", log_every_s=0)  # a log line per epoch: mean losses, last quality figures
+    for epoch in epoch_bar:
         generator.train()
         discriminator.train()
         epoch_losses: list[dict[str, float]] = []
         collapsed_steps: list[bool] = []
         order = torch.randperm(n, generator=order_rng)
         epoch_start = time.perf_counter()
-        for i in tqdm(range(steps_per_epoch), desc=f"GAN epoch {epoch}/{cfg.epochs}", leave=False, mininterval=2):
+        step_bar = progress(range(steps_per_epoch), desc=f"GAN epoch {epoch}/{cfg.epochs}", unit="step")
+        for i in step_bar:
             p = ada.p if ada is not None else 1.0  # augmentation probability of this step
             d_sums: dict[str, float] = {}
 
@@ -314,6 +328,9 @@ def training_loop(
                     )
             collapsed_steps.append(collapse_below is not None and adversarial_d < collapse_below)
             epoch_losses.append(record)
+            step_bar.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}",
+                                 d_real=f"{record['d_real']:.2f}", d_fake=f"{record['d_fake']:.2f}", refresh=False)
+        step_bar.close()
         losses.extend(epoch_losses)
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
@@ -343,12 +360,14 @@ def training_loop(
             with torch.no_grad():
                 metrics = evaluate(epoch, sampled)
             quality.append({"epoch": epoch, **metrics})
+        epoch_bar.set_postfix(epoch_postfix(epoch_losses, quality[-1] if quality else None), refresh=False)
         save_checkpoint(epoch)
         kill_point(f"gan_checkpoint_saved:{epoch}")  # tests: the epoch is checkpointed, not yet logged
         if on_epoch_end is not None:
             on_epoch_end(EpochReport(epoch, step, epoch_losses, epoch_seconds, steps_per_epoch * images_per_step, metrics, sampled))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
+    epoch_bar.close()
 
     generator.eval()
     augment_p = None if policy is None else (ada.p if ada is not None else 1.0)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ganaug.progress import progress
+
 
 @dataclass(frozen=True)
 class ConfidenceInterval:
@@ -129,7 +131,7 @@ def half_sample_ci(
     rng = np.random.default_rng(seed)
     half_real, half_fake = len(real) // 2, len(fake) // 2
     replicates = np.empty(n_replicates, dtype=np.float64)
-    for replicate in range(n_replicates):
+    for replicate in progress(range(n_replicates), desc="half-sample interval", unit="replicate"):
         real_half = real[rng.permutation(len(real))[:half_real]]
         fake_half = fake[rng.permutation(len(fake))[:half_fake]]
         replicates[replicate] = statistic(real_half, fake_half)

@@ -29,6 +29,7 @@ from ganaug.quality.inception import (
     load_inception_fc,
 )
 from ganaug.quality.suite import FeatureSet, feature_metrics, label_fidelity, memorisation, pixel_metrics, ssim_likeness
+from ganaug.tracking.mlflow_utils import metric_key
 
 
 def load_image_set(path: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
@@ -81,7 +82,7 @@ def quality_report(real: np.ndarray, fake: np.ndarray, real_labels: np.ndarray |
             for c in sorted(set(np.unique(fake_labels)) & set(np.unique(real_labels))):
                 rf, ff = real_f[real_labels == c], fake_f[fake_labels == c]
                 if len(rf) > 5 and len(ff) > 5 and len(np.unique(fake_labels)) > 1:
-                    out |= {f"{k}_{class_names[c]}": v for k, v in feature_metrics(FeatureSet("domain", extractor, rf, ff), seed=seed).items()}
+                    out |= {f"{k}_{metric_key(class_names[c])}": v for k, v in feature_metrics(FeatureSet("domain", extractor, rf, ff), seed=seed).items()}
             out |= label_fidelity(predict_proba(reference, fake, device).argmax(1), fake_labels, class_names)
     if inception is not None:
         real_i, fake_i = (inception_features(inception, x, 64, device) for x in (real, fake))

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ganaug.classify.train import predict_proba
+from ganaug.progress import progress
 from ganaug.quality.suite import ssim_likeness_values
 
 # (images (N, 1, H, W) uint8, intended class) -> (N,) scores; higher = more likely kept
@@ -95,6 +96,7 @@ def draw_filtered(
     are the first that pass, in draw order. Raises FilterError when `max_draws` x the count is
     drawn without enough passing."""
     drawn, drawn_labels, drawn_scores, drawn_kept = [], [], [], []
+    bar = progress(total=sum(counts.values()), desc=f"filter {filter_name}: kept", unit="img")
     for c, wanted in counts.items():
         if wanted == 0:
             continue
@@ -119,5 +121,8 @@ def draw_filtered(
             n_kept += int(take.sum())
             n_drawn += n
             round_index += 1
+            bar.update(int(take.sum()))
+            bar.set_postfix(cls=c, drawn=n_drawn, acceptance=f"{n_kept / n_drawn:.3f}", refresh=False)
+    bar.close()
     return FilteredDraw(np.concatenate(drawn), np.concatenate(drawn_labels), np.concatenate(drawn_scores),
                         np.concatenate(drawn_kept))

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ganaug.data.leakage import DUPLICATE_SHARE_WARNING, duplicate_groups
+from ganaug.progress import QUIET_BELOW, progress
 
 PIXEL_SPACE = "pixel"  # report.space of pixel audits; feature audits use the extractor name
 DEFAULT_QUANTILE = 0.01
@@ -104,7 +105,9 @@ def nearest_training_distances(
     training_sq = np.einsum("md,md->m", training, training)  # (M,)
     distances = np.empty(len(queries), dtype=np.float64)
     indices = np.empty(len(queries), dtype=np.int64)
-    for start in range(0, len(queries), chunk):
+    bar = progress(range(0, len(queries), chunk), desc=f"nearest of {len(training)} training images", unit="chunk",
+                   disable=len(queries) * training.size < QUIET_BELOW)
+    for start in bar:
         block = queries[start : start + chunk]  # (B, D)
         # squared distances up to the per-row constant ||q||², which does not move the argmin
         partial_sq = training_sq[None, :] - 2.0 * (block @ training.T)  # (B, M)
@@ -116,6 +119,7 @@ def nearest_training_distances(
         nearest = np.argmin(partial_sq, axis=1)  # (B,)
         indices[start : start + len(block)] = nearest
         distances[start : start + len(block)] = np.linalg.norm(block - training[nearest], axis=1)
+    bar.close()
     return distances, indices
 
 

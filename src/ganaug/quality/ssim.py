@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from ganaug.progress import QUIET_BELOW, progress
+
 SSIM_SIGMA = 1.5
 # Window side that sigma implies (truncated at 3.5 sigma, as skimage and torchmetrics do)
 SSIM_WINDOW = 2 * int(3.5 * SSIM_SIGMA + 0.5) + 1  # 11
@@ -147,7 +149,9 @@ def max_ssim_to_set(fake_uint8: np.ndarray, real_uint8: np.ndarray, pairs_per_bl
     best_index = np.zeros(len(fake), dtype=np.int64)
     real_block = max(1, min(len(real), pairs_per_block))
     fake_block = max(1, pairs_per_block // real_block)
-    for fs in range(0, len(fake), fake_block):
+    bar = progress(range(0, len(fake), fake_block), desc=f"max SSIM of {len(fake)} images to {len(real)}", unit="block",
+                   disable=len(fake) * len(real) * height * width < QUIET_BELOW)
+    for fs in bar:
         f = slice(fs, fs + fake_block)
         for rs in range(0, len(real), real_block):
             r = slice(rs, rs + real_block)
@@ -162,4 +166,5 @@ def max_ssim_to_set(fake_uint8: np.ndarray, real_uint8: np.ndarray, pairs_per_bl
             better = block_value > best[f]
             best[f] = np.where(better, block_value, best[f])
             best_index[f] = np.where(better, block_best + rs, best_index[f])
+    bar.close()
     return best, best_index

@@ -24,6 +24,7 @@ from ganaug.quality.manifold import manifold_hits
 from ganaug.quality.memorisation import MemorisationReport, audit_features, audit_pixels
 from ganaug.quality.msssim import ms_ssim_pairs
 from ganaug.quality.ssim import max_ssim_to_set, random_pair_scores, ssim_pairs
+from ganaug.tracking.mlflow_utils import metric_key
 
 PAIRS = 200  # random (generated, real) pairs for SSIM and MS-SSIM
 KD_SUBSETS = 50  # kernel-distance subsets (random subsets of up to 1000 per set)
@@ -111,7 +112,7 @@ def label_fidelity(predicted: np.ndarray, intended: np.ndarray, class_names: lis
     """Fraction of class-c samples the reference classifier assigns to class c (per class and overall)."""
     out = {"label_fidelity": float((predicted == intended).mean())}
     for c in np.unique(intended):
-        out[f"label_fidelity_{class_names[c]}"] = float((predicted[intended == c] == c).mean())
+        out[f"label_fidelity_{metric_key(class_names[c])}"] = float((predicted[intended == c] == c).mean())
     return out
 
 

@@ -1,6 +1,8 @@
 """Stage `evaluate`: Model A (real only) against Model B (real + synthetic) on the untouched
 real test split: mean and spread over seeds, and a paired bootstrap confidence interval of
-the difference B - A over test images."""
+the difference B - A over test images. The full record goes to `reports/evaluation.json`
+(with the MLflow runs it compared), the differences and intervals to `metrics/evaluation.json`,
+the comparison to the MLflow run as a table."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from ganaug.config import EvaluateConfig, Params, flatten
 from ganaug.data.packed import read_meta
 from ganaug.io import write_json
 from ganaug.stages import paths
-from ganaug.stages.train_classifier import ARMS, PREDICTIONS_FILE
-from ganaug.tracking import mlflow_utils, runs
+from ganaug.stages.train_classifier import ARMS, METRICS_FILE, PREDICTIONS_FILE
+from ganaug.tracking import mlflow_utils, runs, summaries
+from ganaug.tracking.mlflow_utils import metric_key
 
 # Metrics on a batch of resamples: labels (B, N) int, proba (B, N, K) -> (B,) values.
 # Vectorised so a 2000-resample paired bootstrap takes seconds; tests check them against sklearn.
@@ -66,7 +69,7 @@ def compared_metrics(minority: int, class_names: list[str]) -> dict[str, BatchMe
         "balanced_accuracy": batch_balanced_accuracy,
         "accuracy": batch_accuracy,
         "roc_auc": batch_roc_auc,
-        f"recall_{class_names[minority]}": lambda y, p: batch_recall(y, p, minority),
+        f"recall_{metric_key(class_names[minority])}": lambda y, p: batch_recall(y, p, minority),
     }
 
 
@@ -176,6 +179,31 @@ def comparison_table(result: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def comparison_records(result: dict[str, Any]) -> pd.DataFrame:
+    """The comparison as numbers, one row per metric (MLflow's table view): each arm's mean and
+    std over seeds, then every number of the metric's `difference` record (B - A, intervals, …)."""
+    rows = []
+    for name, diff in result["difference"].items():
+        row: dict[str, Any] = {"metric": name}
+        for arm, label in (("real", "A_real"), ("augmented", "B_augmented")):
+            row |= {f"{label}_mean": result["arms"][arm][name]["mean"], f"{label}_std": result["arms"][arm][name]["std"]}
+        row |= {("B_minus_A" if k == "augmented_minus_real" else k): v for k, v in diff.items()}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compared_runs() -> dict[str, Any]:
+    """The MLflow runs behind each arm's predictions (from train_classifier's record), for lineage."""
+    found = {}
+    for arm in ARMS:
+        path = paths.classifier_dir(arm) / METRICS_FILE
+        if path.is_file():
+            record = json.loads(path.read_text())
+            found[arm] = {"parent": record.get("mlflow_run_id"),
+                         "seeds": {s: r.get("mlflow_run_id") for s, r in record.get("seeds", {}).items()}}
+    return found
+
+
 def main(params: Params) -> None:
     cfg = params.evaluate
     meta = read_meta(paths.PREPARED)
@@ -193,6 +221,7 @@ def main(params: Params) -> None:
     result["synthetic_counts"] = manifest["counts"]
     caveat = balance_caveat(dict(zip(class_names, train_counts)), manifest["counts"])
     result["caveats"] = [c for c in (result.get("warning"), caveat) if c]
+    result["mlflow_runs"] = compared_runs()
     table = comparison_table(result)
     print(table.to_string(index=False))
     print(f"intervals: {result['interval']}; verdict from the {result['corrected_ci_level']:.1%} interval "
@@ -200,20 +229,23 @@ def main(params: Params) -> None:
     for note in result["caveats"]:
         print(f"caveat: {note}")
 
-    flat = {f"{arm}.{name}": v["mean"] for arm, ms in result["arms"].items() for name, v in ms.items()}
-    flat |= {f"diff.{name}": d["augmented_minus_real"] for name, d in result["difference"].items()}
-    flat |= {f"diff.{name}.ci_low": d["ci_low"] for name, d in result["difference"].items()}
-    flat |= {f"diff.{name}.ci_high": d["ci_high"] for name, d in result["difference"].items()}
-    write_json(paths.METRICS / "evaluation.json", result)
+    # MLflow charts: one per arm mean and per difference (intervals are in the table, not charts)
+    flat = {f"{arm}/{name}": v["mean"] for arm, ms in result["arms"].items() for name, v in ms.items()}
+    flat |= {f"diff/{name}": d["augmented_minus_real"] for name, d in result["difference"].items()}
+    write_json(paths.REPORTS / "evaluation.json", result)
+    write_json(paths.METRICS / "evaluation.json", summaries.evaluation_summary(result))
     paths.PLOTS.mkdir(parents=True, exist_ok=True)
     _write_plots(labels, arms, class_names)
 
     mlflow_utils.setup()
     predictions = {arm: hashlib.sha256((paths.classifier_dir(arm) / PREDICTIONS_FILE).read_bytes()).hexdigest() for arm in ARMS}
     key = runs.input_key(evaluate=flatten(cfg, "evaluate"), data=meta["dataset_hash"], predictions=predictions)
-    with runs.start_run("evaluate", key, run_name="evaluate", tags=mlflow_utils.lineage_tags("evaluate", meta)):
+    compared = {f"runs.{arm}": str(r["parent"]) for arm, r in result["mlflow_runs"].items()}
+    name = mlflow_utils.unique_run_name("evaluate", {"evaluate": flatten(cfg), "runs": result["mlflow_runs"]})
+    with runs.start_run("evaluate", key, run_name=name, tags=mlflow_utils.lineage_tags("evaluate", meta, **compared)):
         mlflow.log_params(flatten(cfg, "evaluate") | {"synthetic.counts": str(manifest["counts"])})
-        mlflow.log_metrics({k.replace("@", "_"): v for k, v in flat.items() if np.isfinite(v)})
+        mlflow.log_metrics({k: v for k, v in flat.items() if np.isfinite(v)})
+        mlflow.log_table(comparison_records(result), "comparison.json")  # Model A vs B, in the run's Artifacts
         mlflow.log_text(table.to_string(index=False), "comparison.txt")
         mlflow.log_dict(result, "evaluation.json")
 

@@ -10,6 +10,7 @@ GAN = Path("models/gan")  # generator.pt, resolved config, figures
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 LEAKAGE_REPORT = Path("reports/leakage")  # every duplicate pair + contact sheet, outside DVC outputs (also on failure)
+REPORTS = Path("reports")  # full records beside the DVC metrics summaries (evaluate's)
 CACHE = Path(".ganaug")  # resumable checkpoints and feature caches, outside DVC outputs
 
 

@@ -27,6 +27,7 @@ from ganaug.quality.suite import likeness_summary, memorisation, ssim_likeness_v
 from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference  # noqa: E402
 from ganaug.tracking import mlflow_utils, runs  # noqa: E402
+from ganaug.tracking.mlflow_utils import metric_key  # noqa: E402
 
 SYNTHETIC_FILE = "synthetic.npz"
 MANIFEST_FILE = "manifest.json"
@@ -127,12 +128,13 @@ def main(params: Params) -> None:
     }
     mlflow_utils.setup()
     key = runs.input_key(synthesize=flatten(cfg, "synthesize"), data=meta["dataset_hash"], generator=manifest["generator_sha256"])
-    with runs.start_run("synthesize", key, run_name="synthesize", tags=mlflow_utils.lineage_tags("synthesize", meta, **{
+    name = mlflow_utils.unique_run_name("synthesize", {"synthesize": flatten(cfg), "generator": manifest["generator_sha256"]})
+    with runs.start_run("synthesize", key, run_name=name, tags=mlflow_utils.lineage_tags("synthesize", meta, **{
             "synthetic.generator_run_id": str(generator.info.get("mlflow_run_id"))})):
-        mlflow.log_params(flatten(cfg, "synthesize") | {f"synthetic.n_{k}": v for k, v in manifest["counts"].items()})
+        mlflow.log_params(flatten(cfg, "synthesize") | {f"synthetic.n_{metric_key(k)}": v for k, v in manifest["counts"].items()})
         mlflow.log_metrics(audit | likeness | unfiltered)
         if draw is not None:
-            mlflow.log_metrics({f"filter_acceptance_{name}": s["acceptance"] for name, s in manifest["filter"]["per_class"].items()})
+            mlflow.log_metrics({f"filter_acceptance_{metric_key(c)}": s["acceptance"] for c, s in manifest["filter"]["per_class"].items()})
         with atomic_dir(paths.SYNTHETIC) as tmp:
             np.savez(tmp / SYNTHETIC_FILE, images=images, labels=labels)
             write_json(tmp / MANIFEST_FILE, manifest)

@@ -49,10 +49,12 @@ from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.checks import require_classes_to_condition_on, require_single_label  # noqa: E402
 from ganaug.stages.real_features import load_real_inception  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference, stats_path  # noqa: E402
-from ganaug.tracking import mlflow_utils, pyfunc_generator, runs  # noqa: E402
+from ganaug.tracking import mlflow_utils, pyfunc_generator, runs, summaries  # noqa: E402
+from ganaug.tracking.mlflow_utils import metric_key  # noqa: E402
 
 EVAL_SEED = 20_240_601  # fixed noise for evaluations and sample grids: epochs stay comparable
 GRID_SIZE = 64
+QUALITY_FILE = "quality.json"  # the final evaluation in full (metrics/gan.json keeps a summary)
 SHOWN = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "ssim_real_fake", "label_fidelity",
          "fid_inception", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate")  # printed each evaluation
 
@@ -142,7 +144,7 @@ class QualityEvaluator:
             all_real = np.concatenate([self.real_features[c] for c in classes])
             out = feature_metrics(FeatureSet("domain", self.extractor, all_real, features), with_ci=final, seed=epoch)
             for c in classes:
-                name = self.dataset.class_names[c]
+                name = metric_key(self.dataset.class_names[c])
                 out |= {f"{k}_{name}": v for k, v in {**per_class[c], **pixels[c]}.items()}
             for key in ("ssim_real_fake", "ms_ssim_real_fake"):
                 out[key] = float(np.mean([pixels[c][key] for c in classes]))
@@ -198,7 +200,9 @@ def log_missing_history(run_id: str, state: dict[str, Any], cfg: GANConfig, data
     but the run lacks, as `on_epoch_end` would have (only the checkpoint's own epoch can be
     missing its grid: its generator is the one the checkpoint holds)."""
     logged = runs.log_missing_metrics(run_id, state["losses"], "step", skip=("epoch",))
-    logged += runs.log_missing_metrics(run_id, state["quality"], "epoch")
+    values = [mlflow_utils.split_intervals({k: v for k, v in q.items() if k != "epoch"})[0] | {"epoch": q["epoch"]}
+              for q in state["quality"]]  # interval bounds go to a table, as on_epoch_end logs them
+    logged += runs.log_missing_metrics(run_id, values, "epoch")
     evaluated = {int(q["epoch"]) for q in state["quality"]}
     if state["epoch"] in evaluated - runs.logged_image_steps(run_id, "samples"):
         generator = checkpoint_generator(state, cfg).to(device)
@@ -233,11 +237,17 @@ def main(params: Params) -> None:
         print(f"resuming GAN training from {checkpoint} (epoch {previous['epoch']}/{cfg.epochs})")
     tags = mlflow_utils.lineage_tags("train_gan", meta, **{"gan.arch": cfg.arch, "gan.mode": cfg.mode, "gan.loss": cfg.loss,
                                                             "gan.augment": cfg.augment})
-    with runs.start_run("train_gan", key, run_id=run_id, run_name=None if run_id else f"train_gan-{cfg.arch}-{cfg.mode}",
-                        tags=tags) as run:
+    name = None if run_id else mlflow_utils.unique_run_name(f"train_gan-{cfg.arch}", {"gan": flatten(cfg), "data": meta["dataset_hash"]})
+    with runs.start_run("train_gan", key, run_id=run_id, run_name=name, tags=tags) as run:
         if previous:
             log_missing_history(run.info.run_id, previous, cfg, data, device)
         if run_id is None:
+            if data.n_classes:  # the whole train split
+                mlflow_utils.log_split(meta, "train", data.images, data.labels, "training")
+            else:  # one class of it: its own name, and a digest MLflow computes from the images
+                minority = metric_key(dataset.class_names[data.trained_classes[0]])
+                mlflow_utils.log_dataset(data.images, None, f"{meta['source'].get('name')}-train-{minority}",
+                                         "data/prepared", None, "training")
             mlflow.log_params({
                 **flatten(cfg, "gan"), **describe(device),
                 "data.n_train_images_gan": len(data.images),
@@ -249,8 +259,11 @@ def main(params: Params) -> None:
         def on_epoch_end(report: EpochReport) -> None:
             step_keys = [k for k in report.losses[0] if k not in ("step", "epoch")] if report.losses else []
             mlflow_utils.log_step_metrics(report.losses, step_keys)  # losses, D outputs [, loss terms, ADA p and r_t]
-            if report.quality is not None:
-                mlflow.log_metrics(report.quality, step=report.epoch)
+            if report.quality is not None:  # interval bounds go to a table, not one-point charts
+                values, intervals = mlflow_utils.split_intervals(report.quality)
+                mlflow.log_metrics(values, step=report.epoch)
+                if intervals:
+                    mlflow.log_table(pd.DataFrame(intervals).assign(epoch=report.epoch), "quality_intervals.json")
                 mlflow.log_image(sample_grid(report.generator, data, device), key="samples", step=report.epoch)
                 summary = ", ".join(f"{k}={report.quality[k]:.4g}" for k in SHOWN if k in report.quality)
                 print(f"epoch {report.epoch}/{cfg.epochs}: {summary}")
@@ -294,7 +307,8 @@ def main(params: Params) -> None:
             metrics["augment_p"] = result.augment_p
             mlflow.log_metric("augment_p", result.augment_p)
         mlflow.log_metric("train_images_per_second", images_per_second)
-        write_json(paths.METRICS / "gan.json", metrics)
+        write_json(out / QUALITY_FILE, metrics)
+        write_json(paths.METRICS / "gan.json", summaries.gan_summary(metrics))
 
         info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution, data.trained_classes[0])
         version = info.registered_model_version

@@ -21,10 +21,11 @@ from ganaug.io import atomic_dir, write_json
 from ganaug.quality.frechet import FeatureStats, feature_stats
 from ganaug.stages import paths
 from ganaug.stages.checks import require_single_label
-from ganaug.tracking import mlflow_utils, runs
+from ganaug.tracking import mlflow_utils, runs, summaries
 
 MODEL_FILE = "model.pt"
 REAL_FEATURES_FILE = "real_features_train.npy"  # (N_train, D) float64, train-split order
+METRICS_FILE = "metrics.json"  # every validation metric (metrics/reference.json keeps a summary)
 
 
 def extractor_name(arch: str, dataset_hash: str) -> str:
@@ -62,13 +63,17 @@ def main(params: Params) -> None:
 
     mlflow_utils.setup()
     key = runs.input_key(reference=flatten(cfg, "reference"), data=meta["dataset_hash"], device=params.classifier.device)
-    with runs.start_run("train_reference", key, run_name="train_reference", tags=mlflow_utils.lineage_tags("train_reference", meta)):
+    name = mlflow_utils.unique_run_name(f"train_reference-{cfg.arch}", {"reference": flatten(cfg), "data": meta["dataset_hash"]})
+    with runs.start_run("train_reference", key, run_name=name, tags=mlflow_utils.lineage_tags("train_reference", meta)):
         mlflow.log_params({**flatten(cfg, "reference"), **describe(device)})
+        mlflow_utils.log_split(meta, "train", dataset.train.images, dataset.train.labels, "training")
+        mlflow_utils.log_split(meta, "val", dataset.val.images, dataset.val.labels, "validation")
         result = train_classifier(
             dataset.train.images, dataset.train.labels, dataset.val.images, dataset.val.labels,
             dataset.n_classes, cfg.arch, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay,
             cfg.patience, cfg.seed, device,
             on_epoch_end=lambda r: mlflow.log_metrics({k: v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])),
+            desc="reference",
         )
         val = classification_metrics(dataset.val.labels, predict_proba(result.model, dataset.val.images, device), dataset.class_names)
         features = extract_features(result.model, dataset.train.images, device)
@@ -84,7 +89,8 @@ def main(params: Params) -> None:
         metrics = {f"val_{k}": v for k, v in scalar_metrics(val).items()} | {"best_epoch": result.best_epoch}
         mlflow.log_metrics(metrics)
         mlflow.set_tag("feature_extractor", extractor)
-        write_json(paths.METRICS / "reference.json", metrics)
+        write_json(out / METRICS_FILE, metrics)
+        write_json(paths.METRICS / "reference.json", summaries.reference_summary(metrics))
     print(f"reference classifier: val balanced accuracy {val['balanced_accuracy']:.3f}, extractor {extractor}")
 
 

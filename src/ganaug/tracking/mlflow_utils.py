@@ -1,4 +1,6 @@
-"""MLflow set-up shared by every stage: an absolute tracking URI, lineage tags, batched metrics.
+"""MLflow set-up shared by every stage: an absolute tracking URI, lineage tags, batched metrics,
+and what makes the UI readable: the experiment opens in MLflow 3's training view, runs get short
+unique names, class names become valid metric keys, data sets are logged as run inputs.
 
 DVC experiment runs can execute in temporary copies of the repository under
 `.dvc/tmp/exps/`; a relative `sqlite:///mlflow.db` would be created there and lost, so the
@@ -10,10 +12,15 @@ race to create MLflow's tables.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import re
 import sqlite3
 import subprocess
 import time
+import unicodedata
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,10 +30,15 @@ from urllib.request import url2pathname
 import filelock
 import mlflow
 import sqlalchemy.exc
+import mlflow.data
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 EXPERIMENT = "ganaug"
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, an assistant);
+# "custom_model_development" is the value its experiment-type selector writes for model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 _DVC_TEMP_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 STORE_LOCK_TIMEOUT_S = 600  # creating MLflow's tables takes seconds; minutes mean a hung holder
@@ -144,7 +156,8 @@ def _open_sqlite_store(uri: str, db: Path, experiment: str) -> str:
                 check_artifact_root(found.artifact_location, db, experiment)
                 return found.experiment_id
             artifacts = (db.parent / "mlartifacts").as_uri()  # beside the database, at an absolute path
-            return client.create_experiment(experiment, artifact_location=artifacts)
+            return client.create_experiment(experiment, artifact_location=artifacts,
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
     except filelock.Timeout as exc:
         raise StoreError(f"MLflow store {str(db)!r}: another process has held {lock.lock_file!r} for "
                          f"{STORE_LOCK_TIMEOUT_S} s; is a stage hung? Remove the lock file if no stage runs") from exc
@@ -167,11 +180,95 @@ def setup(experiment: str = EXPERIMENT) -> str:
             exp_id = found.experiment_id
         else:
             try:
-                exp_id = mlflow.create_experiment(experiment)
+                exp_id = mlflow.create_experiment(experiment, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
             except mlflow.exceptions.MlflowException:  # created concurrently by another stage
                 exp_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    mark_model_training(exp_id)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def mark_model_training(experiment_id: str) -> None:
+    """Tag the experiment as model training (also one created before this tag existed)."""
+    client = MlflowClient()
+    if client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+
+
+_UNSAFE_IN_KEY = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def metric_key(name: str) -> str:
+    """A class (or other free-text) name as part of an MLflow metric or param key.
+
+    MLflow accepts letters, digits, `_ - . / :` and spaces; MedMNIST's names hold commas and
+    parentheses ("normal, benign"). Accents are dropped, and every run of other characters
+    (dots and slashes too: they mean nesting to DVC and to MLflow's chart groups) becomes one
+    `_`: "normal, benign" -> "normal_benign"."""
+    ascii_name = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()
+    key = _UNSAFE_IN_KEY.sub("_", ascii_name).strip("_")
+    if not key:
+        raise ValueError(f"name {name!r} has no letter or digit to make a metric key from")
+    return key
+
+
+def inputs_digest(inputs: Any) -> str:
+    """A short digest of a run's inputs (config, data hashes, …) as JSON: equal inputs, equal digest."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def unique_run_name(base: str, inputs: Any) -> str:
+    """`<base>-<digest of inputs>`, with `-2`, `-3`… when the experiment already holds that name
+    (a forced rerun of the same inputs): runs of different inputs never share a name."""
+    name = f"{base}-{inputs_digest(inputs)}"
+    taken = {run.info.run_name for run in
+             mlflow.search_runs(filter_string=f"attributes.run_name LIKE '{name}%'", output_format="list")}
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+DATASET_DIGEST_CHARS = 16  # MLflow keeps at most 36 characters of a dataset digest
+
+
+def log_dataset(images: Any, labels: Any, name: str, source: str, digest: str | None, context: str,
+                **tags: str) -> None:
+    """Log arrays as an input of the active run (the runs table's Dataset column): `digest` is
+    the content hash the data carries (meta.json), or None to let MLflow hash the arrays."""
+    with warnings.catch_warnings():  # a local path matches MLflow's local source class twice: harmless
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        dataset = mlflow.data.from_numpy(images, targets=labels, source=source, name=name,
+                                         digest=digest[:DATASET_DIGEST_CHARS] if digest else None)
+    mlflow.log_input(dataset, context=context, tags=tags or None)
+
+
+def log_split(data_meta: dict[str, Any], split: str, images: Any, labels: Any, context: str, **tags: str) -> None:
+    """One split of the prepared data set as a run input: named `<source>-<split>`, digest = the
+    split's content hash from meta.json, source = data/prepared."""
+    log_dataset(images, labels, f"{data_meta['source'].get('name')}-{split}", "data/prepared",
+                data_meta["content_hash"][split], context, **tags)
+
+
+_INTERVAL_BOUND = re.compile(r"^(?P<metric>.+)_ci_(?P<side>low|high)(?P<suffix>_.+)?$")  # x_ci_low, x_ci_low_<class>
+
+
+def split_intervals(metrics: dict[str, float]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """(metrics without interval bounds, one row per interval): `x_ci_low`/`x_ci_high` (also a
+    class's `x_ci_low_<class>`) would each be a one-point chart in MLflow; as rows
+    (metric, value, ci_low, ci_high) they form one table."""
+    values, rows = {}, {}
+    for key, value in metrics.items():
+        bound = _INTERVAL_BOUND.match(key)
+        if bound is None:
+            values[key] = value
+            continue
+        metric = bound["metric"] + (bound["suffix"] or "")
+        rows.setdefault(metric, {"metric": metric, "value": None, "ci_low": None, "ci_high": None})[f"ci_{bound['side']}"] = value
+    for metric, row in rows.items():
+        row["value"] = values.get(metric)
+    return values, [rows[m] for m in sorted(rows)]
 
 
 def _git_commit(root: Path) -> str:
