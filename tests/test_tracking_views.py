@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import medmnist
 import mlflow
@@ -80,7 +81,8 @@ def test_setup_marks_new_and_existing_experiments_as_model_training(store, monke
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     client = mlflow.MlflowClient()
     new_id = mlflow_utils.setup("views-new")
-    old_id = client.create_experiment("views-old")  # made before the tag existed: GenAI view in MLflow 3
+    artifacts = (Path(store.removeprefix("sqlite:///")).parent / "mlartifacts-old").as_uri()  # beside the store
+    old_id = client.create_experiment("views-old", artifact_location=artifacts)  # made before the tag existed
     assert mlflow_utils.EXPERIMENT_KIND_TAG not in client.get_experiment(old_id).tags
     assert mlflow_utils.setup("views-old") == old_id
     for exp_id in (new_id, old_id):
