@@ -164,6 +164,7 @@ CASES = [
     (CLASSIFIER, truncated, SYNTHESIZE, "is not a readable torch file"),
     (CLASSIFIER, without("arch"), SYNTHESIZE, r"lacks keys ['arch']; expected a ganaug classifier file"),
     (CLASSIFIER, with_value("arch", "no_such_net"), SYNTHESIZE, "describes a network this version cannot build (arch='no_such_net': expected 'simple_cnn' or a timm model name"),
+    (CLASSIFIER, with_value("info", {}), SYNTHESIZE, "has no info.extractor: expected the reference network"),
     (CLASSIFIER, with_value("n_classes", 5), SYNTHESIZE, "does not match its arch='simple_cnn' network (Error(s) in loading state_dict for SimpleCNN: size mismatch"),
     (CHECKPOINT, malicious_torch_save, None, "refuses (Trying to load unsupported GLOBAL posix.system"),
     (CHECKPOINT, malicious_raw_pickle, None, "safe (weights-only) loader refuses"),

@@ -21,6 +21,7 @@ from ganaug.io import atomic_dir, write_json
 from ganaug.quality.frechet import FeatureStats, feature_stats
 from ganaug.stages import paths
 from ganaug.stages.checks import require_single_label
+from ganaug.torchfile import BadFileError
 from ganaug.tracking import mlflow_utils, runs, summaries
 
 MODEL_FILE = "model.pt"
@@ -49,8 +50,13 @@ def real_feature_stats(features: np.ndarray, dataset: PackedDataset, extractor: 
 
 def load_reference(reference_dir: Path, device: torch.device) -> tuple[torch.nn.Module, str]:
     """(reference model, extractor name) from a train_reference output directory."""
-    model, blob = load_classifier(reference_dir / MODEL_FILE, device)
-    return model, blob["info"]["extractor"]
+    path = reference_dir / MODEL_FILE
+    model, blob = load_classifier(path, device)
+    extractor = blob["info"].get("extractor") if isinstance(blob["info"], dict) else None
+    if not isinstance(extractor, str):
+        raise BadFileError(f"classifier file {str(path)!r} has no info.extractor: expected the reference network "
+                           "written by the train_reference stage (rerun it)")
+    return model, extractor
 
 
 def main(params: Params) -> None:
