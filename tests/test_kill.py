@@ -33,7 +33,7 @@ KILLED_ATTEMPTS = [
     (["train-gan"], "gan_checkpoint_saved:1"),  # epoch 1 checkpointed, not yet logged to MLflow
     (["train-gan"], "atomic_dir:gan"),  # models/gan written in its temp folder, not yet in place
     (["train-gan", "synthesize"], "atomic_dir:synthetic"),  # synthesize's run open, its output not in place
-    (["synthesize", "train-classifier --arm real"], "run_started:train_classifier_real@2"),  # seed 0 done, seed 1 started
+    (["synthesize", "train-classifier --arm real"], "run_started:train_classifier_real@3"),  # arm run, seed 0 done, seed 1 started
     (["train-classifier --arm real"], None),
 ]
 
@@ -171,7 +171,7 @@ def test_killed_stages_rerun_to_the_uninterrupted_result(tmp_path):
     assert [t.split(".tmp-")[0] for t in after["atomic_dir:gan"]["temps"]] == ["models/.gan"]
     assert after["atomic_dir:synthetic"]["running"] == 1
     assert [t.split(".tmp-")[0] for t in after["atomic_dir:synthetic"]["temps"]] == ["data/.synthetic"]
-    assert [t.split(".tmp-")[0] for t in after["run_started:train_classifier_real@2"]["temps"]] == ["models/.classifier_real"]
+    assert [t.split(".tmp-")[0] for t in after["run_started:train_classifier_real@3"]["temps"]] == ["models/.classifier_real"]
     # after the reruns: no debris, no RUNNING run
     assert outcomes[-1]["temps"] == [] and outcomes[-1]["running"] == 0
 
@@ -193,7 +193,7 @@ def test_killed_stages_rerun_to_the_uninterrupted_result(tmp_path):
     assert "memorisation_closest_pairs.png" in {a.path for a in client_killed.list_artifacts(gan_killed.info.run_id)}
     mlflow.set_tracking_uri(None)
     killed_runs = client_killed.search_runs([client_killed.get_experiment_by_name("ganaug").experiment_id], "attributes.status = 'KILLED'")
-    assert sorted(r.data.tags["ganaug.stage"] for r in killed_runs) == ["synthesize", "train_classifier_real", "train_gan"]
+    assert sorted(r.data.tags["ganaug.stage"] for r in killed_runs) == ["synthesize", "train_classifier_real", "train_classifier_real", "train_gan"]  # the arm run and its seed 1
 
     # identical outputs
     assert sorted(p.name for p in (killed / "models/gan").iterdir()) == sorted(p.name for p in (reference / "models/gan").iterdir())

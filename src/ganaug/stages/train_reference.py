@@ -84,7 +84,9 @@ def main(params: Params) -> None:
         val = classification_metrics(dataset.val.labels, predict_proba(result.model, dataset.val.images, device), dataset.class_names)
         features = extract_features(result.model, dataset.train.images, device)
         stats = real_feature_stats(features, dataset, extractor)
+        metrics = {f"val_{k}": v for k, v in scalar_metrics(val).items()} | {"best_epoch": result.best_epoch}
         with atomic_dir(paths.REFERENCE) as out:  # all of models/reference or nothing
+            write_json(out / METRICS_FILE, metrics)
             np.save(out / REAL_FEATURES_FILE, features)
             for class_index, s in stats.items():
                 s.save(stats_path(out, class_index))
@@ -92,10 +94,8 @@ def main(params: Params) -> None:
                 result.model, out / MODEL_FILE, cfg.arch, dataset.n_classes, dataset.class_names, dataset.image_shape[0],
                 {"extractor": extractor, "best_epoch": result.best_epoch, "dataset_hash": meta["dataset_hash"]},
             )
-        metrics = {f"val_{k}": v for k, v in scalar_metrics(val).items()} | {"best_epoch": result.best_epoch}
         mlflow.log_metrics(metrics)
         mlflow.set_tag("feature_extractor", extractor)
-        write_json(out / METRICS_FILE, metrics)
         write_json(paths.METRICS / "reference.json", summaries.reference_summary(metrics))
     print(f"reference classifier: val balanced accuracy {val['balanced_accuracy']:.3f}, extractor {extractor}")
 
