@@ -16,6 +16,7 @@ from sklearn.metrics import roc_curve
 from ganaug.config import EvaluateConfig, Params, flatten
 from ganaug.data.packed import read_meta
 from ganaug.io import write_json
+from ganaug.quality.gate import gate_summary
 from ganaug.stages import paths
 from ganaug.stages.train_classifier import ARMS, PREDICTIONS_FILE
 from ganaug.tracking import mlflow_utils
@@ -139,8 +140,11 @@ def main(params: Params) -> None:
     result = compare_arms(labels, arms, cfg, minority, class_names)
     manifest = json.loads((paths.SYNTHETIC / "manifest.json").read_text())
     result["synthetic_counts"] = manifest["counts"]
+    result["quality_gate"] = manifest.get("quality_gate") or {"recorded": False}
+    result["quality_gate"]["summary"] = gate_summary(manifest.get("quality_gate"))
     table = comparison_table(result)
     print(table.to_string(index=False))
+    print(result["quality_gate"]["summary"])
 
     flat = {f"{arm}.{name}": v["mean"] for arm, ms in result["arms"].items() for name, v in ms.items()}
     flat |= {f"diff.{name}": d["augmented_minus_real"] for name, d in result["difference"].items()}

@@ -41,6 +41,7 @@ from ganaug.quality.inception import (  # noqa: E402
     load_fid_inception,
     load_inception_fc,
 )
+from ganaug.quality.diversity import diversity_metrics  # noqa: E402
 from ganaug.quality.memorisation import MemorisationReport, closest_pairs_grid  # noqa: E402
 from ganaug.quality.suite import FeatureSet, feature_metrics, label_fidelity, memorisation, pixel_metrics  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
@@ -51,7 +52,8 @@ from ganaug.tracking import mlflow_utils, pyfunc_generator  # noqa: E402
 
 EVAL_SEED = 20_240_601  # fixed noise for evaluations and sample grids: epochs stay comparable
 GRID_SIZE = 64
-SHOWN = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "ssim_real_fake", "label_fidelity",
+SHOWN = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain", "diversity_domain",
+         "diversity_pixel", "ssim_real_fake", "label_fidelity",
          "fid_inception", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate")  # printed each evaluation
 
 
@@ -91,6 +93,9 @@ class QualityEvaluator:
     - fid_inception, kid_inception, …_inception: only when pytorch-fid's weights are present.
     - ssim_real_fake, ms_ssim_real_fake: random (generated, real) pairs of the same class.
     - label_fidelity: share of samples the reference classifier assigns to the intended class.
+    - diversity_domain, diversity_pixel: spread of the samples over the spread of the real
+      images of their class (`ganaug.quality.diversity`; 0 = one image repeated, ~1 = real-like);
+      the lowest class without suffix. gan.min_diversity stops a collapsed run on it.
     """
 
     def __init__(self, dataset: PackedDataset, data: GANData, reference: torch.nn.Module, extractor: str,
@@ -144,6 +149,7 @@ class QualityEvaluator:
                 out |= {f"{k}_{name}": v for k, v in {**per_class[c], **pixels[c]}.items()}
             for key in ("ssim_real_fake", "ms_ssim_real_fake"):
                 out[key] = float(np.mean([pixels[c][key] for c in classes]))
+        out |= diversity_metrics(self.real_features, features, self.real_images, fake, fake_labels, self.dataset.class_names)
         predicted = predict_proba(self.reference, fake, self.device).argmax(1)
         out |= label_fidelity(predicted, fake_labels, self.dataset.class_names)
         if self.inception is not None:
