@@ -53,16 +53,25 @@ def test_diversity_metrics_report_the_lowest_class_and_each_class():
     labels = np.repeat([0, 1], 20)
     out = diversity_metrics(features, image_rows(fake)[:, :10], real, fake, labels, ["normal", "pneumonia"])
     assert out["diversity_pixel_normal"] == pytest.approx(1.0) and out["diversity_pixel_pneumonia"] == 0
-    assert out["diversity_domain"] == 0 and out["diversity_pixel"] == 0  # the collapsed class decides
+    assert out["diversity_domain"] == 0 and out["diversity_pixel"] == 0 and out["diversity"] == 0  # the collapsed class decides
+    assert out["diversity_normal"] == pytest.approx(1.0)
     single = diversity_metrics({0: features[0]}, features[0], {0: real[0]}, real[0], np.zeros(20, int), ["normal"])
-    assert set(single) == {"diversity_domain", "diversity_pixel"}
+    assert set(single) == {"diversity", "diversity_domain", "diversity_pixel"}
+
+
+def test_diversity_is_the_lower_of_features_and_pixels():
+    real = smooth_images(30, 16, 0)
+    near_copies = np.repeat(real[:1], 30, axis=0)  # identical in pixels ...
+    spread_features = np.random.default_rng(0).normal(size=(30, 4))  # ... but spread in features (far off the domain)
+    out = diversity_metrics({0: spread_features}, 3 * spread_features, {0: real}, near_copies, np.zeros(30, int), ["normal"])
+    assert out["diversity_domain"] == pytest.approx(3.0) and out["diversity"] == out["diversity_pixel"] == 0
 
 
 @pytest.mark.parametrize(("values", "expected"), [
     ([0.9, 0.1, 0.2], 2), ([0.1, 0.9], 0), ([], 0), ([0.1, None, 0.1], 1), ([float("nan")], 0)])
 def test_low_streak_counts_the_last_evaluations_below_the_level(values, expected):
-    quality = [{"epoch": i} if v is None else {"epoch": i, "diversity_domain": v} for i, v in enumerate(values)]
-    assert low_streak(quality, "diversity_domain", 0.5) == expected
+    quality = [{"epoch": i} if v is None else {"epoch": i, "diversity": v} for i, v in enumerate(values)]
+    assert low_streak(quality, "diversity", 0.5) == expected
 
 
 def tiny_cfg(**overrides) -> GANConfig:
@@ -72,15 +81,15 @@ def tiny_cfg(**overrides) -> GANConfig:
 
 
 def scripted_evaluation(values: list[float]):
-    """An evaluate callback returning diversity_domain = values[epoch - 1]."""
-    return lambda epoch, generator: {"diversity_domain": values[epoch - 1]}
+    """An evaluate callback returning diversity = values[epoch - 1]."""
+    return lambda epoch, generator: {"diversity": values[epoch - 1]}
 
 
 def test_collapse_stop_rule_warns_then_stops_naming_epoch_value_key_and_last_good_checkpoint(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (16, 1, 28, 28), dtype=np.uint8)
     checkpoint = tmp_path / "c.pt"
-    with pytest.warns(RuntimeWarning, match=r"collapsed at epoch 2: diversity_domain 0.100 < gan.min_diversity=0.5"):
-        with pytest.raises(GANModeCollapseError, match=r"diversity_domain .* was 0.100 \(epoch 2\), 0.050 \(epoch 3\), below "
+    with pytest.warns(RuntimeWarning, match=r"collapsed at epoch 2: diversity 0.100 < gan.min_diversity=0.5"):
+        with pytest.raises(GANModeCollapseError, match=r"diversity .* was 0.100 \(epoch 2\), 0.050 \(epoch 3\), below "
                            r"gan.min_diversity=0.5 .*gan.diversity_evals=2.*stopped at epoch 3. Last good checkpoint: "
                            r".*c.last_diverse.pt \(epoch 1\).*gan.min_diversity=0 turns this check off"):
             training_loop(images, None, 0, tiny_cfg(), checkpoint, CPU, evaluate=scripted_evaluation([0.9, 0.1, 0.05, 0.9, 0.9, 0.9]))

@@ -21,23 +21,23 @@ from ganaug.quality.gate import gate_decision, gate_summary
 
 from conftest import REPO
 
-LEVELS = {"label_fidelity": 0.5, "coverage_domain": 0.2, "diversity_domain": 0.5}
-GOOD = {"label_fidelity": 0.97, "coverage_domain": 0.6, "diversity_domain": 0.9, "fd_domain": 20.0}
+LEVELS = {"label_fidelity": 0.5, "coverage_domain": 0.2, "diversity": 0.5}
+GOOD = {"label_fidelity": 0.97, "coverage_domain": 0.6, "diversity": 0.9, "fd_domain": 20.0}
 # the fresh-clone DCGAN: one image repeated
-COLLAPSED = {"label_fidelity": 0.0, "coverage_domain": 0.01, "diversity_domain": 0.05, "recall_domain": 0.0}
+COLLAPSED = {"label_fidelity": 0.0, "coverage_domain": 0.01, "diversity": 0.05, "recall_domain": 0.0}
 
 
 @pytest.mark.parametrize(("final", "levels", "failures"), [
     (GOOD, LEVELS, []),
     (COLLAPSED, LEVELS, ["label_fidelity 0.000 < synthesize.min_label_fidelity=0.5",
                          "coverage_domain 0.010 < synthesize.min_coverage=0.2",
-                         "diversity_domain 0.050 < synthesize.min_diversity=0.5"]),
-    ({**GOOD, "diversity_domain": 0.3}, LEVELS, ["diversity_domain 0.300 < synthesize.min_diversity=0.5"]),
+                         "diversity 0.050 < synthesize.min_diversity=0.5"]),
+    ({**GOOD, "diversity": 0.3}, LEVELS, ["diversity 0.300 < synthesize.min_diversity=0.5"]),
     ({**GOOD, "label_fidelity": float("nan")}, LEVELS, ["label_fidelity nan < synthesize.min_label_fidelity=0.5"]),
     ({"label_fidelity": 0.9}, LEVELS, ["coverage_domain was not measured (synthesize.min_coverage=0.2)",
-                                       "diversity_domain was not measured (synthesize.min_diversity=0.5)"]),
-    ({}, {"label_fidelity": 0.0, "coverage_domain": 0.0, "diversity_domain": 0.0}, []),  # every level 0: unchecked
-    (COLLAPSED, {"label_fidelity": 0.0, "coverage_domain": 0.0, "diversity_domain": 0.01}, []),
+                                       "diversity was not measured (synthesize.min_diversity=0.5)"]),
+    ({}, {"label_fidelity": 0.0, "coverage_domain": 0.0, "diversity": 0.0}, []),  # every level 0: unchecked
+    (COLLAPSED, {"label_fidelity": 0.0, "coverage_domain": 0.0, "diversity": 0.01}, []),
 ])
 def test_gate_decision(final, levels, failures):
     decision = gate_decision(final, levels)
@@ -47,7 +47,7 @@ def test_gate_decision(final, levels, failures):
 
 def test_gate_summary_says_passed_overridden_or_not_recorded():
     passed = gate_decision(GOOD, LEVELS).record(overridden=False)
-    assert gate_summary(passed) == "quality gate: passed (label_fidelity 0.970, coverage_domain 0.600, diversity_domain 0.900)"
+    assert gate_summary(passed) == "quality gate: passed (label_fidelity 0.970, coverage_domain 0.600, diversity 0.900)"
     overridden = gate_summary(gate_decision(COLLAPSED, LEVELS).record(overridden=True))
     assert overridden.startswith("quality gate overridden (synthesize.override_gate=true): label_fidelity 0.000 <")
     assert "not recorded" in gate_summary(None)
@@ -94,7 +94,7 @@ def write_generator(root: Path, final_quality: dict | None) -> None:
 
 
 @pytest.mark.parametrize(("final", "fragments"), [
-    (COLLAPSED, ["label_fidelity 0.000 < synthesize.min_label_fidelity=0.5", "diversity_domain 0.050 < synthesize.min_diversity=0.5",
+    (COLLAPSED, ["label_fidelity 0.000 < synthesize.min_label_fidelity=0.5", "diversity 0.050 < synthesize.min_diversity=0.4",
                  "models/gan/generator.pt", "synthesize.override_gate=true"]),
     (None, ["label_fidelity was not measured (synthesize.min_label_fidelity=0.5)", "synthesize.override_gate=true"]),
 ])

@@ -162,9 +162,10 @@ class GANConfig:
     ada_kimg: float = 10.0  # ADA: thousands of real images over which p can go from 0 to 1
     ema_kimg: float = 1.0  # half-life of the EMA of G's weights in thousands of images; 0 = off
     collapse_epochs: int = 5  # stop when D's loss stays ~0 (< 1e-3) in every step of this many epochs in a row; 0 = off
-    # stop when the samples' diversity_domain (their spread / the real images' spread; 0 = one image repeated,
-    # ~1 = as varied as the real set) stays below this in diversity_evals evaluations in a row; 0 = off
-    min_diversity: float = 0.5
+    # stop when the samples' diversity (their spread / the real images' spread, the lower of pixels and reference
+    # features; 0 = one image repeated, ~1 = as varied as the real set) stays below this in diversity_evals
+    # evaluations in a row; 0 = off
+    min_diversity: float = 0.25
     diversity_evals: int = 2
     eval_every: int = 10  # epochs between quality evaluations
     n_eval: int = 500  # generated images per evaluation
@@ -183,7 +184,7 @@ class SynthesizeConfig:
     # quality gate: the generator's final evaluation (train_gan) must reach these levels, else nothing is written
     min_label_fidelity: float = 0.5  # share of samples the reference classifier assigns to the intended class
     min_coverage: float = 0.2  # coverage_domain: share of real images with a sample among their nearest neighbours
-    min_diversity: float = 0.5  # diversity_domain: spread of the samples / spread of the real images of their class
+    min_diversity: float = 0.4  # diversity: spread of the samples / spread of the real images of their class
     override_gate: bool = False  # true: write the set anyway (recorded in the manifest and shown by evaluate)
 
 

@@ -15,7 +15,7 @@ stops loudly (`GANDivergenceError`), naming the step and the last good checkpoin
   Shorter phases of a dominant D are normal (README, "GAN architectures"), hence the low
   level and a streak of several epochs;
 - the generator has collapsed (`GANModeCollapseError`): its samples' diversity (the
-  evaluation's `diversity_domain`, `ganaug.quality.diversity`) stayed below
+  evaluation's `diversity`, `ganaug.quality.diversity`) stayed below
   `gan.min_diversity` in `gan.diversity_evals` evaluations in a row. Each evaluation below the
   level warns; the checkpoint of the last evaluation at or above it is kept as
   `<checkpoint>.last_diverse.pt`.
@@ -149,7 +149,8 @@ def check_diversity(quality: list[dict[str, float]], cfg: GANConfig, kept: Path)
     good = [q["epoch"] for q in quality if q.get(DIVERSITY_KEY, -1.0) >= cfg.min_diversity]
     last_good = f"{kept} (epoch {good[-1]})" if good and kept.is_file() else "none (no evaluation reached the level)"
     raise GANModeCollapseError(
-        f"GAN mode collapse: {DIVERSITY_KEY} (spread of the samples / spread of the real images) was {low}, below "
+        f"GAN mode collapse: {DIVERSITY_KEY} (spread of the samples / spread of the real images, the lower of pixels "
+        f"and reference features) was {low}, below "
         f"gan.min_diversity={cfg.min_diversity} in {streak} evaluations in a row (gan.diversity_evals={cfg.diversity_evals}): "
         f"G draws nearly the same images whatever the noise; stopped at epoch {latest['epoch']}. Last good checkpoint: "
         f"{last_good}. "

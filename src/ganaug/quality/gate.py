@@ -15,7 +15,7 @@ from typing import Any
 GATE_METRICS = (
     ("label_fidelity", "min_label_fidelity"),
     ("coverage_domain", "min_coverage"),
-    ("diversity_domain", "min_diversity"),
+    ("diversity", "min_diversity"),
 )
 OVERRIDE_KEY = "synthesize.override_gate"
 

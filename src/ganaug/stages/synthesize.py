@@ -79,7 +79,7 @@ def check_gate(generator: TrainedGenerator, generator_file: str, cfg: Synthesize
     """The gate on the generator's final evaluation; raises QualityGateError when it fails
     and synthesize.override_gate is false."""
     levels = {"label_fidelity": cfg.min_label_fidelity, "coverage_domain": cfg.min_coverage,
-              "diversity_domain": cfg.min_diversity}
+              "diversity": cfg.min_diversity}
     decision = gate_decision(generator.info.get("final_quality") or {}, levels)
     if not decision.passed and not cfg.override_gate:
         raise QualityGateError(gate_message(decision, generator_file))

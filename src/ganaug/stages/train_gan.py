@@ -52,8 +52,7 @@ from ganaug.tracking import mlflow_utils, pyfunc_generator  # noqa: E402
 
 EVAL_SEED = 20_240_601  # fixed noise for evaluations and sample grids: epochs stay comparable
 GRID_SIZE = 64
-SHOWN = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain", "diversity_domain",
-         "diversity_pixel", "ssim_real_fake", "label_fidelity",
+SHOWN = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain", "diversity", "ssim_real_fake", "label_fidelity",
          "fid_inception", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate")  # printed each evaluation
 
 
@@ -93,9 +92,10 @@ class QualityEvaluator:
     - fid_inception, kid_inception, …_inception: only when pytorch-fid's weights are present.
     - ssim_real_fake, ms_ssim_real_fake: random (generated, real) pairs of the same class.
     - label_fidelity: share of samples the reference classifier assigns to the intended class.
-    - diversity_domain, diversity_pixel: spread of the samples over the spread of the real
-      images of their class (`ganaug.quality.diversity`; 0 = one image repeated, ~1 = real-like);
-      the lowest class without suffix. gan.min_diversity stops a collapsed run on it.
+    - diversity (the lower of diversity_domain and diversity_pixel): spread of the samples over
+      the spread of the real images of their class (`ganaug.quality.diversity`; 0 = one image
+      repeated, ~1 = real-like); the lowest class without suffix. gan.min_diversity stops a
+      collapsed run on it, synthesize.min_diversity gates the synthetic set.
     """
 
     def __init__(self, dataset: PackedDataset, data: GANData, reference: torch.nn.Module, extractor: str,
