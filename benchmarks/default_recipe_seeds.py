@@ -49,6 +49,7 @@ from ganaug.stages.train_reference import load_reference  # noqa: E402
 
 COLUMNS = [  # (key, header, format)
     ("label_fidelity", "label fidelity ↑", ".3f"),
+    ("label_fidelity_relative", "(relative to real)", ".3f"),
     ("recall_domain", "recall ↑", ".3f"),
     ("coverage_domain", "coverage ↑", ".3f"),
     ("diversity", "diversity ↑", ".3f"),
@@ -162,7 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     load_params("params.yaml")  # the file itself must be valid too
     ensure_inputs()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [run_seed(params, seed, args.out, args.label) for seed in args.seeds]
+    rows = []
+    for seed in args.seeds:
+        rows.append(run_seed(params, seed, args.out, args.label))
+        write_json(args.out / f"{args.label}.seed{seed}.json", rows[-1])  # kept if a later seed is stopped
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "src", "params.yaml"], capture_output=True, text=True).stdout.strip()

@@ -17,27 +17,27 @@ from ganaug.config import GANConfig, Params, load_params, to_dict
 from ganaug.data.packed import read_meta
 from ganaug.gan.generator import TrainedGenerator
 from ganaug.gan.train import build_generator
-from ganaug.quality.gate import gate_decision, gate_summary
+from ganaug.quality.gate import gate_decision, gate_summary, relative_label_fidelity
 
 from conftest import REPO
 
-LEVELS = {"label_fidelity": 0.5, "coverage_domain": 0.2, "diversity": 0.5}
-GOOD = {"label_fidelity": 0.97, "coverage_domain": 0.6, "diversity": 0.9, "fd_domain": 20.0}
+LEVELS = {"label_fidelity_relative": 0.5, "coverage_domain": 0.1, "diversity": 0.5}
+GOOD = {"label_fidelity_relative": 0.97, "coverage_domain": 0.6, "diversity": 0.9, "fd_domain": 20.0}
 # the issue's fresh-clone DCGAN: one image repeated
-COLLAPSED = {"label_fidelity": 0.0, "coverage_domain": 0.01, "diversity": 0.05, "recall_domain": 0.0}
+COLLAPSED = {"label_fidelity_relative": 0.0, "coverage_domain": 0.01, "diversity": 0.05, "recall_domain": 0.0}
 
 
 @pytest.mark.parametrize(("final", "levels", "failures"), [
     (GOOD, LEVELS, []),
-    (COLLAPSED, LEVELS, ["label_fidelity 0.000 < synthesize.min_label_fidelity=0.5",
-                         "coverage_domain 0.010 < synthesize.min_coverage=0.2",
+    (COLLAPSED, LEVELS, ["label_fidelity_relative 0.000 < synthesize.min_label_fidelity=0.5",
+                         "coverage_domain 0.010 < synthesize.min_coverage=0.1",
                          "diversity 0.050 < synthesize.min_diversity=0.5"]),
     ({**GOOD, "diversity": 0.3}, LEVELS, ["diversity 0.300 < synthesize.min_diversity=0.5"]),
-    ({**GOOD, "label_fidelity": float("nan")}, LEVELS, ["label_fidelity nan < synthesize.min_label_fidelity=0.5"]),
-    ({"label_fidelity": 0.9}, LEVELS, ["coverage_domain was not measured (synthesize.min_coverage=0.2)",
+    ({**GOOD, "label_fidelity_relative": float("nan")}, LEVELS, ["label_fidelity_relative nan < synthesize.min_label_fidelity=0.5"]),
+    ({"label_fidelity_relative": 0.9}, LEVELS, ["coverage_domain was not measured (synthesize.min_coverage=0.1)",
                                        "diversity was not measured (synthesize.min_diversity=0.5)"]),
-    ({}, {"label_fidelity": 0.0, "coverage_domain": 0.0, "diversity": 0.0}, []),  # every level 0: unchecked
-    (COLLAPSED, {"label_fidelity": 0.0, "coverage_domain": 0.0, "diversity": 0.01}, []),
+    ({}, {"label_fidelity_relative": 0.0, "coverage_domain": 0.0, "diversity": 0.0}, []),  # every level 0: unchecked
+    (COLLAPSED, {"label_fidelity_relative": 0.0, "coverage_domain": 0.0, "diversity": 0.01}, []),
 ])
 def test_gate_decision(final, levels, failures):
     decision = gate_decision(final, levels)
@@ -45,11 +45,17 @@ def test_gate_decision(final, levels, failures):
     assert decision.passed == (not failures)
 
 
+def test_relative_label_fidelity_divides_by_the_oracle_on_real_images_in_the_same_class_mix():
+    assert relative_label_fidelity(0.25, {0: 0.5}, {0: 500}) == pytest.approx(0.5)
+    assert relative_label_fidelity(0.6, {0: 0.5, 1: 1.0}, {0: 100, 1: 300}) == pytest.approx(0.6 / 0.875)
+    assert np.isnan(relative_label_fidelity(0.0, {0: 0.0}, {0: 10}))
+
+
 def test_gate_summary_says_passed_overridden_or_not_recorded():
     passed = gate_decision(GOOD, LEVELS).record(overridden=False)
-    assert gate_summary(passed) == "quality gate: passed (label_fidelity 0.970, coverage_domain 0.600, diversity 0.900)"
+    assert gate_summary(passed) == "quality gate: passed (label_fidelity_relative 0.970, coverage_domain 0.600, diversity 0.900)"
     overridden = gate_summary(gate_decision(COLLAPSED, LEVELS).record(overridden=True))
-    assert overridden.startswith("quality gate overridden (synthesize.override_gate=true): label_fidelity 0.000 <")
+    assert overridden.startswith("quality gate overridden (synthesize.override_gate=true): label_fidelity_relative 0.000 <")
     assert "not recorded" in gate_summary(None)
 
 
@@ -94,9 +100,9 @@ def write_generator(root: Path, final_quality: dict | None) -> None:
 
 
 @pytest.mark.parametrize(("final", "fragments"), [
-    (COLLAPSED, ["label_fidelity 0.000 < synthesize.min_label_fidelity=0.5", "diversity 0.050 < synthesize.min_diversity=0.4",
+    (COLLAPSED, ["label_fidelity_relative 0.000 < synthesize.min_label_fidelity=0.5", "diversity 0.050 < synthesize.min_diversity=0.25",
                  "models/gan/generator.pt", "synthesize.override_gate=true"]),
-    (None, ["label_fidelity was not measured (synthesize.min_label_fidelity=0.5)", "synthesize.override_gate=true"]),
+    (None, ["label_fidelity_relative was not measured (synthesize.min_label_fidelity=0.5)", "synthesize.override_gate=true"]),
 ])
 def test_synthesize_refuses_a_generator_below_the_gate_and_writes_nothing(project, monkeypatch, capsys, final, fragments):
     monkeypatch.chdir(project)
@@ -120,7 +126,7 @@ def test_overridden_gate_is_recorded_in_the_manifest_and_shown_by_evaluate(proje
     assert "WARNING: quality gate overridden" in capsys.readouterr().out
     gate = json.loads((project / "data/synthetic/manifest.json").read_text())["quality_gate"]
     assert gate["overridden"] and not gate["passed"]
-    assert gate["values"]["label_fidelity"] == 0.0 and "label_fidelity 0.000 < synthesize.min_label_fidelity=0.5" in gate["failures"]
+    assert gate["values"]["label_fidelity_relative"] == 0.0 and "label_fidelity_relative 0.000 < synthesize.min_label_fidelity=0.5" in gate["failures"]
 
     with np.load(project / "data/prepared/dataset.npz") as npz:  # both arms' test predictions, made up: evaluate only compares
         test_labels = npz["test_labels"]
@@ -131,7 +137,7 @@ def test_overridden_gate_is_recorded_in_the_manifest_and_shown_by_evaluate(proje
         proba = rng.dirichlet([1, 1], size=(2, len(test_labels)))
         np.savez(out / "test_predictions.npz", labels=test_labels, seed0=proba[0], seed1=proba[1])
     assert cli_main(["evaluate"]) == 0
-    assert "quality gate overridden (synthesize.override_gate=true): label_fidelity 0.000" in capsys.readouterr().out
+    assert "quality gate overridden (synthesize.override_gate=true): label_fidelity_relative 0.000" in capsys.readouterr().out
     evaluation = json.loads((project / "metrics/evaluation.json").read_text())
     assert evaluation["quality_gate"]["overridden"] and evaluation["quality_gate"]["summary"].startswith("quality gate overridden")
 

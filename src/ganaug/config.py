@@ -165,7 +165,7 @@ class GANConfig:
     # stop when the samples' diversity (their spread / the real images' spread, the lower of pixels and reference
     # features; 0 = one image repeated, ~1 = as varied as the real set) stays below this in diversity_evals
     # evaluations in a row; 0 = off
-    min_diversity: float = 0.25
+    min_diversity: float = 0.2
     diversity_evals: int = 2
     eval_every: int = 10  # epochs between quality evaluations
     n_eval: int = 500  # generated images per evaluation
@@ -182,9 +182,11 @@ class SynthesizeConfig:
     filter_threshold: float = 0.8  # ssim_likeness: max SSIM to a training image; reference_confidence: p(intended class)
     max_draws: float = 5.0  # candidates drawn per image requested before the filter gives up
     # quality gate: the generator's final evaluation (train_gan) must reach these levels, else nothing is written
-    min_label_fidelity: float = 0.5  # share of samples the reference classifier assigns to the intended class
-    min_coverage: float = 0.2  # coverage_domain: share of real images with a sample among their nearest neighbours
-    min_diversity: float = 0.4  # diversity: spread of the samples / spread of the real images of their class
+    # label_fidelity_relative: share of samples the reference classifier assigns to the intended class, over its
+    # hit rate on real images of those classes (1 = as recognisable as real images)
+    min_label_fidelity: float = 0.5
+    min_coverage: float = 0.1  # coverage_domain: share of real images with a sample among their nearest neighbours
+    min_diversity: float = 0.25  # diversity: spread of the samples / spread of the real images of their class
     override_gate: bool = False  # true: write the set anyway (recorded in the manifest and shown by evaluate)
 
 

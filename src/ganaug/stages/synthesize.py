@@ -78,7 +78,7 @@ def synthesize_filtered(generator: TrainedGenerator, train_counts: list[int], cf
 def check_gate(generator: TrainedGenerator, generator_file: str, cfg: SynthesizeConfig) -> GateDecision:
     """The gate on the generator's final evaluation; raises QualityGateError when it fails
     and synthesize.override_gate is false."""
-    levels = {"label_fidelity": cfg.min_label_fidelity, "coverage_domain": cfg.min_coverage,
+    levels = {"label_fidelity_relative": cfg.min_label_fidelity, "coverage_domain": cfg.min_coverage,
               "diversity": cfg.min_diversity}
     decision = gate_decision(generator.info.get("final_quality") or {}, levels)
     if not decision.passed and not cfg.override_gate:

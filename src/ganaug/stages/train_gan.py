@@ -42,6 +42,7 @@ from ganaug.quality.inception import (  # noqa: E402
     load_inception_fc,
 )
 from ganaug.quality.diversity import diversity_metrics  # noqa: E402
+from ganaug.quality.gate import relative_label_fidelity  # noqa: E402
 from ganaug.quality.memorisation import MemorisationReport, closest_pairs_grid  # noqa: E402
 from ganaug.quality.suite import FeatureSet, feature_metrics, label_fidelity, memorisation, pixel_metrics  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
@@ -53,6 +54,7 @@ from ganaug.tracking import mlflow_utils, pyfunc_generator  # noqa: E402
 EVAL_SEED = 20_240_601  # fixed noise for evaluations and sample grids: epochs stay comparable
 GRID_SIZE = 64
 SHOWN = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain", "diversity", "ssim_real_fake", "label_fidelity",
+         "label_fidelity_relative",
          "fid_inception", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate")  # printed each evaluation
 
 
@@ -91,7 +93,9 @@ class QualityEvaluator:
       classifier's penultimate features (offline, always); per class too for a cGAN.
     - fid_inception, kid_inception, …_inception: only when pytorch-fid's weights are present.
     - ssim_real_fake, ms_ssim_real_fake: random (generated, real) pairs of the same class.
-    - label_fidelity: share of samples the reference classifier assigns to the intended class.
+    - label_fidelity: share of samples the reference classifier assigns to the intended class;
+      label_fidelity_relative: the same over the classifier's hit rate on the real train images
+      of those classes (1 = as recognisable as real images; the gate reads it).
     - diversity (the lower of diversity_domain and diversity_pixel): spread of the samples over
       the spread of the real images of their class (`ganaug.quality.diversity`; 0 = one image
       repeated, ~1 = real-like); the lowest class without suffix. gan.min_diversity stops a
@@ -107,6 +111,8 @@ class QualityEvaluator:
         self.real_stats = {c: FeatureStats.load(stats_path(paths.REFERENCE, c)) for c in data.trained_classes}
         self.real_images = {c: dataset.train.of_class(c) for c in data.trained_classes}
         self.final_report: MemorisationReport | None = None
+        self.real_hit_rate = {c: float((predict_proba(reference, self.real_images[c], device).argmax(1) == c).mean())
+                              for c in data.trained_classes}  # the oracle on real images: label fidelity's ceiling
         self.final_fake: np.ndarray | None = None
         self.inception = None
         # real train-split Inception features come from the real_features stage (a DVC output)
@@ -152,6 +158,7 @@ class QualityEvaluator:
         out |= diversity_metrics(self.real_features, features, self.real_images, fake, fake_labels, self.dataset.class_names)
         predicted = predict_proba(self.reference, fake, self.device).argmax(1)
         out |= label_fidelity(predicted, fake_labels, self.dataset.class_names)
+        out["label_fidelity_relative"] = relative_label_fidelity(out["label_fidelity"], self.real_hit_rate, self.data.eval_counts)
         if self.inception is not None:
             fake_inception = inception_features(self.inception, fake, 64, self.device)
             out |= feature_metrics(FeatureSet("inception", FID_EXTRACTOR, self.inception_real, fake_inception), with_ci=final, seed=epoch)
