@@ -100,9 +100,9 @@ def write_generator(root: Path, final_quality: dict | None) -> None:
 
 
 @pytest.mark.parametrize(("final", "fragments"), [
-    (COLLAPSED, ["label_fidelity_relative 0.000 < synthesize.min_label_fidelity=0.5", "diversity 0.050 < synthesize.min_diversity=0.25",
+    (COLLAPSED, ["coverage_domain 0.010 < synthesize.min_coverage=0.1", "diversity 0.050 < synthesize.min_diversity=0.25",
                  "models/gan/generator.pt", "synthesize.override_gate=true"]),
-    (None, ["label_fidelity_relative was not measured (synthesize.min_label_fidelity=0.5)", "synthesize.override_gate=true"]),
+    (None, ["coverage_domain was not measured (synthesize.min_coverage=0.1)", "synthesize.override_gate=true"]),
 ])
 def test_synthesize_refuses_a_generator_below_the_gate_and_writes_nothing(project, monkeypatch, capsys, final, fragments):
     monkeypatch.chdir(project)
@@ -126,7 +126,7 @@ def test_overridden_gate_is_recorded_in_the_manifest_and_shown_by_evaluate(proje
     assert "WARNING: quality gate overridden" in capsys.readouterr().out
     gate = json.loads((project / "data/synthetic/manifest.json").read_text())["quality_gate"]
     assert gate["overridden"] and not gate["passed"]
-    assert gate["values"]["label_fidelity_relative"] == 0.0 and "label_fidelity_relative 0.000 < synthesize.min_label_fidelity=0.5" in gate["failures"]
+    assert gate["values"]["coverage_domain"] == 0.01 and "coverage_domain 0.010 < synthesize.min_coverage=0.1" in gate["failures"]
 
     with np.load(project / "data/prepared/dataset.npz") as npz:  # both arms' test predictions, made up: evaluate only compares
         test_labels = npz["test_labels"]
@@ -137,7 +137,7 @@ def test_overridden_gate_is_recorded_in_the_manifest_and_shown_by_evaluate(proje
         proba = rng.dirichlet([1, 1], size=(2, len(test_labels)))
         np.savez(out / "test_predictions.npz", labels=test_labels, seed0=proba[0], seed1=proba[1])
     assert cli_main(["evaluate"]) == 0
-    assert "quality gate overridden (synthesize.override_gate=true): label_fidelity_relative 0.000" in capsys.readouterr().out
+    assert "quality gate overridden (synthesize.override_gate=true): coverage_domain 0.010" in capsys.readouterr().out
     evaluation = json.loads((project / "metrics/evaluation.json").read_text())
     assert evaluation["quality_gate"]["overridden"] and evaluation["quality_gate"]["summary"].startswith("quality gate overridden")
 
