@@ -163,14 +163,15 @@ def main(argv: list[str] | None = None) -> None:
     load_params("params.yaml")  # the file itself must be valid too
     ensure_inputs()
     args.out.mkdir(parents=True, exist_ok=True)
+    # the code that trains is the code of now (a run takes long; HEAD may move meanwhile)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "src", "params.yaml"], capture_output=True, text=True).stdout.strip()
+    commit += " (+ uncommitted changes)" if dirty else ""
     rows = []
     for seed in args.seeds:
         rows.append(run_seed(params, seed, args.out, args.label))
         write_json(args.out / f"{args.label}.seed{seed}.json", rows[-1])  # kept if a later seed is stopped
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "src", "params.yaml"], capture_output=True, text=True).stdout.strip()
-    commit += " (+ uncommitted changes)" if dirty else ""
     device = pick_device(params.gan.device, "gan.device")
     machine = ", ".join(f"{k} {v}" for k, v in describe(device).items()) + f", torch {torch.__version__}"
     command = "python benchmarks/default_recipe_seeds.py " + shlex.join(sys.argv[1:] if argv is None else argv)
