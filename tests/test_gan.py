@@ -22,7 +22,9 @@ CPU = torch.device("cpu")
 
 
 def tiny_cfg(**overrides) -> GANConfig:
-    base = dict(latent_dim=8, base_channels=4, epochs=1, batch_size=8, eval_every=1, n_eval=8, seed=0, device="cpu")
+    # the plain DCGAN recipe (BCE, BatchNorm D, no augmentation, no EMA) that options below are added to
+    base = dict(latent_dim=8, base_channels=4, epochs=1, batch_size=8, eval_every=1, n_eval=8, seed=0, device="cpu",
+                loss="nonsaturating", spectral_norm=False, augment="none", ema_kimg=0.0)
     return dataclasses.replace(GANConfig(), **{**base, **overrides})
 
 

@@ -23,7 +23,8 @@ CONDITIONING = {"none": None, "index": torch.tensor([0, 2]), "multi_hot": torch.
 
 
 def cfg(**overrides) -> GANConfig:
-    return dataclasses.replace(GANConfig(), latent_dim=8, base_channels=4, **overrides)
+    plain = dict(loss="nonsaturating", spectral_norm=False)  # DCGAN's BCE and BatchNorm D, what the options change
+    return dataclasses.replace(GANConfig(), latent_dim=8, base_channels=4, **{**plain, **overrides})
 
 
 @pytest.mark.parametrize("resolution", RESOLUTIONS)

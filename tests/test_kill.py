@@ -32,6 +32,7 @@ KILLED_ATTEMPTS = [
     (["prepare", "train-reference", "real-features", "train-gan"], "run_started:train_gan"),  # before the first checkpoint
     (["train-gan"], "gan_checkpoint_saved:1"),  # epoch 1 checkpointed, not yet logged to MLflow
     (["train-gan"], "atomic_dir:gan"),  # models/gan written in its temp folder, not yet in place
+    (["train-gan"], "train_gan_registered"),  # models/gan in place, the generator registered, the run not finished
     (["train-gan", "synthesize"], "atomic_dir:synthetic"),  # synthesize's run open, its output not in place
     (["synthesize", "train-classifier --arm real"], "run_started:train_classifier_real@3"),  # arm run, seed 0 done, seed 1 started
     (["train-classifier --arm real"], None),
@@ -192,6 +193,7 @@ def test_killed_stages_rerun_to_the_uninterrupted_result(tmp_path):
     assert logged_image_steps(gan_killed.info.run_id, "samples") == {1, 2}
     assert "memorisation_closest_pairs.png" in {a.path for a in client_killed.list_artifacts(gan_killed.info.run_id)}
     mlflow.set_tracking_uri(None)
+    assert len(client_killed.search_model_versions("name = 'ganaug-generator'")) == 1  # registered once
     killed_runs = client_killed.search_runs([client_killed.get_experiment_by_name("ganaug").experiment_id], "attributes.status = 'KILLED'")
     assert sorted(r.data.tags["ganaug.stage"] for r in killed_runs) == ["synthesize", "train_classifier_real", "train_classifier_real", "train_gan"]  # the arm run and its seed 1
 

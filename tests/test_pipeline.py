@@ -26,7 +26,9 @@ pytestmark = pytest.mark.slow
 TINY = {
     "data": {"image_size": 32, "phantom": {"n_images": 200}},
     "reference": {"epochs": 2},
-    "gan": {"epochs": 2, "eval_every": 1, "n_eval": 40, "batch_size": 16, "base_channels": 8},
+    # a 2-epoch GAN makes noise: no diversity stop, and the quality gate overridden (so its record is tested)
+    "gan": {"epochs": 2, "eval_every": 1, "n_eval": 40, "batch_size": 16, "base_channels": 8, "min_diversity": 0.0},
+    "synthesize": {"override_gate": True},
     "classifier": {"epochs": 2, "seeds": [0, 1]},
     "evaluate": {"n_bootstrap": 100},
 }
@@ -92,6 +94,8 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     assert manifest["counts"] == {"normal": manifest["real_train_counts"]["pneumonia"] - manifest["real_train_counts"]["normal"]}
     evaluation = json.loads((root / "reports/evaluation.json").read_text())  # the full record
     assert set(evaluation["arms"]) == {"real", "augmented"}
+    assert manifest["quality_gate"]["overridden"] == (not manifest["quality_gate"]["passed"])
+    assert evaluation["quality_gate"]["summary"].startswith("quality gate")
     for diff in evaluation["difference"].values():
         assert diff["ci_low"] <= diff["augmented_minus_real"] <= diff["ci_high"]
     summary = json.loads((root / "metrics/evaluation.json").read_text())  # DVC's: differences and intervals only

@@ -135,7 +135,7 @@ def test_dvc_summaries_keep_the_compared_numbers_only():
     gan = summaries.gan_summary(FULL_GAN_RECORD)
     assert set(gan) == {"fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain",
                         "label_fidelity", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate"}
-    assert "diversity_domain" in summaries.gan_summary(FULL_GAN_RECORD | {"diversity_domain": 0.8})
+    assert "diversity" in summaries.gan_summary(FULL_GAN_RECORD | {"diversity": 0.8})
     seeds = {"0": {"balanced_accuracy": 0.7, "accuracy": 0.8, "roc_auc": 0.9, "recall_normal": 0.5},
              "1": {"balanced_accuracy": 0.9, "accuracy": 0.8, "roc_auc": 0.9, "recall_normal": 0.7}}
     classifier = summaries.classifier_summary(seeds)

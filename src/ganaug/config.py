@@ -159,26 +159,31 @@ class GANConfig:
     base_channels: int = 32  # DCGAN's ngf / ndf
     epochs: int = 50  # passes over the GAN's training images
     batch_size: int = 32  # real images per D step
-    loss: Literal["nonsaturating", "hinge", "wgan_gp"] = "nonsaturating"  # adversarial loss
+    loss: Literal["nonsaturating", "hinge", "wgan_gp"] = "hinge"  # adversarial loss
     gp_weight: float = 10.0  # WGAN-GP gradient-penalty weight (loss=wgan_gp only)
     r1_gamma: float = 0.0  # R1 penalty on real images, gamma/2 * ||grad D||^2; 0 = off
     n_critic: int = 1  # D steps per G step (5 is usual with wgan_gp)
-    spectral_norm: bool = False  # spectral normalisation of every D layer (D then has no BatchNorm)
+    spectral_norm: bool = True  # spectral normalisation of every D layer (D then has no BatchNorm)
     aux_weight: float = 1.0  # AC-GAN: weight of the auxiliary class loss
     optimizer: Literal["adam", "rmsprop"] = "adam"  # for G and D; rmsprop ignores beta1/beta2
     lr_g: float = 2e-4  # G's learning rate
     lr_d: float = 2e-4  # D's learning rate
     beta1: float = 0.5  # Adam's beta1 (DCGAN: 0.5)
     beta2: float = 0.999  # Adam's beta2
-    augment: Literal["none", "diffaugment", "ada"] = "none"  # D-input augmentation: always (diffaugment) or adaptive p (ada)
+    augment: Literal["none", "diffaugment", "ada"] = "diffaugment"  # D-input augmentation: always (diffaugment) or adaptive p (ada)
     augment_policy: list[Literal["translation", "cutout", "color"]] = field(
         default_factory=lambda: ["translation", "cutout", "color"]
     )  # DiffAugment ops; color = brightness + contrast
     ada_target: float = 0.6  # ADA: target of r_t = E[sign(D(real))]
     ada_kimg: float = 10.0  # ADA: thousands of real images over which p can go from 0 to 1
     # half-life of the EMA of G's weights in thousands of images; the EMA is evaluated, saved and sampled; 0 = off
-    ema_kimg: float = 0.0
+    ema_kimg: float = 1.0
     collapse_epochs: int = 5  # stop when D's loss stays ~0 (< 1e-3) in every step of this many epochs in a row; 0 = off
+    # stop when the samples' diversity (their spread / the real images' spread, the lower of pixels and reference
+    # features; 0 = one image repeated, ~1 = as varied as the real set) stays below this in diversity_evals
+    # evaluations in a row; 0 = off
+    min_diversity: float = 0.2
+    diversity_evals: int = 2  # evaluations in a row below gan.min_diversity before training stops
     eval_every: int = 10  # epochs between quality evaluations
     n_eval: int = 500  # generated images per evaluation
     seed: int = 0  # initialisation, noise and data-order seed
@@ -196,6 +201,15 @@ class SynthesizeConfig:
     filter: Literal["none", "ssim_likeness", "reference_confidence"] = "none"
     filter_threshold: float = 0.8  # ssim_likeness: max SSIM to a training image; reference_confidence: p(intended class)
     max_draws: float = 5.0  # candidates drawn per image requested before the filter stops with an error
+    # quality gate: the generator's final evaluation (train_gan) must reach these levels, else nothing is written
+    # label_fidelity_relative: share of samples the reference classifier assigns to the intended class, over its
+    # hit rate on real images of those classes (1 = as recognisable as real images). 0 = unchecked, the default:
+    # on the phantom the reference classifier recognises half the real normals and 2-24 % as many of the default
+    # GAN's samples (BENCHMARKS.md), so coverage and diversity carry the gate; 0.5 suits a reliable classifier
+    min_label_fidelity: float = 0.0
+    min_coverage: float = 0.1  # coverage_domain: share of real images with a sample among their nearest neighbours
+    min_diversity: float = 0.25  # diversity: spread of the samples / spread of the real images of their class
+    override_gate: bool = False  # true: write the set anyway (recorded in the manifest and shown by evaluate)
 
 
 @dataclass(frozen=True)
@@ -323,6 +337,11 @@ for _cls in (ClassifierConfig, ReferenceConfig):
     _CHECKS[(_cls, "weight_decay")] = _WEIGHT_DECAY
     _CHECKS[(_cls, "patience")] = _EPOCHS
 _CHECKS[(ReferenceConfig, "seed")] = _SEED
+_CHECKS[(GANConfig, "min_diversity")] = _between(0, 2)
+_CHECKS[(GANConfig, "diversity_evals")] = _between(1, 1000)
+for _name in ("min_label_fidelity", "min_coverage"):
+    _CHECKS[(SynthesizeConfig, _name)] = _PROBABILITY
+_CHECKS[(SynthesizeConfig, "min_diversity")] = _between(0, 2)
 
 
 def _type_name(tp: Any) -> str:

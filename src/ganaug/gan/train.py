@@ -14,7 +14,12 @@ good checkpoint, when
   began is kept as `<checkpoint>.last_good.pt`. WGAN-GP's critic has no such level (it is
   unbounded and shift-invariant): only NaN/inf apply there.
   Shorter phases of a dominant D are normal (README, "GAN architectures"), hence the low
-  level and a streak of several epochs.
+  level and a streak of several epochs;
+- the generator has collapsed (`GANModeCollapseError`): its samples' diversity (the
+  evaluation's `diversity`, `ganaug.quality.diversity`) stayed below
+  `gan.min_diversity` in `gan.diversity_evals` evaluations in a row. Each evaluation below the
+  level warns; the checkpoint of the last evaluation at or above it is kept as
+  `<checkpoint>.last_diverse.pt`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import dataclasses
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +46,15 @@ from ganaug.gan.ema import GeneratorEMA
 from ganaug.io import atomic_file, kill_point
 from ganaug.torchfile import load_torch_file, require_fields, save_torch_file
 from ganaug.progress import progress
+from ganaug.quality.diversity import DIVERSITY_KEY, low_streak
 
 
 class GANDivergenceError(RuntimeError):
     """A GAN loss became NaN or infinite, or the discriminator collapsed."""
+
+
+class GANModeCollapseError(GANDivergenceError):
+    """The generator's samples stayed far less varied than the real images (mode collapse)."""
 
 
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -116,6 +127,42 @@ def last_good_path(checkpoint_path: Path) -> Path:
     return checkpoint_path.with_name(f"{checkpoint_path.stem}.last_good{checkpoint_path.suffix}")
 
 
+def last_diverse_path(checkpoint_path: Path) -> Path:
+    """Where the checkpoint of the last evaluation with diversity >= gan.min_diversity is kept."""
+    return checkpoint_path.with_name(f"{checkpoint_path.stem}.last_diverse{checkpoint_path.suffix}")
+
+
+def check_diversity(quality: list[dict[str, float]], cfg: GANConfig, kept: Path) -> None:
+    """Warn when the newest evaluation's diversity is below gan.min_diversity; raise
+    GANModeCollapseError when gan.diversity_evals evaluations in a row were (0 = off)."""
+    if cfg.min_diversity <= 0 or not quality or DIVERSITY_KEY not in quality[-1]:
+        return
+    streak = low_streak(quality, DIVERSITY_KEY, cfg.min_diversity)
+    if streak == 0:
+        return
+    latest = quality[-1]
+    low = ", ".join(f"{q[DIVERSITY_KEY]:.3f} (epoch {q['epoch']})" for q in quality[-streak:])
+    if streak < cfg.diversity_evals:
+        warnings.warn(
+            f"GAN samples look collapsed at epoch {latest['epoch']}: {DIVERSITY_KEY} {latest[DIVERSITY_KEY]:.3f} < "
+            f"gan.min_diversity={cfg.min_diversity} (1 = as varied as the real images); training stops after "
+            f"gan.diversity_evals={cfg.diversity_evals} such evaluations in a row",
+            RuntimeWarning, stacklevel=2,
+        )
+        return
+    good = [q["epoch"] for q in quality if q.get(DIVERSITY_KEY, -1.0) >= cfg.min_diversity]
+    last_good = f"{kept} (epoch {good[-1]})" if good and kept.is_file() else "none (no evaluation reached the level)"
+    raise GANModeCollapseError(
+        f"GAN mode collapse: {DIVERSITY_KEY} (spread of the samples / spread of the real images, the lower of pixels "
+        f"and reference features) was {low}, below "
+        f"gan.min_diversity={cfg.min_diversity} in {streak} evaluations in a row (gan.diversity_evals={cfg.diversity_evals}): "
+        f"G draws nearly the same images whatever the noise; stopped at epoch {latest['epoch']}. Last good checkpoint: "
+        f"{last_good}. "
+        "Try gan.augment=diffaugment, gan.loss=hinge with gan.spectral_norm=true, gan.ema_kimg > 0, or another gan.seed; "
+        "gan.min_diversity=0 turns this check off."
+    )
+
+
 def _to_floats(scalars: dict[str, torch.Tensor]) -> dict[str, float]:
     """0-d tensors -> Python floats, with one device transfer for all of them."""
     values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()
@@ -138,7 +185,7 @@ def checkpoint_generator(state: dict[str, Any], cfg: GANConfig) -> nn.Module:
     return network.to(memory_format=torch.channels_last).eval()
 
 
-PROGRESS_QUALITY = ("fd_domain", "label_fidelity", "diversity_domain")  # shown beside the losses, when measured
+PROGRESS_QUALITY = ("fd_domain", "label_fidelity", "diversity")  # shown beside the losses, when measured
 
 
 def epoch_postfix(epoch_losses: list[dict[str, float]], last_quality: dict[str, float] | None) -> dict[str, str]:
@@ -360,9 +407,13 @@ def training_loop(
             with torch.no_grad():
                 metrics = evaluate(epoch, sampled)
             quality.append({"epoch": epoch, **metrics})
+            check_diversity(quality, cfg, last_diverse_path(checkpoint_path))  # a collapsed epoch is not saved
         epoch_bar.set_postfix(epoch_postfix(epoch_losses, quality[-1] if quality else None), refresh=False)
         save_checkpoint(epoch)
         kill_point(f"gan_checkpoint_saved:{epoch}")  # tests: the epoch is checkpointed, not yet logged
+        if metrics is not None and cfg.min_diversity > 0 and metrics.get(DIVERSITY_KEY, -1.0) >= cfg.min_diversity:
+            with atomic_file(last_diverse_path(checkpoint_path)) as tmp:
+                shutil.copyfile(checkpoint_path, tmp)  # the last state that passed the diversity check
         if on_epoch_end is not None:
             on_epoch_end(EpochReport(epoch, step, epoch_losses, epoch_seconds, steps_per_epoch * images_per_step, metrics, sampled))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:

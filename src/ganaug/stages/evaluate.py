@@ -19,6 +19,7 @@ from sklearn.metrics import roc_curve
 from ganaug.config import EvaluateConfig, Params, flatten
 from ganaug.data.packed import read_meta
 from ganaug.io import write_json
+from ganaug.quality.gate import gate_summary
 from ganaug.stages import paths
 from ganaug.stages.train_classifier import ARMS, METRICS_FILE, PREDICTIONS_FILE
 from ganaug.tracking import mlflow_utils, runs, summaries
@@ -222,10 +223,13 @@ def main(params: Params) -> None:
     caveat = balance_caveat(dict(zip(class_names, train_counts)), manifest["counts"])
     result["caveats"] = [c for c in (result.get("warning"), caveat) if c]
     result["mlflow_runs"] = compared_runs()
+    result["quality_gate"] = manifest.get("quality_gate") or {"recorded": False}
+    result["quality_gate"]["summary"] = gate_summary(manifest.get("quality_gate"))
     table = comparison_table(result)
     print(table.to_string(index=False))
     print(f"intervals: {result['interval']}; verdict from the {result['corrected_ci_level']:.1%} interval "
           f"({result['correction']})")
+    print(result["quality_gate"]["summary"])
     for note in result["caveats"]:
         print(f"caveat: {note}")
 

@@ -2,7 +2,11 @@
 them (`synthesize.filter`), and write the synthetic set (packed) with a manifest: generator,
 seed, counts, filter statistics, memorisation audit and SSIM likeness of the written set (and
 of the unfiltered candidates when a filter ran). A pure function of (generator file, seed,
-counts, filter)."""
+counts, filter).
+
+Quality gate first: a generator whose final evaluation is below `synthesize.min_*`
+(`ganaug.quality.gate`) stops the stage before anything is sampled or written, unless
+`synthesize.override_gate` is true; the manifest records the decision either way."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from ganaug.data.packed import Split, load_packed, read_meta  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.io import atomic_dir, write_json  # noqa: E402
 from ganaug.quality.memorisation import closest_pairs_grid  # noqa: E402
+from ganaug.quality.gate import GateDecision, QualityGateError, gate_decision, gate_message  # noqa: E402
 from ganaug.quality.filters import FilteredDraw, Scorer, draw_filtered, reference_confidence_scorer, ssim_likeness_scorer  # noqa: E402
 from ganaug.quality.suite import likeness_summary, memorisation, ssim_likeness_values  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
@@ -71,6 +76,19 @@ def synthesize_filtered(generator: TrainedGenerator, train_counts: list[int], cf
     return draw_filtered(sample, counts, scorer, cfg.filter_threshold, cfg.max_draws, cfg.seed, cfg.filter)
 
 
+def check_gate(generator: TrainedGenerator, generator_file: str, cfg: SynthesizeConfig) -> GateDecision:
+    """The gate on the generator's final evaluation; raises QualityGateError when it fails
+    and synthesize.override_gate is false."""
+    levels = {"label_fidelity_relative": cfg.min_label_fidelity, "coverage_domain": cfg.min_coverage,
+              "diversity": cfg.min_diversity}
+    decision = gate_decision(generator.info.get("final_quality") or {}, levels)
+    if not decision.passed and not cfg.override_gate:
+        raise QualityGateError(gate_message(decision, generator_file))
+    if not decision.passed:
+        print(f"WARNING: quality gate overridden (synthesize.override_gate=true): {'; '.join(decision.failures)}")
+    return decision
+
+
 def main(params: Params) -> None:
     cfg = params.synthesize
     meta = read_meta(paths.PREPARED)
@@ -78,6 +96,7 @@ def main(params: Params) -> None:
     generator = TrainedGenerator.load(generator_file)
     if generator.info.get("dataset_hash") != meta["dataset_hash"]:
         raise ValueError(f"{generator_file} was trained on another data set than {paths.PREPARED}; rerun train_gan")
+    gate = check_gate(generator, str(generator_file), cfg)  # before any sampling or writing
     train_counts = [meta["counts"]["train"]["per_class"][name] for name in meta["class_names"]]
     dataset = load_packed(paths.PREPARED)  # the test split is never read below
     train = dataset.train
@@ -125,13 +144,15 @@ def main(params: Params) -> None:
         "memorisation": audit,
         "ssim_likeness": likeness,
         "unfiltered_candidates": unfiltered or None,
+        "quality_gate": gate.record(overridden=not gate.passed),
     }
     mlflow_utils.setup()
     key = runs.input_key(synthesize=flatten(cfg, "synthesize"), data=meta["dataset_hash"], generator=manifest["generator_sha256"])
     name = mlflow_utils.unique_run_name("synthesize", {"synthesize": flatten(cfg), "generator": manifest["generator_sha256"]})
     with runs.start_run("synthesize", key, run_name=name, tags=mlflow_utils.lineage_tags("synthesize", meta, **{
             "synthetic.generator_run_id": str(generator.info.get("mlflow_run_id"))})):
-        mlflow.log_params(flatten(cfg, "synthesize") | {f"synthetic.n_{metric_key(k)}": v for k, v in manifest["counts"].items()})
+        mlflow.log_params(flatten(cfg, "synthesize") | {f"synthetic.n_{metric_key(k)}": v for k, v in manifest["counts"].items()}
+                          | {"synthetic.quality_gate": "passed" if gate.passed else "overridden"})
         mlflow.log_metrics(audit | likeness | unfiltered)
         if draw is not None:
             mlflow.log_metrics({f"filter_acceptance_{metric_key(c)}": s["acceptance"] for c, s in manifest["filter"]["per_class"].items()})

@@ -33,7 +33,7 @@ from ganaug.data.packed import PackedDataset, load_packed, read_meta  # noqa: E4
 from ganaug.device import describe, pick_device  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.gan.train import EpochReport, checkpoint_generator, load_checkpoint, to_uint8, training_loop  # noqa: E402
-from ganaug.io import atomic_dir, write_json  # noqa: E402
+from ganaug.io import atomic_dir, kill_point, write_json  # noqa: E402
 from ganaug.quality.frechet import FeatureStats  # noqa: E402
 from ganaug.quality.inception import (  # noqa: E402
     FID_EXTRACTOR,
@@ -43,6 +43,8 @@ from ganaug.quality.inception import (  # noqa: E402
     load_fid_inception,
     load_inception_fc,
 )
+from ganaug.quality.diversity import diversity_metrics  # noqa: E402
+from ganaug.quality.gate import relative_label_fidelity  # noqa: E402
 from ganaug.quality.memorisation import MemorisationReport, closest_pairs_grid  # noqa: E402
 from ganaug.quality.suite import FeatureSet, feature_metrics, label_fidelity, memorisation, pixel_metrics  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
@@ -55,7 +57,8 @@ from ganaug.tracking.mlflow_utils import metric_key  # noqa: E402
 EVAL_SEED = 20_240_601  # fixed noise for evaluations and sample grids: epochs stay comparable
 GRID_SIZE = 64
 QUALITY_FILE = "quality.json"  # the final evaluation in full (metrics/gan.json keeps a summary)
-SHOWN = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "ssim_real_fake", "label_fidelity",
+SHOWN = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain", "diversity", "ssim_real_fake", "label_fidelity",
+         "label_fidelity_relative",
          "fid_inception", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate")  # printed each evaluation
 
 
@@ -94,7 +97,13 @@ class QualityEvaluator:
       classifier's penultimate features (offline, always); per class too for a cGAN.
     - fid_inception, kid_inception, …_inception: only when pytorch-fid's weights are present.
     - ssim_real_fake, ms_ssim_real_fake: random (generated, real) pairs of the same class.
-    - label_fidelity: share of samples the reference classifier assigns to the intended class.
+    - label_fidelity: share of samples the reference classifier assigns to the intended class;
+      label_fidelity_relative: the same over the classifier's hit rate on the real train images
+      of those classes (1 = as recognisable as real images; the gate reads it).
+    - diversity (the lower of diversity_domain and diversity_pixel): spread of the samples over
+      the spread of the real images of their class (`ganaug.quality.diversity`; 0 = one image
+      repeated, ~1 = real-like); the lowest class without suffix. gan.min_diversity stops a
+      collapsed run on it, synthesize.min_diversity gates the synthetic set.
     """
 
     def __init__(self, dataset: PackedDataset, data: GANData, reference: torch.nn.Module, extractor: str,
@@ -106,6 +115,8 @@ class QualityEvaluator:
         self.real_stats = {c: FeatureStats.load(stats_path(paths.REFERENCE, c)) for c in data.trained_classes}
         self.real_images = {c: dataset.train.of_class(c) for c in data.trained_classes}
         self.final_report: MemorisationReport | None = None
+        self.real_hit_rate = {c: float((predict_proba(reference, self.real_images[c], device).argmax(1) == c).mean())
+                              for c in data.trained_classes}  # the oracle on real images: label fidelity's ceiling
         self.final_fake: np.ndarray | None = None
         self.inception = None
         # real train-split Inception features come from the real_features stage (a DVC output)
@@ -148,8 +159,10 @@ class QualityEvaluator:
                 out |= {f"{k}_{name}": v for k, v in {**per_class[c], **pixels[c]}.items()}
             for key in ("ssim_real_fake", "ms_ssim_real_fake"):
                 out[key] = float(np.mean([pixels[c][key] for c in classes]))
+        out |= diversity_metrics(self.real_features, features, self.real_images, fake, fake_labels, self.dataset.class_names)
         predicted = predict_proba(self.reference, fake, self.device).argmax(1)
         out |= label_fidelity(predicted, fake_labels, self.dataset.class_names)
+        out["label_fidelity_relative"] = relative_label_fidelity(out["label_fidelity"], self.real_hit_rate, self.data.eval_counts)
         if self.inception is not None:
             fake_inception = inception_features(self.inception, fake, 64, self.device)
             out |= feature_metrics(FeatureSet("inception", FID_EXTRACTOR, self.inception_real, fake_inception), with_ci=final, seed=epoch)
@@ -285,7 +298,12 @@ def main(params: Params) -> None:
         )
         fig = loss_figure(result.losses, result.quality)
         train_images = np.concatenate([evaluator.real_images[c] for c in data.trained_classes])
+        metrics = {**{k: float(v) for k, v in final.items()}, "epochs": cfg.epochs, "steps": len(result.losses),
+                   "train_images_per_second": images_per_second}
+        if result.augment_p is not None:  # the augmentation probability at the end (ADA's p; 1 for diffaugment)
+            metrics["augment_p"] = result.augment_p
         with atomic_dir(paths.GAN) as tmp:  # all of models/gan or nothing
+            write_json(tmp / QUALITY_FILE, metrics)
             trained.save(tmp / "generator.pt")
             (tmp / "gan_config.yaml").write_text(dump_yaml(cfg))
             plt.imsave(tmp / "samples.png", sample_grid(trained.network, data, torch.device("cpu")), cmap="gray", vmin=0, vmax=255)
@@ -301,21 +319,26 @@ def main(params: Params) -> None:
 
         pd.DataFrame(result.losses).to_csv(_mkparent(paths.PLOTS / "gan_losses.csv"), index=False)
         pd.DataFrame(result.quality).to_csv(_mkparent(paths.PLOTS / "gan_quality.csv"), index=False)
-        metrics = {**{k: float(v) for k, v in final.items()}, "epochs": cfg.epochs, "steps": len(result.losses),
-                   "train_images_per_second": images_per_second}
-        if result.augment_p is not None:  # the augmentation probability at the end (ADA's p; 1 for diffaugment)
-            metrics["augment_p"] = result.augment_p
-            mlflow.log_metric("augment_p", result.augment_p)
-        mlflow.log_metric("train_images_per_second", images_per_second)
-        write_json(out / QUALITY_FILE, metrics)
+        # logged once: a rerun after a kill during these calls logs only what the run lacks
+        runs.log_missing_metrics(run.info.run_id, [{"step": 0, **{k: metrics[k] for k in ("train_images_per_second", "augment_p")
+                                                                   if k in metrics}}], "step")
         write_json(paths.METRICS / "gan.json", summaries.gan_summary(metrics))
 
-        info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution, data.trained_classes[0])
-        version = info.registered_model_version
+        version = registered_version(run.info.run_id)  # registered before a kill: not again
+        if version is None:
+            info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution, data.trained_classes[0])
+            version = info.registered_model_version
+            kill_point("train_gan_registered")  # tests: registered, not yet tagged nor finished
         if version is not None:
             _tag_model_version(pyfunc_generator.REGISTERED_NAME, version, meta, final, cfg, dataset, data, extractor)
     shutil.rmtree(work_dir, ignore_errors=True)  # finished: a forced rerun retrains from scratch
     print(f"generator written to {out / 'generator.pt'}; registered {pyfunc_generator.REGISTERED_NAME} v{version}")
+
+
+def registered_version(run_id: str) -> str | None:
+    """The registry version this run already registered, if any."""
+    found = mlflow.MlflowClient().search_model_versions(f"name = '{pyfunc_generator.REGISTERED_NAME}' and run_id = '{run_id}'")
+    return str(max(int(v.version) for v in found)) if found else None
 
 
 def _mkparent(path: Path) -> Path:

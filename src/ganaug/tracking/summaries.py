@@ -4,7 +4,7 @@
 The full records (every metric, interval, per-class value, per-seed result, gate record) stay
 in the stage's own output folder and in MLflow: `models/gan/quality.json`,
 `models/reference/metrics.json`, `models/classifier_<arm>/metrics.json`, `reports/evaluation.json`.
-A key missing from a record (e.g. `diversity_domain` before the GAN had it) is left out.
+A key missing from a record (e.g. `diversity` before the GAN had it) is left out.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 # quality of the trained generator: distance, coverage, label fidelity, diversity, copies
 GAN_KEYS = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain", "label_fidelity",
-            "diversity_domain", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate")
+            "diversity", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate")
 REFERENCE_KEYS = ("val_balanced_accuracy", "val_accuracy", "val_roc_auc", "best_epoch")
 CLASSIFIER_KEYS = ("balanced_accuracy", "accuracy", "roc_auc")  # test split, mean and std over seeds
 # summary name <- key in evaluate's `difference` record (B - A with its interval, corrected if present)
