@@ -138,7 +138,8 @@ def test_overridden_gate_is_recorded_in_the_manifest_and_shown_by_evaluate(proje
         np.savez(out / "test_predictions.npz", labels=test_labels, seed0=proba[0], seed1=proba[1])
     assert cli_main(["evaluate"]) == 0
     assert "quality gate overridden (synthesize.override_gate=true): coverage_domain 0.010" in capsys.readouterr().out
-    evaluation = json.loads((project / "metrics/evaluation.json").read_text())
+    assert json.loads((project / "metrics/evaluation.json").read_text())["quality_gate"] == {"overridden": 1.0}
+    evaluation = json.loads((project / "reports/evaluation.json").read_text())
     assert evaluation["quality_gate"]["overridden"] and evaluation["quality_gate"]["summary"].startswith("quality gate overridden")
 
 
