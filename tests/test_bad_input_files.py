@@ -75,7 +75,8 @@ def good_project(tmp_path_factory) -> Path:
     save_classifier(create_classifier("simple_cnn", 2), root / CLASSIFIER, "simple_cnn", 2, ["normal", "pneumonia"], 1,
                     {"extractor": "simple_cnn@test"})
     training_loop(tiny_dataset().train.images[:8], None, 0, tiny_cfg(), root / CHECKPOINT, torch.device("cpu"))
-    (root / "params.yaml").write_text("synthesize:\n  seed: 0\n")
+    # the tiny generator has no final evaluation: the gate is overridden so that the classifier file is read
+    (root / "params.yaml").write_text("synthesize:\n  seed: 0\n  override_gate: true\n")
     old_uri = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / STORE}"
     try:

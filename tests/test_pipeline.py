@@ -99,7 +99,8 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     for diff in evaluation["difference"].values():
         assert diff["ci_low"] <= diff["augmented_minus_real"] <= diff["ci_high"]
     summary = json.loads((root / "metrics/evaluation.json").read_text())  # DVC's: differences and intervals only
-    assert set(summary) == {"balanced_accuracy", "accuracy", "roc_auc"}
+    assert set(summary) == {"balanced_accuracy", "accuracy", "roc_auc", "quality_gate"}
+    assert summary["quality_gate"] == {"overridden": float(manifest["quality_gate"]["overridden"])}
     assert summary["balanced_accuracy"]["diff"] == evaluation["difference"]["balanced_accuracy"]["augmented_minus_real"]
     assert len(json.loads((root / "metrics/gan.json").read_text())) <= 10
     assert set(json.loads((root / "metrics/classifier_real.json").read_text())) == {"balanced_accuracy", "accuracy", "roc_auc"}

@@ -201,7 +201,7 @@ class SynthesizeConfig:
     filter: Literal["none", "ssim_likeness", "reference_confidence"] = "none"
     filter_threshold: float = 0.8  # ssim_likeness: max SSIM to a training image; reference_confidence: p(intended class)
     max_draws: float = 5.0  # candidates drawn per image requested before the filter stops with an error
-    # quality gate: the generator's final evaluation (train_gan) must reach these levels, else nothing is written
+    # quality gate: the generator's final evaluation (train_gan) must reach these levels, else nothing is written.
     # label_fidelity_relative: share of samples the reference classifier assigns to the intended class, over its
     # hit rate on real images of those classes (1 = as recognisable as real images). 0 = unchecked, the default:
     # on the phantom the reference classifier recognises half the real normals and 2-24 % as many of the default
