@@ -46,6 +46,7 @@ from ganaug.io import write_json  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.train_gan import QualityEvaluator, sample_grid, select_training_data  # noqa: E402
 from ganaug.stages.train_reference import load_reference  # noqa: E402
+from gan_architectures import parse_overrides  # noqa: E402  (beside this script: benchmarks/ is sys.path[0])
 
 COLUMNS = [  # (key, header, format)
     ("label_fidelity", "label fidelity ↑", ".3f"),
@@ -60,22 +61,6 @@ COLUMNS = [  # (key, header, format)
     ("memorisation_pixel_copy_rate", "copy rate (pixels)", ".3f"),
     ("memorisation_domain_copy_rate", "copy rate (features)", ".3f"),
 ]
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """['gan.lr_g=1e-4', ...] -> {'gan': {'lr_g': 0.0001}} (values read as YAML, like `dvc exp run -S`)."""
-    raw: dict[str, Any] = {}
-    yaml = YAML(typ="safe", pure=True)
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or "." not in key:
-            raise SystemExit(f"--set {pair!r}: expected section.key=value, e.g. gan.lr_g=1e-4")
-        *sections, name = key.split(".")
-        node = raw
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[name] = yaml.load(value)
-    return raw
 
 
 def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
