@@ -212,9 +212,9 @@ def metric_key(name: str) -> str:
     return key
 
 
-def inputs_digest(inputs: Any) -> str:
+def inputs_digest(inputs: Any, length: int = 6) -> str:
     """A short digest of a run's inputs (config, data hashes, …) as JSON: equal inputs, equal digest."""
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def unique_run_name(base: str, inputs: Any) -> str:

@@ -8,8 +8,6 @@ touched. A resumed run logs what its checkpoint recorded but the store lacks.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
 import socket
@@ -22,6 +20,7 @@ from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
 from ganaug.io import kill_point, process_alive
+from ganaug.tracking import mlflow_utils
 from ganaug.tracking.mlflow_utils import EXPERIMENT
 
 STAGE_TAG = "ganaug.stage"  # set by mlflow_utils.lineage_tags
@@ -32,8 +31,7 @@ OWNER_PID_TAG = "ganaug.owner.pid"
 
 def input_key(**inputs: Any) -> str:
     """A short hash of what a run is a function of (params, data hashes, seed, arm)."""
-    blob = json.dumps(inputs, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return mlflow_utils.inputs_digest(inputs, length=16)
 
 
 def owner_tags() -> dict[str, str]:
