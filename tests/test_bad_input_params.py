@@ -55,7 +55,7 @@ BAD_PARAMS = [
     ("n-critic", "gan:\n  n_critic: 1000\n", "gan.n_critic=1000: expected > 0 and <= 100"),
     ("n-bootstrap", "evaluate:\n  n_bootstrap: 10\n", "evaluate.n_bootstrap=10: expected >= 100"),
     ("quality-batch", "quality:\n  batch_size: 0\n", "quality.batch_size=0"),
-    ("target-ratio", "synthesize:\n  target_ratio: 0\n", "synthesize.target_ratio=0"),
+    ("pool-ratio", "synthesize:\n  pool_ratio: 0\n", "synthesize.pool_ratio=0"),
     ("workers", "data:\n  workers: 0\n", "data.workers=0: expected an integer in [1, 64]"),
     ("class-fractions-negative", "data:\n  phantom:\n    class_fractions: {normal: -1, bacterial: 1, viral: 1}\n",
      "data.phantom.class_fractions="),

@@ -137,6 +137,10 @@ class ClassifierConfig:
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 1e-4  # AdamW weight decay
     patience: int = 3  # epochs without a better validation loss before stopping
+    # learning rate over the epochs: constant | cosine (decays from lr towards 0 at classifier.epochs)
+    schedule: Literal["constant", "cosine"] = "constant"
+    # the validation number that picks the kept epoch and drives early stopping (the test split never does)
+    select: Literal["val_loss", "val_roc_auc", "val_balanced_accuracy"] = "val_loss"
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA if present, else CPU (also train_reference's device)
 
 
@@ -192,7 +196,9 @@ class GANConfig:
 
 @dataclass(frozen=True)
 class SynthesizeConfig:
-    target_ratio: float = 1.0  # raise each scarce class to this fraction of the largest
+    # size of the synthetic pool the arms draw from: for each class the generator makes, this many times the
+    # real training images of the largest class (at least the largest of arms.ratios; at least 1 with synthetic_only)
+    pool_ratio: float = 1.0
     seed: int = 1234  # noise seed: the synthetic set is a pure function of (generator, seed, counts)
     batch_size: int = 256  # images generated per forward pass
     # keep only images scoring >= filter_threshold. ssim_likeness: highest SSIM to a training image of the class
@@ -222,10 +228,40 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class ClassicAugmentConfig:
+    # random left-right flips: off for chest X-rays (the heart and the stomach lie on one side); on for
+    # left-right symmetric anatomy
+    hflip: bool = False
+    rotation: float = 10.0  # degrees: each image turned by a uniform angle in [-rotation, rotation]; 0 = off
+    zoom: float = 0.1  # each image cropped to a random square of side (1 - u * zoom), u in [0, 1], resized back; 0 = off
+    brightness: float = 0.1  # brightness multiplied by a uniform factor in [1 - brightness, 1 + brightness]; 0 = off
+    contrast: float = 0.1  # contrast multiplied by a uniform factor in [1 - contrast, 1 + contrast]; 0 = off
+
+
+@dataclass(frozen=True)
+class ArmsConfig:
+    # arms on real images only, a DVC stage each: real (required: every arm is compared with it),
+    # balanced (classes balanced by arms.balance), classic (arms.classic augmentation on the fly)
+    real: list[Literal["real", "balanced", "classic"]] = field(default_factory=lambda: ["real", "balanced", "classic"])
+    # arm families on real + synthetic images, a DVC stage per family and ratio: synthetic, classic_synthetic
+    mixed: list[Literal["synthetic", "classic_synthetic"]] = field(default_factory=lambda: ["synthetic", "classic_synthetic"])
+    # synthetic_ratio of the mixed arms: synthetic images of a class / real training images of the largest class.
+    # Written as decimals (1.0, not 1): each names its stage and folder (models/arms/synthetic-1.0)
+    ratios: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    # synthetic_only: synthetic images alone, as many per class as the real train split (needs gan.mode=conditional); [] = off
+    synthetic: list[Literal["synthetic_only"]] = field(default_factory=list)
+    # how the balanced arm balances: oversample (every class drawn equally often in an epoch of the same size)
+    # | class_weight (cross-entropy weighted by inverse class frequency)
+    balance: Literal["oversample", "class_weight"] = "oversample"
+    classic: ClassicAugmentConfig = field(default_factory=ClassicAugmentConfig)  # classic augmentation (torchvision v2), seeded
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     n_bootstrap: int = 2000  # paired bootstrap resamples of the test set
     ci: float = 0.95  # confidence level of the intervals
     seed: int = 0  # bootstrap seed
+    references: list[str] = field(default_factory=lambda: ["real", "balanced"])  # every arm is compared with each (real first)
 
 
 @dataclass(frozen=True)
@@ -235,6 +271,7 @@ class Params:
     gan: GANConfig = field(default_factory=GANConfig)
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    arms: ArmsConfig = field(default_factory=ArmsConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
 
@@ -323,7 +360,18 @@ _CHECKS: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
     (GANConfig, "eval_every"): _between(0, MAX_EPOCHS, low_open=True),
     (GANConfig, "n_eval"): _between(10, 100_000),
     (GANConfig, "seed"): _SEED,
-    (SynthesizeConfig, "target_ratio"): (lambda v: 0 < v <= 10, "in (0, 10]"),
+    (SynthesizeConfig, "pool_ratio"): (lambda v: 0 < v <= 10, "in (0, 10]"),
+    (ArmsConfig, "real"): (lambda v: "real" in v and len(set(v)) == len(v), "a list of distinct arms that includes real"),
+    (ArmsConfig, "mixed"): (lambda v: len(set(v)) == len(v), "a list of distinct arm families"),
+    (ArmsConfig, "ratios"): (lambda v: len(set(v)) == len(v) and all(0 < r <= 10 for r in v),
+                             "a list of distinct ratios in (0, 10]"),
+    (ArmsConfig, "synthetic"): (lambda v: len(set(v)) == len(v), "[] or [synthetic_only]"),
+    (ClassicAugmentConfig, "rotation"): _between(0, 180),
+    (ClassicAugmentConfig, "zoom"): (lambda v: 0 <= v < 1, "in [0, 1)"),
+    (ClassicAugmentConfig, "brightness"): (lambda v: 0 <= v < 1, "in [0, 1)"),
+    (ClassicAugmentConfig, "contrast"): (lambda v: 0 <= v < 1, "in [0, 1)"),
+    (EvaluateConfig, "references"): (lambda v: len(v) >= 1 and v[0] == "real" and len(set(v)) == len(v),
+                                     "a list of distinct arm names that starts with real"),
     (SynthesizeConfig, "seed"): _SEED,
     (SynthesizeConfig, "batch_size"): _BATCH,
     (SynthesizeConfig, "filter_threshold"): (lambda v: -1 <= v <= 1, "in [-1, 1] (an SSIM or a probability)"),
@@ -515,10 +563,52 @@ def _check_gan_resolution(params: Params) -> None:
         ) from None
 
 
+def arm_names(arms: ArmsConfig) -> list[str]:
+    """Every arm the params define, as named in DVC stages, folders and tables: real-only arms,
+    then `<family>-<ratio>` per mixed family and ratio, then synthetic_only."""
+    return [*arms.real, *(f"{family}-{ratio}" for family in arms.mixed for ratio in arms.ratios), *arms.synthetic]
+
+
+def _check_arms(params: Params) -> None:
+    arms, pool = params.arms, params.synthesize.pool_ratio
+    if arms.mixed and not arms.ratios:
+        raise ConfigError(f"arms.mixed={arms.mixed} needs at least one ratio in arms.ratios (it is empty)")
+    if arms.mixed and arms.ratios and pool < max(arms.ratios):
+        raise ConfigError(
+            f"synthesize.pool_ratio={pool} is below the largest of arms.ratios ({max(arms.ratios)}): expected "
+            f"pool_ratio >= {max(arms.ratios)}, so that every mixed arm's images come from one pool"
+        )
+    if arms.synthetic:
+        if params.gan.mode != "conditional":
+            raise ConfigError(
+                f"arms.synthetic={arms.synthetic} trains on synthetic images of every class, but gan.mode="
+                f"{params.gan.mode} makes one class: expected gan.mode=conditional, or arms.synthetic: []"
+            )
+        if pool < 1:
+            raise ConfigError(f"arms.synthetic={arms.synthetic} needs as many synthetic images per class as the real "
+                              f"train split: expected synthesize.pool_ratio >= 1, got {pool}")
+    names = arm_names(arms)
+    unknown = [r for r in params.evaluate.references if r not in names]
+    if unknown:
+        raise ConfigError(f"evaluate.references={params.evaluate.references}: {unknown} is not an arm of these params "
+                          f"(arms: {', '.join(names)})")
+
+
+def _check_ratio_spelling(raw: dict[str, Any]) -> None:
+    """A ratio names a DVC stage and its folder: DVC writes 1 as '1' and Python 1.0 as '1.0', so an
+    integer would make the stage look for a folder the code does not write."""
+    ratios = (raw.get("arms") or {}).get("ratios") if isinstance(raw.get("arms"), dict) else None
+    for i, ratio in enumerate(ratios if isinstance(ratios, list) else []):
+        if isinstance(ratio, int) and not isinstance(ratio, bool):
+            raise ConfigError(f"arms.ratios[{i}]={ratio}: write it as a decimal ({float(ratio)}); it names the DVC "
+                              f"stage and folder (models/arms/synthetic-{float(ratio)})")
+
+
 def _check_cross_field(params: Params) -> None:
     _check_data(params.data)
     _check_gan(params.gan)
     _check_gan_resolution(params)
+    _check_arms(params)
     data = params.data
     if data.val_fraction + data.test_fraction >= 0.9:
         raise ConfigError(
@@ -547,6 +637,7 @@ def _check_classifier_archs(params: Params) -> None:
 def params_from_dict(raw: dict[str, Any]) -> Params:
     """Validate a parsed params mapping; raises ConfigError naming the bad key."""
     params = _build(Params, raw, "")
+    _check_ratio_spelling(raw)
     _check_cross_field(params)
     _check_classifier_archs(params)
     return params

@@ -38,22 +38,13 @@ SYNTHETIC_FILE = "synthetic.npz"
 MANIFEST_FILE = "manifest.json"
 
 
-def synthetic_counts(train_counts: list[int], trained_classes: list[int], target_ratio: float) -> dict[int, int]:
-    """Raise each class the generator can produce to `target_ratio` x the largest real class."""
-    target = int(round(target_ratio * max(train_counts)))
-    return {c: max(0, target - train_counts[c]) for c in trained_classes}
+def synthetic_counts(train_counts: list[int], trained_classes: list[int], pool_ratio: float) -> dict[int, int]:
+    """The pool: `pool_ratio` x the largest real class for each class the generator can produce."""
+    return {c: max(1, int(round(pool_ratio * max(train_counts)))) for c in trained_classes}
 
 
 def requested_counts(generator: TrainedGenerator, train_counts: list[int], cfg: SynthesizeConfig) -> dict[int, int]:
-    counts = synthetic_counts(train_counts, generator.trained_classes, cfg.target_ratio)
-    if sum(counts.values()) == 0:
-        names = [generator.class_names[c] for c in generator.trained_classes]
-        raise ValueError(
-            f"synthesize.target_ratio={cfg.target_ratio}: classes {names} already have at least "
-            f"{cfg.target_ratio} x the largest class ({max(train_counts)} images), so no synthetic "
-            "image would be made; raise the ratio"
-        )
-    return counts
+    return synthetic_counts(train_counts, generator.trained_classes, cfg.pool_ratio)
 
 
 def synthesize(generator: TrainedGenerator, train_counts: list[int], cfg: SynthesizeConfig) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
@@ -133,7 +124,7 @@ def main(params: Params) -> None:
         "generator_mlflow_run_id": generator.info.get("mlflow_run_id"),
         "dataset_hash": meta["dataset_hash"],
         "seed": cfg.seed,
-        "target_ratio": cfg.target_ratio,
+        "pool_ratio": cfg.pool_ratio,
         "counts": {meta["class_names"][c]: n for c, n in counts.items()},
         "real_train_counts": dict(zip(meta["class_names"], train_counts)),
         "image_shape": list(images.shape[1:]),
