@@ -81,6 +81,16 @@ def test_fill_findings_per_finding_targets_and_nothing_to_fill():
     assert fill_findings(train, 0, seed=2).shape == (0, 4)
 
 
+def test_fill_findings_counts_a_given_set_instead_of_the_train_split():
+    """Topping up a drawn set (as the multi-label GAN evaluation does): its own counts are the start."""
+    train = correlated_labels()
+    drawn = draw_combinations(train, 30, seed=0)
+    extra = fill_findings(train, 8, seed=1, present=drawn)
+    assert ((drawn.sum(axis=0) + extra.sum(axis=0)) >= 8).all()
+    assert 0 < len(extra) < 8 * 4
+    assert ((fill_findings(train, 2, seed=1, present=train[:0]).sum(axis=0)) >= 2).all()
+
+
 def test_bad_requests_name_the_problem():
     train = correlated_labels()
     with pytest.raises(ValueError, match="one per finding"):

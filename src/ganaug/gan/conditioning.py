@@ -27,11 +27,11 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def check_multi_hot(labels: np.ndarray, name: str = "train_labels") -> np.ndarray:
-    """(N, K) multi-hot labels with 0/1 entries, N >= 1, K >= 1, as uint8; anything else raises naming `name`."""
+def check_multi_hot(labels: np.ndarray, name: str = "train_labels", min_rows: int = 1) -> np.ndarray:
+    """(N, K) multi-hot labels with 0/1 entries, N >= min_rows, K >= 1, as uint8; anything else raises naming `name`."""
     labels = np.asarray(labels)
-    if labels.ndim != 2 or labels.shape[0] < 1 or labels.shape[1] < 1:
-        raise ValueError(f"{name} must be multi-hot labels (N, K) with N, K >= 1, got shape {labels.shape}")
+    if labels.ndim != 2 or labels.shape[0] < min_rows or labels.shape[1] < 1:
+        raise ValueError(f"{name} must be multi-hot labels (N, K) with N >= {min_rows}, K >= 1, got shape {labels.shape}")
     if not np.isin(labels, (0, 1)).all():
         raise ValueError(f"{name} must hold only 0 and 1 (multi-hot), got values {np.unique(labels)[:10].tolist()}")
     return labels.astype(np.uint8)
@@ -69,9 +69,11 @@ def finding_targets(train_labels: np.ndarray, target: int | Sequence[int]) -> np
     return targets
 
 
-def fill_findings(train_labels: np.ndarray, target: int | Sequence[int], seed: int) -> np.ndarray:
-    """Label vectors (M, K) uint8 for synthetic images such that, for every finding k, the real
-    train images with k plus the synthetic vectors with k number at least target[k].
+def fill_findings(train_labels: np.ndarray, target: int | Sequence[int], seed: int,
+                  present: np.ndarray | None = None) -> np.ndarray:
+    """Label vectors (M, K) uint8 for synthetic images such that, for every finding k, the
+    vectors already `present` (default: the train split itself, i.e. filling the real set up)
+    with k plus the new vectors with k number at least target[k].
 
     Findings are filled rarest first (fewest real images); each drawn vector is a train row that
     contains the finding being filled (uniform over those rows, so combinations keep their
@@ -79,7 +81,10 @@ def fill_findings(train_labels: np.ndarray, target: int | Sequence[int], seed: i
     A finding with a target above 0 but no train image raises: no combination to draw it from."""
     train_labels = check_multi_hot(train_labels)
     targets = finding_targets(train_labels, target)
-    have = train_labels.sum(axis=0, dtype=np.int64)  # (K,) real + synthetic so far
+    present = train_labels if present is None else check_multi_hot(present, "present", min_rows=0)
+    if present.shape[1] != train_labels.shape[1]:
+        raise ValueError(f"present has {present.shape[1]} findings, train_labels {train_labels.shape[1]}")
+    have = present.sum(axis=0, dtype=np.int64)  # (K,) present + drawn so far
     rng = np.random.default_rng(seed)
     drawn: list[np.ndarray] = []
     for k in np.argsort(have, kind="stable"):  # rarest first; ties in finding order
