@@ -17,6 +17,8 @@ from ganaug.gan.conditioning import draw_combinations, fill_findings
 from ganaug.gan.generator import TrainedGenerator
 from ganaug.quality.multilabel import SKIPPED_REASON
 
+pytestmark = pytest.mark.slow  # the real stages, MLflow registration included
+
 TINY = {
     "data": {"image_size": 32, "phantom": {"n_images": 120, "label_mode": "multilabel"}},
     "gan": {"arch": "cgan", "mode": "conditional", "epochs": 1, "latent_dim": 8, "base_channels": 4, "batch_size": 16,
