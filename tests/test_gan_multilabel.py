@@ -109,3 +109,48 @@ def test_generator_file_with_an_unknown_label_kind_is_refused(tmp_path):
     torch.save(blob, tmp_path / "bad.pt")
     with pytest.raises(BadFileError, match="label_kind='soft'"):
         TrainedGenerator.load(tmp_path / "bad.pt")
+
+
+class ConstantGenerator(torch.nn.Module):
+    """Every sample the same image, whatever the noise and findings: a collapsed G."""
+
+    latent_dim = 8
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        assert labels.shape == (len(z), 4) and labels.dtype == torch.float32  # the multi-hot vectors, as in training
+        return torch.zeros(len(z), 1, 28, 28)
+
+
+def test_multi_label_evaluation_covers_every_finding_and_sees_a_collapse(monkeypatch):
+    from conftest import smooth_images
+
+    monkeypatch.setattr("ganaug.quality.suite.PAIRS", 20)  # SSIM pairs per score: fewer, same code
+
+    from ganaug.quality.multilabel import MIN_PER_FINDING, MultiLabelQualityEvaluator, evaluation_vectors
+
+    labels = np.array([[1, 0, 0, 0]] * 30 + [[0, 0, 0, 0]] * 20 + [[0, 1, 1, 0]] * 6 + [[0, 0, 0, 1]] * 4, np.uint8)
+    vectors = evaluation_vectors(labels, 10, seed=0)
+    assert (vectors.sum(axis=0) >= MIN_PER_FINDING).all()  # rare findings topped up from their train combinations
+    assert {tuple(v) for v in vectors} <= {tuple(v) for v in labels}
+    evaluator = MultiLabelQualityEvaluator(smooth_images(60, 28, 0), labels, FINDINGS, 10, torch.device("cpu"),
+                                           final_epoch=2, seed=0)
+    collapsed = evaluator(2, ConstantGenerator())  # the final evaluation
+    assert collapsed["diversity"] == 0.0 and collapsed["diversity_pixel_effusion"] == 0.0
+    assert "memorisation_pixel_copy_rate" in collapsed and evaluator.final_fake.shape == (len(vectors), 1, 28, 28)
+    assert "ssim_real_fake_ci_low_effusion" in collapsed  # intervals at the final evaluation, as for single-label data
+    # a real-like G (image-like samples as varied as the train images), at an earlier epoch
+    real_like = evaluator(1, RealImagesGenerator(smooth_images(len(vectors), 28, 1)))
+    assert real_like["diversity"] > 0.5 and "fd_domain" not in real_like
+    assert "memorisation_pixel_copy_rate" not in real_like  # the audit runs at the final evaluation only
+    assert real_like["ssim_real_fake"] == pytest.approx(np.mean([real_like[f"ssim_real_fake_{n}"] for n in FINDINGS]))
+
+
+class RealImagesGenerator(torch.nn.Module):
+    latent_dim = 8
+
+    def __init__(self, images: np.ndarray):
+        super().__init__()
+        self.images = torch.from_numpy(images).float() / 127.5 - 1.0
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.images[: len(z)]

@@ -39,6 +39,7 @@ def project(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setattr("ganaug.quality.suite.PAIRS", 20)  # SSIM pairs per score: fewer, same code
         write_params(root / "params.yaml", {})
         assert cli_main(["prepare"]) == 0
         assert cli_main(["train-gan"]) == 0  # no models/reference: train_reference takes class indices only

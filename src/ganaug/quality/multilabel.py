@@ -13,7 +13,7 @@ vector has k against real train images with k):
 - diversity_pixel_<k>: spread of the samples over the spread of the real images with k
   (`quality.diversity`); `diversity` / `diversity_pixel` without suffix is the LOWEST finding
   (one collapsed finding is a collapse), so gan.min_diversity stops a collapsed run as usual;
-- ssim_real_fake, ms_ssim_real_fake: all samples against all real train images;
+- ssim_real_fake, ms_ssim_real_fake: the mean over the findings;
 - at the final evaluation, the pixel memorisation audit against the whole train split
   (memorisation_pixel_copy_rate, …; `final_report` keeps the closest pairs).
 
@@ -74,17 +74,19 @@ class MultiLabelQualityEvaluator:
     def __call__(self, epoch: int, generator: torch.nn.Module) -> dict[str, float]:
         final = epoch == self.final_epoch
         fake = self.sample(generator)
-        out = pixel_metrics(self.train_images, fake, seed=epoch, with_ci=final)
-        diversity: dict[str, float] = {}
+        out: dict[str, float] = {}
+        pixels, diversity = [], []
         for k, name in enumerate(map(metric_key, self.finding_names)):
             mine, real = fake[self.vectors[:, k] == 1], self.real_images[k]
             if len(real) < 2:  # no spread to compare with: not a collapse signal
                 continue
-            out |= {f"{key}_{name}": v for key, v in pixel_metrics(real, mine, seed=epoch).items()}
-            diversity[name] = diversity_ratio(image_rows(mine), image_rows(real))
-            out[f"diversity_pixel_{name}"] = diversity[name]
-        if diversity:
-            out["diversity_pixel"] = out[DIVERSITY_KEY] = min(diversity.values())
+            pixels.append(pixel_metrics(real, mine, seed=epoch, with_ci=final))
+            out |= {f"{key}_{name}": v for key, v in pixels[-1].items()}
+            diversity.append(diversity_ratio(image_rows(mine), image_rows(real)))
+            out[f"diversity_pixel_{name}"] = diversity[-1]
+        if diversity:  # over the findings: SSIMs averaged, diversity the lowest (as over classes for single labels)
+            out |= {key: float(np.mean([p[key] for p in pixels])) for key in ("ssim_real_fake", "ms_ssim_real_fake")}
+            out["diversity_pixel"] = out[DIVERSITY_KEY] = min(diversity)
         if final:
             copies = duplicate_groups(self.train_images)
             self.final_report = audit_pixels(fake, self.train_images, training_groups=copies)
