@@ -51,6 +51,8 @@ def test_draws_are_a_function_of_the_seed():
     assert np.array_equal(draw_combinations(train, 50, 7), draw_combinations(train, 50, 7))
     assert not np.array_equal(draw_combinations(train, 50, 7), draw_combinations(train, 50, 8))
     assert draw_combinations(train, 0, 7).shape == (0, 4)
+    # a smaller draw is the prefix of a larger one (one seeded pool; smaller mixing ratios take its first rows)
+    assert np.array_equal(draw_combinations(train, 500, 7)[:37], draw_combinations(train, 37, 7))
 
 
 def test_fill_findings_reaches_every_target_and_spares_common_findings():

@@ -50,11 +50,13 @@ def combination_counts(labels: np.ndarray, finding_names: Sequence[str]) -> dict
 
 def draw_combinations(train_labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """n label vectors (n, K) uint8 drawn i.i.d. from the empirical distribution of the rows of
-    `train_labels` (N, K): combination c is drawn with probability (train rows equal to c) / N."""
+    `train_labels` (N, K): combination c is drawn with probability (train rows equal to c) / N.
+    For one seed, a draw of n is the first n rows of any larger draw (a pool's prefixes are its subsets)."""
     train_labels = check_multi_hot(train_labels)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    rows = np.random.default_rng(seed).integers(0, len(train_labels), size=n)
+    # row i comes from the i-th uniform double alone (floor(u * N), bias < N / 2**53): prefixes are exact
+    rows = np.minimum((np.random.default_rng(seed).random(n) * len(train_labels)).astype(np.int64), len(train_labels) - 1)
     return train_labels[rows]
 
 
