@@ -27,12 +27,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ganaug.data.leakage import duplicate_groups
 from ganaug.gan.conditioning import check_multi_hot, draw_combinations, fill_findings
 from ganaug.gan.train import to_uint8
 from ganaug.quality.diversity import DIVERSITY_KEY, diversity_ratio, image_rows
 from ganaug.quality.memorisation import MemorisationReport, audit_pixels
 from ganaug.quality.suite import pixel_metrics
-from ganaug.data.leakage import duplicate_groups
 from ganaug.tracking.mlflow_utils import metric_key
 
 SKIPPED_REASON = ("reference-classifier metrics (fd_domain, kd/precision/recall/coverage_domain, diversity_domain, "
