@@ -141,7 +141,7 @@ def test_atomic_write_removes_temps_of_dead_processes_only(tmp_path):
 
 
 def test_git_ignores_temp_siblings():
-    for path in ("data/.prepared.tmp-123-abc", "models/.classifier_real.tmp-9-x", "metrics/.gan.json.tmp-5-y.json"):
+    for path in ("data/.prepared.tmp-123-abc", "models/arms/.real.tmp-9-x", "metrics/.gan.json.tmp-5-y.json"):
         assert subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=REPO).returncode == 0, path
 
 
@@ -172,7 +172,7 @@ def test_killed_stages_rerun_to_the_uninterrupted_result(tmp_path):
     assert [t.split(".tmp-")[0] for t in after["atomic_dir:gan"]["temps"]] == ["models/.gan"]
     assert after["atomic_dir:synthetic"]["running"] == 1
     assert [t.split(".tmp-")[0] for t in after["atomic_dir:synthetic"]["temps"]] == ["data/.synthetic"]
-    assert [t.split(".tmp-")[0] for t in after["run_started:train_classifier_real@3"]["temps"]] == ["models/.classifier_real"]
+    assert [t.split(".tmp-")[0] for t in after["run_started:train_classifier_real@3"]["temps"]] == ["models/arms/.real"]
     # after the reruns: no debris, no RUNNING run
     assert outcomes[-1]["temps"] == [] and outcomes[-1]["running"] == 0
 
@@ -199,10 +199,10 @@ def test_killed_stages_rerun_to_the_uninterrupted_result(tmp_path):
 
     # identical outputs
     assert sorted(p.name for p in (killed / "models/gan").iterdir()) == sorted(p.name for p in (reference / "models/gan").iterdir())
-    for path in ("models/gan/generator.pt", "models/classifier_real/seed0.pt", "models/classifier_real/seed1.pt"):
+    for path in ("models/gan/generator.pt", "models/arms/real/seed0.pt", "models/arms/real/seed1.pt"):
         a, b = state_dict(reference / path), state_dict(killed / path)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), path
-    for path in ("data/prepared/dataset.npz", "data/synthetic/synthetic.npz", "models/classifier_real/test_predictions.npz"):
+    for path in ("data/prepared/dataset.npz", "data/synthetic/synthetic.npz", "models/arms/real/test_predictions.npz"):
         with np.load(reference / path) as a, np.load(killed / path) as b:
             assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files), path
 

@@ -88,7 +88,8 @@ def test_rows_follow_declaration_order_and_render_defaults_as_yaml():
     assert [f.name for f in dataclasses.fields(Params)] == list(dict.fromkeys(k.split(".")[0] for k in docs))
     block = render(DVC_YAML)
     assert "| `data.medmnist.path` | `null` | string or `null` | `prepare` |" in block
-    assert "| `classifier.device` | `auto` | `auto`, `cpu`, `cuda` | `train_reference`, `train_classifier_real`, " in block
+    assert "| `classifier.device` | `auto` | `auto`, `cpu`, `cuda` | `train_reference`, `arm_real`, `arm_mixed`, `arm_synthetic` |" in block
+    assert "| `arms.balance` | `oversample` | `oversample`, `class_weight` | `arm_real` |" in block
     assert "| `gan.lr_g` | `0.0002` | number, > 0 and <= 1 | `train_gan` |" in block
 
 

@@ -1,6 +1,7 @@
 """The whole pipeline through DVC on tiny settings: `dvc repro` produces every output and an
 MLflow run per training step; a second repro reruns nothing; `dvc exp run -S gan.lr_g=…`
-reruns from train_gan on; the registered generator samples; the notebook executes."""
+reruns from train_gan on, and only the arms that use synthetic images; adding a ratio runs only
+the new arm; the registered generator samples; the notebook executes."""
 
 from __future__ import annotations
 
@@ -30,10 +31,11 @@ TINY = {
     "gan": {"epochs": 2, "eval_every": 1, "n_eval": 40, "batch_size": 16, "base_channels": 8, "min_diversity": 0.0},
     "synthesize": {"override_gate": True},
     "classifier": {"epochs": 2, "seeds": [0, 1]},
+    "arms": {"real": ["real", "balanced"], "mixed": ["synthetic"], "ratios": [1.0]},
     "evaluate": {"n_bootstrap": 100},
 }
-STAGES = ["prepare", "train_reference", "real_features", "train_gan", "synthesize", "train_classifier_real",
-          "train_classifier_augmented", "evaluate"]
+STAGES = ["prepare", "train_reference", "real_features", "train_gan", "synthesize", "arm_real@real",
+          "arm_real@balanced", "arm_mixed@synthetic-1.0", "arm_mixed@synthetic-0.5", "evaluate"]
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -47,6 +49,10 @@ def merge(base: dict, override: dict) -> dict:
 
 def ran_stages(output: str) -> set[str]:
     return {s for s in STAGES if f"Running stage '{s}'" in output}
+
+
+def repro_stages() -> set[str]:
+    return set(STAGES) - {"arm_mixed@synthetic-0.5"}  # added by test_adding_a_ratio_runs_only_the_new_arm
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +91,19 @@ def project(tmp_path_factory):
 
 def test_repro_runs_every_stage_and_writes_outputs(project):
     root, _, _, first = project
-    assert ran_stages(first) == set(STAGES)
+    assert ran_stages(first) == repro_stages()
     for path in ("data/prepared/dataset.npz", "data/prepared/meta.json", "models/reference/model.pt",
                  "models/gan/generator.pt", "models/gan/loss_curves.png", "data/synthetic/synthetic.npz",
                  "plots/gan_losses.csv", "plots/roc_real.csv", "plots/confusion_augmented.csv"):
         assert (root / path).is_file(), path
     manifest = json.loads((root / "data/synthetic/manifest.json").read_text())
-    assert manifest["counts"] == {"normal": manifest["real_train_counts"]["pneumonia"] - manifest["real_train_counts"]["normal"]}
+    largest = max(manifest["real_train_counts"].values())  # the pool: pool_ratio (1.0) x the largest class
+    assert manifest["counts"] == manifest["pool"]["per_class"] == {"normal": largest}
+    for arm in ("real", "balanced", "synthetic-1.0"):
+        record = json.loads((root / "models/arms" / arm / "metrics.json").read_text())
+        assert record["arm"] == arm and set(record["seeds"]) == {"0", "1"}, arm
+        assert (root / "models/arms" / arm / "test_predictions.npz").is_file() and (root / "models/arms" / arm / "seed1.pt").is_file()
+    assert record["train_counts"]["synthetic"] == {"normal": largest}
     evaluation = json.loads((root / "reports/evaluation.json").read_text())  # the full record
     assert set(evaluation["arms"]) == {"real", "augmented"}
     assert manifest["quality_gate"]["overridden"] == (not manifest["quality_gate"]["passed"])
@@ -103,7 +115,6 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     assert summary["quality_gate"] == {"overridden": float(manifest["quality_gate"]["overridden"])}
     assert summary["balanced_accuracy"]["diff"] == evaluation["difference"]["balanced_accuracy"]["augmented_minus_real"]
     assert len(json.loads((root / "metrics/gan.json").read_text())) <= 10
-    assert set(json.loads((root / "metrics/classifier_real.json").read_text())) == {"balanced_accuracy", "accuracy", "roc_auc"}
     gan_metrics = json.loads((root / "models/gan/quality.json").read_text())
     assert np.isfinite(gan_metrics["fd_domain"]) and 0 < gan_metrics["ssim_real_fake"] <= 1
     for name in ("kd_domain", "recall_domain", "coverage_domain", "ms_ssim_real_fake", "label_fidelity"):
@@ -120,7 +131,9 @@ def test_every_training_step_is_an_mlflow_run_with_lineage(project):
     runs = mlflow.search_runs(experiment_names=["ganaug"])
     stages = runs["tags.ganaug.stage"].value_counts().to_dict()
     assert stages["train_reference"] >= 1 and stages["train_gan"] >= 1 and stages["evaluate"] >= 1 and stages["synthesize"] >= 1
-    assert stages["train_classifier_real"] >= 3 and stages["train_classifier_augmented"] >= 3  # one per arm + one per seed
+    assert stages["train_classifier_real"] >= 3 and stages["train_classifier_synthetic-1.0"] >= 3  # one per arm + one per seed
+    mixed = runs[(runs["tags.arm"] == "synthetic-1.0") & (runs["tags.ganaug.run_level"] == "arm")].iloc[0]
+    assert (mixed["tags.family"], mixed["tags.ratio"], mixed["tags.dvc.stage"]) == ("synthetic", "1.0", "arm_mixed@synthetic-1.0")
     assert runs["tags.mlflow.runName"].is_unique
     seeds = runs[runs["tags.ganaug.run_level"] == "seed"]
     parents = runs[runs["tags.ganaug.run_level"] == "arm"]
@@ -151,7 +164,7 @@ def test_exp_run_on_a_gan_param_reruns_from_train_gan(project):
     sh("git", "add", "-A")
     sh("git", "commit", "-qm", "baseline results")
     out = sh("dvc", "exp", "run", "-S", "gan.lr_g=0.0001")
-    assert ran_stages(out) == {"train_gan", "synthesize", "train_classifier_augmented", "evaluate"}
+    assert ran_stages(out) == {"train_gan", "synthesize", "arm_mixed@synthetic-1.0", "evaluate"}  # not the real-only arms
     shown = json.loads(sh("dvc", "exp", "show", "--json").split("\n", 1)[-1] if False else sh("dvc", "exp", "show", "--json"))
     assert len(json.dumps(shown)) > 0
     assert "evaluation.json" in sh("dvc", "metrics", "show")
@@ -163,13 +176,22 @@ def test_exp_run_with_a_filter_reruns_from_synthesize_and_audits_both_sets(proje
     root, sh, _, _ = project
     out = sh("dvc", "exp", "run", "-S", "synthesize.filter=ssim_likeness", "-S", "synthesize.filter_threshold=0.0",
              "-S", "synthesize.max_draws=50")
-    assert ran_stages(out) == {"synthesize", "train_classifier_augmented", "evaluate"}
+    assert ran_stages(out) == {"synthesize", "arm_mixed@synthetic-1.0", "evaluate"}
     manifest = json.loads((root / "data/synthetic/manifest.json").read_text())
     normal = manifest["filter"]["per_class"]["normal"]
     assert manifest["filter"]["name"] == "ssim_likeness" and normal["kept"] == manifest["counts"]["normal"]
     assert normal["drawn"] >= normal["kept"] and normal["score_kept"]["p10"] >= 0.0
     assert 0 <= manifest["unfiltered_candidates"]["unfiltered_memorisation_pixel_copy_rate"] <= 1
     assert -1 <= manifest["ssim_likeness"]["ssim_likeness_median"] <= 1
+
+
+def test_adding_a_ratio_runs_only_the_new_arm(project):
+    root, sh, _, _ = project
+    out = sh("dvc", "exp", "run", "-S", "arms.ratios=[0.5,1.0]")
+    assert ran_stages(out) == {"arm_mixed@synthetic-0.5", "evaluate"}
+    half = json.loads((root / "models/arms/synthetic-0.5/metrics.json").read_text())
+    full = json.loads((root / "models/arms/synthetic-1.0/metrics.json").read_text())
+    assert half["ratio"] == 0.5 and half["train_counts"]["synthetic"]["normal"] == round(full["train_counts"]["synthetic"]["normal"] / 2)
 
 
 def test_registered_generator_samples_each_requested_class(project):
@@ -189,5 +211,5 @@ def test_notebook_executes_against_the_runs(project, monkeypatch):
     notebook = nbformat.read(REPO / "notebooks" / "compare_runs.ipynb", as_version=4)
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(root)}}).execute()
     outputs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for c in notebook.cells for o in c.get("outputs", []))
-    assert "Model A (real)" in outputs and "Model B (real+synthetic)" in outputs
+    assert "balanced" in outputs and "synthetic-1.0" in outputs
     assert "steps;" in outputs and "fd_domain" in outputs

@@ -22,7 +22,7 @@ STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "real-features": (("quality",), "ganaug.stages.real_features"),
     "train-gan": (("gan", "quality"), "ganaug.stages.train_gan"),
     "synthesize": (("synthesize",), "ganaug.stages.synthesize"),
-    "train-classifier": (("classifier",), "ganaug.stages.train_classifier"),
+    "train-classifier": (("classifier", "arms"), "ganaug.stages.train_classifier"),
     "evaluate": (("evaluate",), "ganaug.stages.evaluate"),
 }
 
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
         p.add_argument("--dry-run", action="store_true", help="print the resolved params this stage reads and exit")
         if name == "train-classifier":
-            p.add_argument("--arm", required=True, choices=("real", "augmented"), help="training-set arm")
+            p.add_argument("--arm", required=True, help="arm id, as in models/arms/<id>: real, balanced, classic, "
+                           "<family>-<ratio> (e.g. synthetic-0.5), synthetic_only; the params' arms section lists them")
     p = sub.add_parser("quality", help="all quality metrics of one image set against another (table + JSON)")
     _add_quality_arguments(p)
     p = sub.add_parser("promote", help="move the registry's champion alias to a generator version that earns it")
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None, run: Callable[[str, Params, argparse.Nam
             print(dump_yaml({section: getattr(params, section)}), end="")
         return 0
     try:
+        if args.stage == "train-classifier":  # a bad --arm fails before torch is imported
+            from ganaug.experiments.arms import parse_arm
+
+            parse_arm(args.arm, params.arms)
         run(args.stage, params, args)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
         if os.environ.get("GANAUG_DEBUG"):

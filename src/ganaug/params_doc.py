@@ -118,7 +118,8 @@ def stage_params(dvc_yaml: Path) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for name, stage in stages.items():
         keys: list[str] = []
-        for entry in stage.get("params", []) or []:
+        listed = stage.get("params") or (stage.get("do") or {}).get("params")  # a foreach stage lists them under do
+        for entry in listed or []:
             if isinstance(entry, str):
                 keys.append(entry)
             elif isinstance(entry, dict):  # {file: [keys]}

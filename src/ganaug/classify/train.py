@@ -1,7 +1,9 @@
 """Classifier training with early stopping on the validation split, and prediction.
 
 The test split is not an argument here: selection (early stopping, best epoch) sees only
-train and val; test predictions are made afterwards by the caller.
+train and val; test predictions are made afterwards by the caller. Options: a learning-rate
+schedule, the validation number that selects the epoch, class balancing (oversampling or a
+class-weighted loss) and classic augmentation on the fly (classify.augment).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
+from ganaug.classify.metrics import roc_auc
 from ganaug.classify.models import create_classifier
 from ganaug.device import autocast, to_device_images
 from ganaug.gan.train import to_model_range
@@ -25,12 +29,22 @@ from ganaug.torchfile import BadFileError, load_torch_file, require_fields, save
 from ganaug.progress import progress
 
 
+SCHEDULES = ("constant", "cosine")
+BALANCES = ("none", "oversample", "class_weight")
+# selection metric -> True when larger is better
+SELECTS = {"val_loss": False, "val_roc_auc": True, "val_balanced_accuracy": True}
+
+
 @dataclass
 class ClassifierResult:
-    model: nn.Module  # best-on-validation weights, eval mode
-    history: list[dict[str, float]]  # per epoch: epoch, train_loss, val_loss, val_accuracy
-    best_epoch: int
-    best_val_loss: float
+    model: nn.Module  # weights of the selected epoch (best `select` value on val), eval mode
+    # per epoch: epoch, lr (at the epoch's start), train_loss, val_loss, val_accuracy, val_balanced_accuracy, val_roc_auc
+    history: list[dict[str, float]]
+    best_epoch: int  # the kept epoch (1-based)
+    best_val_loss: float  # the kept epoch's (unweighted) validation loss
+    select: str = "val_loss"  # the validation number that chose best_epoch
+    best_select_value: float = float("nan")  # its value at best_epoch
+    stopped_epoch: int = 0  # the last epoch trained (== epochs unless early stopping ended sooner)
 
 
 @torch.no_grad()
@@ -57,6 +71,55 @@ def extract_features(model: nn.Module, images: np.ndarray, device: torch.device,
     return map_batches(model.features, images, device, batch_size, mixed_precision=False).astype(np.float64)
 
 
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Cross-entropy weights (K,) = inverse class frequency, normalised so that the mean weight over
+    the training images is 1: w_c = N / (K * n_c). Every class needs at least one image."""
+    counts = np.bincount(labels, minlength=n_classes)
+    if (counts == 0).any():
+        raise ValueError(f"balance=class_weight: classes {np.flatnonzero(counts == 0).tolist()} have no training images")
+    return torch.tensor(len(labels) / (n_classes * counts), dtype=torch.float32)
+
+
+def epoch_order(labels: torch.Tensor, n_classes: int, balance: str, generator: torch.Generator) -> torch.Tensor:
+    """The training-image indices of one epoch, shuffled, (N,) for N = len(labels).
+
+    none / class_weight: a permutation. oversample: N draws, every class equally often (the remainder
+    of N / K goes to randomly chosen classes, one each); a class's images are taken in fresh random
+    permutations one after another, so within a class no image repeats before all were used."""
+    n = len(labels)
+    if balance != "oversample":
+        return torch.randperm(n, generator=generator)
+    per_class = torch.full((n_classes,), n // n_classes, dtype=torch.long)
+    per_class[torch.randperm(n_classes, generator=generator)[: n % n_classes]] += 1
+    picks = []
+    for c in range(n_classes):
+        members = torch.nonzero(labels == c).flatten()  # (n_c,)
+        if len(members) == 0:
+            raise ValueError(f"balance=oversample: class {c} has no training images")
+        rounds = -(-int(per_class[c]) // len(members))  # ceil
+        cycled = torch.cat([members[torch.randperm(len(members), generator=generator)] for _ in range(rounds)])
+        picks.append(cycled[: int(per_class[c])])
+    chosen = torch.cat(picks)
+    return chosen[torch.randperm(len(chosen), generator=generator)]
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch: a last batch of one image is skipped (it breaks BatchNorm)."""
+    return n_images // batch_size + (1 if n_images % batch_size >= 2 else 0)
+
+
+def validation_record(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """logits (M, K), labels (M,) -> the unweighted validation numbers a `select` may use."""
+    y = labels.numpy()
+    proba = torch.softmax(logits, dim=1).numpy()
+    return {
+        "val_loss": F.cross_entropy(logits, labels).item(),
+        "val_accuracy": (logits.argmax(1) == labels).float().mean().item(),
+        "val_balanced_accuracy": float(balanced_accuracy_score(y, proba.argmax(1))),
+        "val_roc_auc": roc_auc(y, proba),
+    }
+
+
 def train_classifier(
     train_images: np.ndarray,  # (N, C, H, W) uint8: real (+ synthetic) training images
     train_labels: np.ndarray,  # (N,) int64 class indices
@@ -66,59 +129,88 @@ def train_classifier(
     arch: str,  # simple_cnn | timm model name
     epochs: int,  # upper bound; early stopping usually ends sooner
     batch_size: int,
-    lr: float,  # AdamW learning rate
+    lr: float,  # AdamW learning rate (the start of the schedule)
     weight_decay: float,
-    patience: int,  # epochs without a lower validation loss before stopping
-    seed: int,  # weights init, data order and dropout
+    patience: int,  # epochs without a better `select` value before stopping
+    seed: int,  # weights init, data order, oversampling draws, augmentation parameters and dropout
     device: torch.device,
+    *,
+    schedule: str = "constant",  # constant | cosine: lr decays per optimizer step to 0 at the end of epoch `epochs`
+    select: str = "val_loss",  # val_loss (lowest) | val_roc_auc | val_balanced_accuracy (highest) picks the kept epoch
+    balance: str = "none",  # none | oversample (classes drawn equally often) | class_weight (weighted training loss)
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,  # e.g. ClassicAugment, per batch
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
     desc: str = "classifier",  # progress-bar label (which model, which seed)
 ) -> ClassifierResult:
-    """Train from scratch; keep the weights of the epoch with the lowest validation loss."""
+    """Train from scratch; keep the weights of the epoch with the best validation `select` value.
+
+    The validation loss is always the plain (unweighted) cross-entropy, also under
+    balance=class_weight: the selection measures the model on the val split as it is."""
     assert train_labels.ndim == 1, "train_classifier takes class indices (multi-label is not supported here)"
+    if schedule not in SCHEDULES:
+        raise ValueError(f"classifier.schedule={schedule!r}: expected one of {list(SCHEDULES)}")
+    if select not in SELECTS:
+        raise ValueError(f"classifier.select={select!r}: expected one of {list(SELECTS)}")
+    if balance not in BALANCES:
+        raise ValueError(f"balance={balance!r}: expected one of {list(BALANCES)}")
+    if select == "val_roc_auc" and len(np.unique(val_labels)) < 2:
+        raise ValueError("classifier.select=val_roc_auc needs at least two classes in the validation split")
     torch.manual_seed(seed)
     order_rng = torch.Generator().manual_seed(seed)
+    augment_rng = torch.Generator().manual_seed(seed + 1_000_003)  # its own stream: augmenting leaves the data order unchanged
     model = create_classifier(arch, n_classes, train_images.shape[1]).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    n_steps = epochs * steps_per_epoch(len(train_images), batch_size)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_steps, 1), eta_min=0.0)
+                 if schedule == "cosine" else None)
     x_all, y_all = torch.from_numpy(train_images), torch.from_numpy(train_labels).long()
+    weight = class_weights(train_labels, n_classes).to(device) if balance == "class_weight" else None
     y_val = torch.from_numpy(val_labels).long()
+    larger_is_better = SELECTS[select]
     history: list[dict[str, float]] = []
     best_state: dict[str, Any] | None = None
-    best_loss, best_epoch, stale = float("inf"), 0, 0
+    best_value, best_epoch, stale, stopped_epoch = float("nan"), 0, 0, 0
 
     epoch_bar = progress(range(1, epochs + 1), desc=f"{desc} epochs", unit="epoch", log_every_s=0)  # a log line per epoch
     for epoch in epoch_bar:
         model.train()
-        order = torch.randperm(len(x_all), generator=order_rng)
+        epoch_lr = optimizer.param_groups[0]["lr"]
+        order = epoch_order(y_all, n_classes, balance, order_rng)
         total, count = 0.0, 0
         batch_bar = progress(range(0, len(order), batch_size), desc=f"{desc} epoch {epoch}", unit="batch")
         for start in batch_bar:
             idx = order[start : start + batch_size]
             if len(idx) < 2:  # a single-image batch breaks BatchNorm
                 continue
-            x, y = to_device_images(to_model_range(x_all[idx]), device), y_all[idx].to(device)
+            x_uint8 = x_all[idx] if augment is None else augment(x_all[idx], augment_rng)  # (B, C, H, W) uint8
+            x, y = to_device_images(to_model_range(x_uint8), device), y_all[idx].to(device)
             with autocast(device):
-                loss = F.cross_entropy(model(x).float(), y)
+                loss = F.cross_entropy(model(x).float(), y, weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total += loss.item() * len(idx)
             count += len(idx)
             batch_bar.set_postfix(train_loss=f"{total / count:.4f}", refresh=False)
         batch_bar.close()
 
         model.eval()
-        logits = torch.from_numpy(map_batches(model, val_images, device))
-        val_loss = F.cross_entropy(logits, y_val).item()
-        val_acc = (logits.argmax(1) == y_val).float().mean().item()
-        record = {"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss, "val_accuracy": val_acc}
+        logits = torch.from_numpy(map_batches(model, val_images, device))  # (M, K) float32 on the CPU
+        record = {"epoch": epoch, "lr": epoch_lr, "train_loss": total / max(count, 1), **validation_record(logits, y_val)}
         history.append(record)
-        epoch_bar.set_postfix(train_loss=f"{record['train_loss']:.4f}", val_loss=f"{val_loss:.4f}",
-                              val_acc=f"{val_acc:.3f}", refresh=False)
+        stopped_epoch = epoch
+        epoch_bar.set_postfix(train_loss=f"{record['train_loss']:.4f}", val_loss=f"{record['val_loss']:.4f}",
+                              val_acc=f"{record['val_accuracy']:.3f}", val_auc=f"{record['val_roc_auc']:.3f}", refresh=False)
         if on_epoch_end is not None:
             on_epoch_end(record)
-        if val_loss < best_loss:
-            best_loss, best_epoch, stale = val_loss, epoch, 0
+        value = record[select]
+        if not np.isfinite(value):
+            raise FloatingPointError(f"{desc}: validation {select} is {value} at epoch {epoch} (a NaN loss or a diverged model)")
+        improved = best_state is None or (value > best_value if larger_is_better else value < best_value)
+        if improved:  # ties keep the earlier epoch
+            best_value, best_epoch, stale = value, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
@@ -129,7 +221,7 @@ def train_classifier(
     assert best_state is not None, "no epoch finished"
     model.load_state_dict(best_state)
     model.eval()
-    return ClassifierResult(model, history, best_epoch, best_loss)
+    return ClassifierResult(model, history, best_epoch, history[best_epoch - 1]["val_loss"], select, best_value, stopped_epoch)
 
 
 CLASSIFIER_FORMAT = "ganaug-classifier-v1"

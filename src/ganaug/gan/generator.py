@@ -1,7 +1,9 @@
 """A trained generator as a self-describing file, and seeded sampling from it.
 
 A synthetic set is a pure function of (generator file, seed, per-class counts): noise comes
-from an explicit `torch.Generator` on the CPU, class by class in class-index order.
+from an explicit `torch.Generator` on the CPU, class by class in class-index order. The
+synthesize stage's pool uses `sample_stream` instead: one seeded stream per class whose images
+do not depend on how many are asked for, so a smaller pool is a per-class prefix of a larger one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ganaug.gan.train import build_generator, to_uint8
 from ganaug.torchfile import BadFileError, load_torch_file, require_fields, save_torch_file, summary
 
 FORMAT = "ganaug-generator-v1"
+NOISE_CHUNK = 64  # images per noise seed in a class's stream (sample_stream)
 EXPECTED = "a ganaug generator file written by the train_gan stage (rerun it)"
 FIELDS = {"format": str, "state_dict": dict, "config": dict, "resolution": int, "channels": int,
           "class_names": list, "trained_classes": list, "conditional": bool, "info": dict}
@@ -119,3 +122,32 @@ class TrainedGenerator:
             shape = (0, self.channels, self.resolution, self.resolution)
             return np.zeros(shape, np.uint8), np.zeros(0, np.int64)
         return np.concatenate(images), np.concatenate(labels)
+
+    @torch.no_grad()
+    def sample_stream(self, class_index: int, start: int, n: int, seed: int, batch_size: int = 256) -> np.ndarray:
+        """Images [start, start + n) of class `class_index`'s seeded stream: (n, C, R, R) uint8.
+
+        Image i's noise comes from chunk i // NOISE_CHUNK, seeded by (seed, class_index, chunk),
+        and every forward pass covers one whole aligned block of the stream (batch_size rounded up
+        to a multiple of NOISE_CHUNK), so image i is the same, bit for bit, whatever `start` and `n`
+        ask for it: the first m images of a class are a prefix of the first m' > m."""
+        if class_index not in self.trained_classes:
+            raise ValueError(f"generator cannot produce classes {[class_index]}; it was trained for "
+                             f"{[self.class_names[c] for c in self.trained_classes]}")
+        if start < 0 or n < 0:
+            raise ValueError(f"sample_stream: start={start} and n={n} must be >= 0")
+        block = -(-batch_size // NOISE_CHUNK) * NOISE_CHUNK  # images per forward pass, aligned to the chunks
+        device = next(self.network.parameters()).device
+        out = []
+        for first in range(start // block * block, start + n, block):  # aligned blocks overlapping [start, start + n)
+            z = torch.cat([
+                torch.randn(NOISE_CHUNK, self.network.latent_dim, generator=torch.Generator().manual_seed(
+                    int(np.random.SeedSequence([seed, class_index, chunk]).generate_state(1)[0])))
+                for chunk in range(first // NOISE_CHUNK, (first + block) // NOISE_CHUNK)
+            ]).to(device)  # (block, latent_dim)
+            y = torch.full((block,), class_index, dtype=torch.long, device=device) if self.conditional else None
+            images = to_uint8(self.network(z, y)).cpu().numpy()  # (block, C, R, R)
+            out.append(images[max(start - first, 0):start + n - first])
+        if not out:
+            return np.zeros((0, self.channels, self.resolution, self.resolution), np.uint8)
+        return np.concatenate(out)

@@ -84,24 +84,25 @@ class FilteredDraw:
 
 
 def draw_filtered(
-    sample: Callable[[int, int, int], np.ndarray],  # (class, n, seed) -> (n, C, H, W) uint8 images
+    # (class, start, n) -> (n, C, H, W) uint8: candidates [start, start + n) of the class's seeded stream
+    sample: Callable[[int, int, int], np.ndarray],
     counts: dict[int, int],  # images to keep per class
     score: Scorer,  # per-image score; kept when >= threshold
     threshold: float,  # keep threshold
     max_draws: float,  # give up after drawing this many candidates per image requested
-    seed: int,  # round r of class c draws with seed (seed, c, r): a pure function of the inputs
     filter_name: str = "filter",  # for messages
 ) -> FilteredDraw:
-    """Draw candidates in rounds until each class has `counts[c]` kept images; the kept images
-    are the first that pass, in draw order. Raises FilterError when `max_draws` x the count is
-    drawn without enough passing."""
+    """Draw candidates in rounds, each continuing the class's stream, until each class has
+    `counts[c]` kept images; the kept images are the first passing candidates of the stream, so
+    those kept for a smaller count are a prefix of those kept for a larger one. Raises FilterError
+    when `max_draws` x the count is drawn without enough passing."""
     drawn, drawn_labels, drawn_scores, drawn_kept = [], [], [], []
     bar = progress(total=sum(counts.values()), desc=f"filter {filter_name}: kept", unit="img")
     for c, wanted in counts.items():
         if wanted == 0:
             continue
         budget = int(np.ceil(max_draws * wanted))
-        n_kept, n_drawn, round_index = 0, 0, 0
+        n_kept, n_drawn = 0, 0
         while n_kept < wanted:
             if n_drawn >= budget:
                 raise FilterError(
@@ -111,8 +112,7 @@ def draw_filtered(
                 )
             acceptance = max(n_kept / n_drawn if n_drawn else 1.0, 1.0 / max_draws)
             n = int(min(budget - n_drawn, max(64, np.ceil((wanted - n_kept) / acceptance))))
-            round_seed = int(np.random.SeedSequence([seed, c, round_index]).generate_state(1)[0])
-            candidates = sample(c, n, round_seed)
+            candidates = sample(c, n_drawn, n)
             scores = np.asarray(score(candidates, c), dtype=np.float64)
             passing = scores >= threshold
             take = passing & (np.cumsum(passing) <= wanted - n_kept)  # the first that pass, up to the count
@@ -120,7 +120,6 @@ def draw_filtered(
             drawn_scores.append(scores), drawn_kept.append(take)
             n_kept += int(take.sum())
             n_drawn += n
-            round_index += 1
             bar.update(int(take.sum()))
             bar.set_postfix(cls=c, drawn=n_drawn, acceptance=f"{n_kept / n_drawn:.3f}", refresh=False)
     bar.close()

@@ -14,5 +14,9 @@ REPORTS = Path("reports")  # full records beside the DVC metrics summaries (eval
 CACHE = Path(".ganaug")  # resumable checkpoints and feature caches, outside DVC outputs
 
 
-def classifier_dir(arm: str) -> Path:
-    return Path("models") / f"classifier_{arm}"
+ARMS = Path("models/arms")  # one folder per arm (a DVC output each): classifiers, test predictions, metrics.json
+
+
+def arm_dir(arm_id: str) -> Path:
+    """models/arms/<arm id>, e.g. models/arms/synthetic-0.5."""
+    return ARMS / arm_id

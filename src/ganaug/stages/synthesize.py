@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from ganaug.classify.train import extract_features  # noqa: E402
 from ganaug.config import Params, SynthesizeConfig, flatten  # noqa: E402
 from ganaug.data.packed import Split, load_packed, read_meta  # noqa: E402
+from ganaug.data.synthetic import MANIFEST_FILE, SYNTHETIC_FILE  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.io import atomic_dir, write_json  # noqa: E402
 from ganaug.quality.memorisation import closest_pairs_grid  # noqa: E402
@@ -34,8 +35,6 @@ from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference  # 
 from ganaug.tracking import mlflow_utils, runs  # noqa: E402
 from ganaug.tracking.mlflow_utils import metric_key  # noqa: E402
 
-SYNTHETIC_FILE = "synthetic.npz"
-MANIFEST_FILE = "manifest.json"
 
 
 def synthetic_counts(train_counts: list[int], trained_classes: list[int], pool_ratio: float) -> dict[int, int]:
@@ -48,9 +47,13 @@ def requested_counts(generator: TrainedGenerator, train_counts: list[int], cfg: 
 
 
 def synthesize(generator: TrainedGenerator, train_counts: list[int], cfg: SynthesizeConfig) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """The pool, class by class in class-index order, each class the first counts[c] images of its
+    own seeded stream (`TrainedGenerator.sample_stream`): a larger pool_ratio appends to each class,
+    it never changes the images a smaller one made, so every arm's prefix stays the same."""
     counts = requested_counts(generator, train_counts, cfg)
-    images, labels = generator.sample(counts, cfg.seed, cfg.batch_size)
-    return images, labels, counts
+    images = [generator.sample_stream(c, 0, n, cfg.seed, cfg.batch_size) for c, n in sorted(counts.items())]
+    labels = [np.full(n, c, np.int64) for c, n in sorted(counts.items())]
+    return np.concatenate(images), np.concatenate(labels), counts
 
 
 def filter_scorer(cfg: SynthesizeConfig, train: Split, reference: torch.nn.Module, device: torch.device) -> Scorer:
@@ -60,11 +63,12 @@ def filter_scorer(cfg: SynthesizeConfig, train: Split, reference: torch.nn.Modul
 
 
 def synthesize_filtered(generator: TrainedGenerator, train_counts: list[int], cfg: SynthesizeConfig, scorer: Scorer) -> FilteredDraw:
-    """`synthesize` with a filter: draws candidates until each class has its count of images
-    scoring >= synthesize.filter_threshold."""
-    counts = requested_counts(generator, train_counts, cfg)
-    sample = lambda c, n, seed: generator.sample({c: n}, seed, cfg.batch_size)[0]
-    return draw_filtered(sample, counts, scorer, cfg.filter_threshold, cfg.max_draws, cfg.seed, cfg.filter)
+    """`synthesize` with a filter: draws candidates from each class's seeded stream until the class
+    has its count of images scoring >= synthesize.filter_threshold (the first passing ones, so the
+    per-class prefixes stay stable as pool_ratio grows)."""
+    counts = dict(sorted(requested_counts(generator, train_counts, cfg).items()))
+    sample = lambda c, start, n: generator.sample_stream(c, start, n, cfg.seed, cfg.batch_size)
+    return draw_filtered(sample, counts, scorer, cfg.filter_threshold, cfg.max_draws, cfg.filter)
 
 
 def check_gate(generator: TrainedGenerator, generator_file: str, cfg: SynthesizeConfig) -> GateDecision:
@@ -126,6 +130,11 @@ def main(params: Params) -> None:
         "seed": cfg.seed,
         "pool_ratio": cfg.pool_ratio,
         "counts": {meta["class_names"][c]: n for c, n in counts.items()},
+        # the pool the arms draw from: per class, in this order, the first images of the class's stream;
+        # an arm at synthetic_ratio r takes the first round(r x largest_real_class) of each class
+        "pool": {"ratio": cfg.pool_ratio, "largest_real_class": max(train_counts),
+                 "per_class": {meta["class_names"][c]: n for c, n in sorted(counts.items())},
+                 "order": "class index, then position in the class's seeded stream (TrainedGenerator.sample_stream)"},
         "real_train_counts": dict(zip(meta["class_names"], train_counts)),
         "image_shape": list(images.shape[1:]),
         "filter": None if draw is None else {
@@ -162,13 +171,3 @@ def main(params: Params) -> None:
               f"copy rate (pixels) {unfiltered['unfiltered_memorisation_pixel_copy_rate']:.3f} unfiltered -> "
               f"{audit['memorisation_pixel_copy_rate']:.3f} kept")
 
-
-def load_synthetic(directory=paths.SYNTHETIC) -> tuple[np.ndarray, np.ndarray, dict]:
-    import json
-
-    path = directory / SYNTHETIC_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"synthetic set {str(path)!r} not found (run the synthesize stage)")
-    with np.load(path) as npz:
-        images, labels = npz["images"], npz["labels"]
-    return images, labels, json.loads((directory / MANIFEST_FILE).read_text())

@@ -1,121 +1,139 @@
-"""Stage `train_classifier --arm real|augmented`: one classifier per seed on the arm's
-training set (real train split, plus the synthetic set for `augmented`), early stopping on
-the real validation split; test-split predictions are written for `evaluate`.
+"""Stage `train_classifier --arm <id>`: one classifier per seed on the arm's training set
+(`ganaug.experiments.arms`: real, balanced, classic, <family>-<ratio>, synthetic_only), with the
+same classifier params, seeds and real validation split (selection, early stopping) for every arm;
+test-split predictions and metrics go to models/arms/<id>/ for `evaluate`.
 
-MLflow: a parent run per arm (`clf-<arm>-<digest>`: the seeds' mean and std) holding a nested run
-per seed (`clf-<arm>-s<seed>-<digest>`: curves, test metrics, the data sets as run inputs)."""
+MLflow: a parent run per arm (`clf-<arm>-<digest>`, tags arm/family/ratio: the seeds' mean and
+std) holding a nested run per seed (`clf-<arm>-s<seed>-<digest>`, tags arm/family/ratio/seed:
+curves, test metrics, the data sets as run inputs)."""
 
 from __future__ import annotations
 
-import matplotlib
+import mlflow
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
-
-from ganaug.classify.metrics import classification_metrics, scalar_metrics  # noqa: E402
-from ganaug.classify.models import check_arch  # noqa: E402
-from ganaug.classify.train import predict_proba, save_classifier, train_classifier  # noqa: E402
-from ganaug.config import Params, flatten  # noqa: E402
-from ganaug.data.packed import load_packed, read_meta  # noqa: E402
-from ganaug.device import describe, pick_device  # noqa: E402
-from ganaug.io import atomic_dir, write_json  # noqa: E402
-from ganaug.stages import paths  # noqa: E402
-from ganaug.stages.checks import require_single_label  # noqa: E402
-from ganaug.stages.synthesize import load_synthetic  # noqa: E402
-from ganaug.tracking import mlflow_utils, runs, summaries  # noqa: E402
-from ganaug.tracking.mlflow_utils import metric_key  # noqa: E402
-
-ARMS = ("real", "augmented")
-PREDICTIONS_FILE = "test_predictions.npz"
-METRICS_FILE = "metrics.json"  # every test metric per seed, with its MLflow run id
+from ganaug.classify.metrics import classification_metrics, scalar_metrics
+from ganaug.classify.models import check_arch
+from ganaug.classify.train import predict_proba, save_classifier, train_classifier
+from ganaug.config import Params, flatten
+from ganaug.data.packed import load_packed, read_meta
+from ganaug.data.synthetic import load_synthetic
+from ganaug.device import describe, pick_device
+from ganaug.experiments.arms import (ARM_METRICS_FILE, PREDICTIONS_FILE, Arm, arm_training_set, parse_arm,
+                                     train_options)
+from ganaug.io import atomic_dir, write_json
+from ganaug.stages import paths
+from ganaug.stages.checks import require_single_label
+from ganaug.tracking import mlflow_utils, runs, summaries
+from ganaug.tracking.mlflow_utils import metric_key
 
 
-def log_training_data(meta: dict, dataset, train_images: np.ndarray, train_labels: np.ndarray, manifest: dict) -> None:
-    """The arm's data sets as inputs of the active run: the real splits (digests from meta.json)
-    and, for the augmented arm, the synthetic set."""
-    mlflow_utils.log_split(meta, "train", dataset.train.images, dataset.train.labels, "training")
+def log_training_data(meta: dict, dataset, arm: Arm, synthetic_images: np.ndarray, synthetic_labels: np.ndarray,
+                      manifest: dict) -> None:
+    """The arm's data sets as inputs of the active run: the real splits it reads (digests from
+    meta.json) and, for the arms that use it, the synthetic part of its training set."""
+    if arm.family != "synthetic_only":
+        mlflow_utils.log_split(meta, "train", dataset.train.images, dataset.train.labels, "training")
     mlflow_utils.log_split(meta, "val", dataset.val.images, dataset.val.labels, "validation")
     mlflow_utils.log_split(meta, "test", dataset.test.images, dataset.test.labels, "testing")
-    if manifest:
-        n_real = len(dataset.train.images)
-        mlflow_utils.log_dataset(train_images[n_real:], train_labels[n_real:], "synthetic", "data/synthetic", None,
-                                 "training", generator_run_id=str(manifest.get("generator_mlflow_run_id")))
+    if arm.uses_synthetic:
+        mlflow_utils.log_dataset(synthetic_images, synthetic_labels, "synthetic", "data/synthetic", None, "training",
+                                 generator_run_id=str(manifest.get("generator_mlflow_run_id")))
 
 
-def arm_training_set(arm: str, real_images: np.ndarray, real_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The arm's training images: real only, or real + the synthetic set."""
-    if arm == "real":
-        return real_images, real_labels, {}
-    synthetic_images, synthetic_labels, manifest = load_synthetic()
-    if synthetic_images.shape[1:] != real_images.shape[1:]:
-        raise ValueError(f"synthetic images {synthetic_images.shape[1:]} do not match real {real_images.shape[1:]}")
-    return np.concatenate([real_images, synthetic_images]), np.concatenate([real_labels, synthetic_labels]), manifest
+def log_confusion(test: dict, class_names: list[str], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ConfusionMatrixDisplay(np.array(test["confusion_matrix"]), display_labels=class_names).plot(ax=ax, colorbar=False)
+    ax.set_title(title)
+    mlflow.log_figure(fig, "confusion_matrix.png")
+    plt.close(fig)
 
 
-def main(params: Params, arm: str) -> None:
-    if arm not in ARMS:
-        raise ValueError(f"--arm {arm!r}: expected one of {ARMS}")
+def main(params: Params, arm_id: str) -> None:
+    arm = parse_arm(arm_id, params.arms)
     cfg = params.classifier
     check_arch(cfg.arch, "classifier.arch")
     meta = read_meta(paths.PREPARED)
     require_single_label(meta, "train_classifier")
     dataset = load_packed(paths.PREPARED)
     device = pick_device(cfg.device, "classifier.device")
-    train_images, train_labels, manifest = arm_training_set(arm, dataset.train.images, dataset.train.labels)
-    counts = np.bincount(train_labels, minlength=dataset.n_classes)
-    print(f"arm {arm}: {len(train_images)} training images {dict(zip(dataset.class_names, counts.tolist()))}")
+    pool_images = pool_labels = None
+    manifest: dict = {}
+    if arm.uses_synthetic:
+        pool_images, pool_labels, manifest = load_synthetic(paths.SYNTHETIC)
+        if manifest.get("dataset_hash") != meta["dataset_hash"]:
+            raise ValueError(f"{paths.SYNTHETIC} was made from another data set than {paths.PREPARED}; rerun synthesize")
+    train_images, train_labels, info = arm_training_set(arm, dataset.train.images, dataset.train.labels,
+                                                        pool_images, pool_labels)
+    synthetic_part = (pool_images[info["synthetic_indices"]], pool_labels[info["synthetic_indices"]]) if arm.uses_synthetic else (None, None)
+    names = dataset.class_names
+    train_counts = {part: {names[c]: int(n) for c, n in counts.items()} for part, counts in info["train_counts"].items()}
+    options = train_options(arm, params.arms)
+    augment = None
+    if options["augment_config"] is not None:
+        from ganaug.classify.augment import ClassicAugment
+
+        augment = ClassicAugment(options["augment_config"])
+    print(f"arm {arm.id}: {len(train_images)} training images, real {train_counts['real']}, "
+          f"synthetic {train_counts['synthetic']}, balance {options['balance']}, classic augmentation {augment is not None}")
 
     mlflow_utils.setup()
-    per_seed, probabilities, run_ids = {}, {}, {}
-    common_tags = {"arm": arm}
-    if manifest:
-        common_tags["synthetic.generator_run_id"] = str(manifest.get("generator_mlflow_run_id"))
-    params_logged = {**flatten(cfg, "classifier"), **describe(device), "arm": arm, "n_train_images": len(train_images),
-                     **{f"n_train_{metric_key(name)}": int(n) for name, n in zip(dataset.class_names, counts)},
-                     **({"synthetic.counts": str(manifest["counts"])} if manifest else {})}
-    name = mlflow_utils.unique_run_name(f"clf-{arm}", {"classifier": flatten(cfg), "data": meta["dataset_hash"],
-                                                        "synthetic": manifest.get("generator_sha256"), "counts": manifest.get("counts")})
-    digest = name.removeprefix(f"clf-{arm}-")
-    parent_tags = mlflow_utils.lineage_tags(f"train_classifier_{arm}", meta, **common_tags, **{"ganaug.run_level": "arm"})
-    arm_key = runs.input_key(classifier=flatten(cfg, "classifier"), arm=arm, data=meta["dataset_hash"], synthetic=manifest)
-    with atomic_dir(paths.classifier_dir(arm)) as out, \
-            runs.start_run(f"train_classifier_{arm}", arm_key, run_name=name, tags=parent_tags) as parent:
+    arm_tags = {"arm": arm.id, "family": arm.family, "ratio": "" if arm.ratio is None else str(arm.ratio)}
+    if arm.uses_synthetic:
+        arm_tags["synthetic.generator_run_id"] = str(manifest.get("generator_mlflow_run_id"))
+    arm_params = {"arms.balance": params.arms.balance} if arm.balanced else {}
+    if arm.classic:
+        arm_params |= flatten(params.arms.classic, "arms.classic")
+    params_logged = {**flatten(cfg, "classifier"), **arm_params, **describe(device), "arm": arm.id,
+                     "n_train_images": len(train_images),
+                     **{f"n_train_{part}_{metric_key(name)}": n for part, counts in train_counts.items() for name, n in counts.items()}}
+    inputs = {"classifier": flatten(cfg, "classifier"), "arm": arm.id, "arm_params": arm_params,
+              "data": meta["dataset_hash"], "synthetic": manifest.get("generator_sha256"), "counts": train_counts}
+    name = mlflow_utils.unique_run_name(f"clf-{arm.id}", inputs)
+    digest = name.removeprefix(f"clf-{arm.id}-")
+    stage = f"train_classifier_{arm.id}"  # MLflow's ganaug.stage (no "@": kill points split on it); dvc.stage is the DVC name
+    parent_tags = mlflow_utils.lineage_tags(stage, meta, **arm_tags, **{"dvc.stage": arm.dvc_stage, "ganaug.run_level": "arm"})
+    per_seed, probabilities, run_ids, epochs = {}, {}, {}, {}
+    with atomic_dir(paths.arm_dir(arm.id)) as out, \
+            runs.start_run(stage, runs.input_key(**inputs), run_name=name, tags=parent_tags) as parent:
         mlflow.log_params(params_logged)
         for seed in cfg.seeds:
-            tags = mlflow_utils.lineage_tags(f"train_classifier_{arm}", meta, **common_tags, seed=seed,
-                                             **{"ganaug.run_level": "seed"})
-            key = runs.input_key(classifier=flatten(cfg, "classifier"), arm=arm, seed=seed, data=meta["dataset_hash"],
-                                 synthetic=manifest)
-            with runs.start_run(f"train_classifier_{arm}", key, run_name=f"clf-{arm}-s{seed}-{digest}", tags=tags,
-                                nested=True) as run:
+            tags = mlflow_utils.lineage_tags(stage, meta, **arm_tags, seed=seed,
+                                             **{"dvc.stage": arm.dvc_stage, "ganaug.run_level": "seed"})
+            with runs.start_run(stage, runs.input_key(**inputs, seed=seed), run_name=f"clf-{arm.id}-s{seed}-{digest}",
+                                tags=tags, nested=True) as run:
                 mlflow.log_params(params_logged | {"seed": seed})
-                log_training_data(meta, dataset, train_images, train_labels, manifest)
+                log_training_data(meta, dataset, arm, *synthetic_part, manifest)
                 result = train_classifier(
                     train_images, train_labels, dataset.val.images, dataset.val.labels, dataset.n_classes,
                     cfg.arch, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.patience, seed, device,
+                    schedule=cfg.schedule, select=cfg.select, balance=options["balance"], augment=augment,
                     on_epoch_end=lambda r: mlflow.log_metrics({k: v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])),
-                    desc=f"{arm} seed {seed}",
+                    desc=f"{arm.id} seed {seed}",
                 )
                 # the model is fixed now (selected on val); the test split is only measured
                 proba = predict_proba(result.model, dataset.test.images, device)
-                test = classification_metrics(dataset.test.labels, proba, dataset.class_names)
-                mlflow.log_metrics({f"test_{k}": v for k, v in scalar_metrics(test).items()} | {"best_epoch": result.best_epoch})
-                fig, ax = plt.subplots(figsize=(4, 4))
-                ConfusionMatrixDisplay(np.array(test["confusion_matrix"]), display_labels=dataset.class_names).plot(ax=ax, colorbar=False)
-                ax.set_title(f"{arm}, seed {seed} (test split)")
-                mlflow.log_figure(fig, "confusion_matrix.png")
-                plt.close(fig)
-                save_classifier(result.model, out / f"seed{seed}.pt", cfg.arch, dataset.n_classes, dataset.class_names,
-                                dataset.image_shape[0], {"arm": arm, "seed": seed, "best_epoch": result.best_epoch})
+                test = classification_metrics(dataset.test.labels, proba, names)
+                epochs[seed] = {"best_epoch": int(result.best_epoch), "stopped_epoch": int(result.stopped_epoch)}
+                mlflow.log_metrics({f"test_{k}": v for k, v in scalar_metrics(test).items()} | epochs[seed])
+                log_confusion(test, names, f"{arm.id}, seed {seed} (test split)")
+                save_classifier(result.model, out / f"seed{seed}.pt", cfg.arch, dataset.n_classes, names,
+                                dataset.image_shape[0], {"arm": arm.id, "seed": seed, "best_epoch": result.best_epoch})
                 per_seed[seed], probabilities[f"seed{seed}"], run_ids[seed] = test, proba, run.info.run_id
-                print(f"  seed {seed}: test balanced accuracy {test['balanced_accuracy']:.3f}, AUC {test['roc_auc']:.3f} (best epoch {result.best_epoch})")
+                print(f"  seed {seed}: test balanced accuracy {test['balanced_accuracy']:.3f}, AUC {test['roc_auc']:.3f} "
+                      f"(best epoch {result.best_epoch}, stopped at {result.stopped_epoch})")
         np.savez(out / PREDICTIONS_FILE, labels=dataset.test.labels, **probabilities)
         seeds = {str(s): scalar_metrics(m) for s, m in per_seed.items()}
         summary = summaries.classifier_summary(seeds)
         mlflow.log_metrics({f"test_{k}": v["mean"] for k, v in summary.items()} | {f"test_{k}_std": v["std"] for k, v in summary.items()})
-        write_json(out / METRICS_FILE, {"mlflow_run_id": parent.info.run_id,
-                                        "seeds": {s: m | {"mlflow_run_id": run_ids[int(s)]} for s, m in seeds.items()}})
-    write_json(paths.METRICS / f"classifier_{arm}.json", summary)
+        write_json(out / ARM_METRICS_FILE, {
+            "arm": arm.id, "family": arm.family, "ratio": arm.ratio, "mlflow_run_id": parent.info.run_id,
+            "train_counts": train_counts,
+            "seeds": {s: m | epochs[int(s)] | {"mlflow_run_id": run_ids[int(s)]} for s, m in seeds.items()},
+        })

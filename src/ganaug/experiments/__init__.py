@@ -1,0 +1,1 @@
+"""Experiment definitions shared by the pipeline stages and studies: the augmentation arms (`arms`)."""
