@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import mlflow
 import numpy as np
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from conftest import REPO
 from ganaug.classify.metrics import classification_metrics
 from ganaug.config import ArmsConfig, EvaluateConfig, Params
 from ganaug.stages import evaluate
@@ -184,3 +186,22 @@ def test_classification_metrics_per_class_and_confusion():
     assert m["recall_normal"] == pytest.approx(0.5) and m["recall_pneumonia"] == pytest.approx(2 / 3)
     assert m["confusion_matrix"] == [[1, 1], [1, 2]]
     assert m["roc_auc"] == pytest.approx(roc_auc_score(labels, proba[:, 1]))
+
+
+@pytest.mark.parametrize(("template", "plot", "x", "y"), [("ratio_band", "ratio_curve", "ratio", "mean"),
+                                                          ("recall_bars", "recall_per_class", "recall", "arm")])
+def test_custom_plot_templates_read_the_columns_evaluate_writes(template, plot, x, y):
+    """.dvc/plots/<template>.json (dvc.yaml's `template:`) names only columns of the CSV evaluate
+    writes (plus DVC's `rev`), and dvc-render fills it with those rows."""
+    from dvc_render import VegaRenderer
+
+    labels, arms, result = small_result()
+    families = {"real": ("real", None), "balanced": ("balanced", None), "synthetic-0.5": ("synthetic", 0.5),
+                "synthetic-1.0": ("synthetic", 1.0)}
+    frame = report.ratio_curve(result, families) if plot == "ratio_curve" else report.recall_per_class(labels, arms, CLASSES)
+    rows = frame.astype(str).to_dict(orient="records")  # DVC reads CSV values as strings
+    text = (REPO / ".dvc" / "plots" / f"{template}.json").read_text()
+    assert set(re.findall(r'"field": "([^"]+)"', text)) - {"rev"} <= set(rows[0])
+    points = [row | {"rev": "workspace", "filename": f"plots/{plot}.csv", "field": y} for row in rows]
+    spec = VegaRenderer(points, plot, template=template, template_dir=str(REPO / ".dvc" / "plots"), x=x, y=y).get_filled_template()
+    assert spec["data"]["values"] == points and "<DVC_METRIC" not in json.dumps(spec)

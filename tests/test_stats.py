@@ -264,6 +264,21 @@ def test_compare_arms_counts_collapsed_seeds():
     result = compare_arms(labels, arms, ["real"], compared_metrics(0, NAMES), n_bootstrap=200)
     assert result["arms"]["real"]["collapsed_seeds"] == ["seed1"] and result["arms"]["balanced"]["collapsed_seeds"] == []
     assert any("1 of 3 seeds collapsed" in c for c in result["caveats"])
+    record = find_comparison(result, "balanced", "real", "accuracy")
+    assert (record["collapsed_seeds_arm"], record["collapsed_seeds_reference"]) == (0, 1)
+
+
+def test_intervals_stay_in_the_metrics_range():
+    """Two seeds that disagree wildly: t with 1 df reaches far past [0, 1]; the interval is clipped."""
+    rng = np.random.default_rng(9)
+    labels = np.repeat([0, 1], [100, 100])
+    arms = {"real": {"s0": model(labels, 0.95, rng), "s1": model(labels, 0.05, rng)},
+            "b": {"s0": model(labels, 0.9, rng), "s1": model(labels, 0.1, rng)}}
+    result = compare_arms(labels, arms, ["real"], {"accuracy": batch_accuracy}, n_bootstrap=100)
+    arm = result["arms"]["real"]["metrics"]["accuracy"]
+    assert (arm["low"], arm["high"]) == (0.0, 1.0)
+    record = result["comparisons"][0]
+    assert (record["corrected_low"], record["corrected_high"]) == (-1.0, 1.0) and record["verdict"] == "no clear difference"
 
 
 # ---------------------------------------------------------------------------------- coverage

@@ -14,24 +14,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import mlflow
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ganaug.config import Params, arm_names, flatten  # noqa: E402
-from ganaug.data.packed import read_meta  # noqa: E402
-from ganaug.experiments.arms import ARM_METRICS_FILE, PREDICTIONS_FILE, parse_arm  # noqa: E402
-from ganaug.io import atomic_dir, atomic_file, write_json  # noqa: E402
-from ganaug.quality.gate import gate_summary  # noqa: E402
-from ganaug.stages import paths  # noqa: E402
-from ganaug.stats import report  # noqa: E402
-from ganaug.stats.compare import compare_arms  # noqa: E402
-from ganaug.stats.metrics import compared_metrics  # noqa: E402
-from ganaug.tracking import mlflow_utils, runs, summaries  # noqa: E402
-from ganaug.tracking.mlflow_utils import metric_key  # noqa: E402
+from ganaug.config import Params, arm_names, flatten
+from ganaug.data.packed import read_meta
+from ganaug.experiments.arms import ARM_METRICS_FILE, PREDICTIONS_FILE, parse_arm
+from ganaug.io import atomic_dir, atomic_file, write_json
+from ganaug.quality.gate import gate_summary
+from ganaug.stages import paths
+from ganaug.stats import report
+from ganaug.stats.compare import compare_arms
+from ganaug.stats.metrics import compared_metrics
+from ganaug.tracking import mlflow_utils, runs, summaries
+from ganaug.tracking.mlflow_utils import metric_key
 
 
 def load_arm(arm_id: str) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
@@ -84,7 +81,8 @@ def main(params: Params) -> None:
     train_counts = [meta["counts"]["train"]["per_class"][n] for n in class_names]
     minority = int(np.argmin(train_counts))
     arm_ids = arm_names(params.arms)
-    families = {arm: (a.family, a.ratio) for arm in arm_ids for a in [parse_arm(arm, params.arms)]}
+    parsed = {arm: parse_arm(arm, params.arms) for arm in arm_ids}
+    families = {arm: (a.family, a.ratio) for arm, a in parsed.items()}  # ratio None off the mixing axis
     labels, arms, records = load_arms(arm_ids)
     result = compare_arms(labels, arms, cfg.references, compared_metrics(minority, class_names),
                           n_bootstrap=cfg.n_bootstrap, ci=cfg.ci, seed=cfg.seed)
@@ -124,11 +122,10 @@ def main(params: Params) -> None:
         mlflow.log_text(markdown, "comparison.md")
         mlflow.log_text(markdown, "comparison.txt")  # the name notebooks/compare_runs.ipynb reads
         mlflow.log_dict(result, "evaluation.json")
-        mlflow.log_figure(ratio_figure(curve), "plots/ratio_curve.png")
+        mlflow.log_figure(report.ratio_figure(curve), "plots/ratio_curve.png")
         for plot in (paths.PLOTS / "ratio_curve.csv", paths.PLOTS / "recall_per_class.csv"):
             mlflow.log_artifact(str(plot), "plots")
         mlflow.log_artifacts(str(paths.PLOTS / "roc"), "plots/roc")
-    plt.close("all")
 
 
 def run_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -140,7 +137,7 @@ def run_metrics(result: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in flat.items() if v is not None and np.isfinite(v)}
 
 
-def write_plots(curve, recall, roc: dict[str, Any]) -> None:
+def write_plots(curve: pd.DataFrame, recall: pd.DataFrame, roc: dict[str, pd.DataFrame]) -> None:
     """plots/ratio_curve.csv, plots/recall_per_class.csv, plots/roc/<arm>.csv (the folder replaced whole)."""
     paths.PLOTS.mkdir(parents=True, exist_ok=True)
     curve.to_csv(paths.PLOTS / "ratio_curve.csv", index=False)
@@ -148,19 +145,3 @@ def write_plots(curve, recall, roc: dict[str, Any]) -> None:
     with atomic_dir(paths.PLOTS / "roc") as tmp:
         for arm, points in roc.items():
             points.to_csv(Path(tmp) / f"{arm}.csv", index=False)
-
-
-def ratio_figure(curve) -> plt.Figure:
-    """The ratio curve as a PNG for MLflow: per metric, mean over seeds per family with the interval band."""
-    metrics = list(dict.fromkeys(curve["metric"]))
-    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(4 * max(len(metrics), 1), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], metrics):
-        for family, rows in curve[curve["metric"] == name].groupby("family", sort=False):
-            rows = rows.sort_values("ratio")
-            line = ax.plot(rows["ratio"], rows["mean"], marker="o", label=family)[0]
-            ax.fill_between(rows["ratio"], rows["low"].astype(float), rows["high"].astype(float), alpha=0.2, color=line.get_color())
-        ax.set_title(report.metric_label(name))
-        ax.set_xlabel("synthetic ratio")
-    axes[0][0].legend(fontsize="small")
-    fig.tight_layout()
-    return fig

@@ -241,6 +241,11 @@ def comparison_pairs(arm_ids: Sequence[str], references: Sequence[str]) -> list[
     return pairs
 
 
+def _clip(interval: tuple[float, float], low: float, high: float) -> tuple[float, float]:
+    """An interval clipped to [low, high] (NaN stays NaN)."""
+    return tuple(min(max(x, low), high) if math.isfinite(x) else x for x in interval)  # type: ignore[return-value]
+
+
 def _num(x: float) -> float | None:
     """JSON has no NaN: a metric that cannot be computed is null."""
     return float(x) if x is not None and math.isfinite(x) else None
@@ -249,17 +254,21 @@ def _num(x: float) -> float | None:
 def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], references: Sequence[str],
                  metrics: dict[str, BatchMetric], n_bootstrap: int = 2000, ci: float = 0.95, seed: int = 0, *,
                  pair_seeds: bool = False, collapse_share: float = 0.98, collapse_label_share: float = 0.90,
-                 chunk: int = 250) -> dict[str, Any]:
+                 bounds: tuple[float, float] = (0.0, 1.0), chunk: int = 250) -> dict[str, Any]:
     """Compare arms of classifiers on one test split (method: module docstring).
 
     labels (N,) class indices; arms {arm_id: {seed_key: proba (N, K)}}; references: arm ids every
     arm is compared with; metrics {name: BatchMetric} (stats.metrics.compared_metrics).
     pair_seeds: pair seeds by key where both arms have the same keys (default: independent).
+    bounds: the metrics' range; intervals are clipped to it (to +-(high - low) for differences):
+    with 2 or 3 seeds the t quantile can reach past it, and the true value never lies there.
     Returns a JSON-able record: `arms` (per arm: seeds, collapsed seeds, per metric mean, std,
     interval, per-seed values) and `comparisons` (one record per (arm, reference, metric))."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must be (N,) class indices, got shape {labels.shape}")
+    if n_bootstrap < 20:
+        raise ValueError(f"n_bootstrap={n_bootstrap}: the test-image variance needs at least 20 resamples")
     missing = [r for r in references if r not in arms]
     if missing:
         raise ValueError(f"references {missing} are not among the arms {list(arms)}")
@@ -283,7 +292,7 @@ def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], ref
         for name in metrics:
             m = scored[arm][name]
             est = arm_estimate(m, n_test)
-            low, high = est.interval(ci)
+            low, high = _clip(est.interval(ci), *bounds)
             record["metrics"][name] = {
                 "mean": _num(est.value), "low": _num(low), "high": _num(high),
                 "std": _num(float(m.observed.std(ddof=1))) if len(m.observed) > 1 else 0.0,
@@ -301,6 +310,7 @@ def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], ref
     paired = {pair: pair_seeds and list(arms[pair[0]]) == list(arms[pair[1]]) and len(arms[pair[0]]) > 1 for pair in pairs}
     mcnemar = {pair: mcnemar_exact(labels, seed_mean[pair[0]], seed_mean[pair[1]]) for pair in pairs}
     comparisons = []
+    span = bounds[1] - bounds[0]
     for name in metrics:
         estimates = {pair: difference_estimate(scored[pair[0]][name], scored[pair[1]][name], n_test, paired[pair])
                      for pair in pairs}
@@ -309,8 +319,8 @@ def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], ref
         adjusted = dict(zip(family, holm([p_values[pair] for pair in family]))) if family else {}
         corrected_level = 1 - (1 - ci) / max(len(family), 1)
         for pair, est in estimates.items():
-            low, high = est.interval(ci)
-            c_low, c_high = est.interval(corrected_level)
+            low, high = _clip(est.interval(ci), -span, span)
+            c_low, c_high = _clip(est.interval(corrected_level), -span, span)
             comparisons.append({
                 "arm": pair[0], "reference": pair[1], "metric": name, "difference": _num(est.value),
                 "low": _num(low), "high": _num(high), "corrected_low": _num(c_low), "corrected_high": _num(c_high),
@@ -321,6 +331,8 @@ def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], ref
                 "mcnemar_arm_only_correct": mcnemar[pair]["arm_only_correct"],
                 "mcnemar_reference_only_correct": mcnemar[pair]["reference_only_correct"],
                 "mcnemar_p": mcnemar[pair]["p_value"],
+                "collapsed_seeds_arm": len(arm_records[pair[0]]["collapsed_seeds"]),
+                "collapsed_seeds_reference": len(arm_records[pair[1]]["collapsed_seeds"]),
                 "verdict": verdict(c_low, c_high)})
     return {
         "n_test": n_test, "n_bootstrap": n_bootstrap, "ci_level": ci, "bootstrap_seed": seed,

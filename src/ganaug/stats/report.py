@@ -66,7 +66,10 @@ def differences_table(result: dict[str, Any], reference: str) -> pd.DataFrame:
         rows.append({"arm": r["arm"], "metric": metric_label(r["metric"]), "difference": _fmt(r["difference"], True),
                      f"{level} interval": _interval(r["low"], r["high"], True),
                      "corrected interval": f"{_interval(r['corrected_low'], r['corrected_high'], True)} ({r['corrected_level']:.2%})",
-                     "Holm p": _p(r["p_holm"]), "McNemar p": _p(r["mcnemar_p"]), "verdict": r["verdict"]})
+                     "Holm p": _p(r["p_holm"]), "McNemar p": _p(r["mcnemar_p"]),
+                     "collapsed seeds (arm, reference)": f"{r['collapsed_seeds_arm']}/{result['arms'][r['arm']]['n_seeds']}, "
+                                                         f"{r['collapsed_seeds_reference']}/{result['arms'][reference]['n_seeds']}",
+                     "verdict": r["verdict"]})
     return pd.DataFrame(rows)
 
 
@@ -117,6 +120,29 @@ def ratio_curve(result: dict[str, Any], families: dict[str, tuple[str, float | N
             for line, arm, ratio in points for name, m in result["arms"][arm]["metrics"].items()]
     frame = pd.DataFrame(rows, columns=["family", "arm", "ratio", "metric", "mean", "low", "high"])
     return frame.sort_values(["metric", "family", "ratio"], kind="stable").reset_index(drop=True)
+
+
+def ratio_figure(curve: pd.DataFrame) -> Any:
+    """The ratio curve as a matplotlib figure (for MLflow): per metric, the mean over seeds of each
+    family against the synthetic ratio, with the interval as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    metrics = list(dict.fromkeys(curve["metric"]))
+    fig = Figure(figsize=(4 * max(len(metrics), 1), 3.2))
+    axes = fig.subplots(1, max(len(metrics), 1), squeeze=False)[0]
+    for ax, name in zip(axes, metrics):
+        for family, rows in curve[curve["metric"] == name].groupby("family", sort=False):
+            rows = rows.sort_values("ratio")
+            line = ax.plot(rows["ratio"], rows["mean"], marker="o", label=family)[0]
+            ax.fill_between(rows["ratio"], rows["low"].astype(float), rows["high"].astype(float), alpha=0.2, color=line.get_color())
+        ax.set_title(metric_label(name))
+        ax.set_xlabel("synthetic ratio")
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
 
 
 def recall_per_class(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], class_names: list[str]) -> pd.DataFrame:
