@@ -36,7 +36,6 @@ from ganaug.tracking import mlflow_utils, runs  # noqa: E402
 from ganaug.tracking.mlflow_utils import metric_key  # noqa: E402
 
 
-
 def synthetic_counts(train_counts: list[int], trained_classes: list[int], pool_ratio: float) -> dict[int, int]:
     """The pool: `pool_ratio` x the largest real class for each class the generator can produce."""
     return {c: max(1, int(round(pool_ratio * max(train_counts)))) for c in trained_classes}
@@ -170,4 +169,3 @@ def main(params: Params) -> None:
         print(f"filter {cfg.filter} >= {cfg.filter_threshold}: kept {len(images)} of {len(draw.drawn_images)} candidates; "
               f"copy rate (pixels) {unfiltered['unfiltered_memorisation_pixel_copy_rate']:.3f} unfiltered -> "
               f"{audit['memorisation_pixel_copy_rate']:.3f} kept")
-
