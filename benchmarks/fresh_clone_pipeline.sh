@@ -24,4 +24,4 @@ import sys
 start, mid, end = map(float, sys.argv[1:])
 print(f"install: {mid - start:.0f} s   dvc repro: {end - mid:.0f} s   total: {end - start:.0f} s")
 PY
-cat reports/evaluation.json | python3 -c "import json,sys; d=json.load(sys.stdin); print({k: round(v['augmented_minus_real'], 4) for k, v in d['difference'].items()})"
+cat reports/comparison.md

@@ -1,115 +1,207 @@
-"""Model A vs Model B comparison: vectorised metrics equal sklearn's, the paired bootstrap
-brackets the observed difference and detects a real one, and classification metrics."""
+"""The evaluate stage: reads every arm's folder (models/arms/<id>), compares the arms with the
+references, and writes the full record, the Markdown/JSON tables, the narrow DVC summary, the
+DVC plots and the MLflow run; the report helpers (ratio curve, recall per class, caveats)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
+
+import mlflow
 import numpy as np
+import pandas as pd
 import pytest
-from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
+from conftest import REPO
 from ganaug.classify.metrics import classification_metrics
-from ganaug.config import EvaluateConfig
-from ganaug.stages.evaluate import (
-    batch_accuracy,
-    batch_balanced_accuracy,
-    batch_recall,
-    batch_roc_auc,
-    compare_arms,
-    comparison_table,
-)
+from ganaug.config import ArmsConfig, EvaluateConfig, Params
+from ganaug.stages import evaluate
+from ganaug.stats import report
+from ganaug.stats.compare import compare_arms
+from ganaug.stats.metrics import compared_metrics
+from ganaug.tracking import summaries
+
+CLASSES = ["normal", "pneumonia"]
+ARMS = ArmsConfig(real=["real", "balanced"], mixed=["synthetic"], ratios=[0.5, 1.0], synthetic=[])
+ARM_IDS = ["real", "balanced", "synthetic-0.5", "synthetic-1.0"]
+SKILL = {"real": 0.70, "balanced": 0.72, "synthetic-0.5": 0.74, "synthetic-1.0": 0.93}  # share of test images right
 
 
-def random_predictions(n=300, k=2, seed=0, skill=1.0):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, k, n)
-    logits = rng.normal(size=(n, k)) + skill * np.eye(k)[labels]
-    logits = np.round(logits, 1)  # ties, which the rank AUC must average like sklearn
-    proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return labels, proba
+def model(labels, accuracy, rng, difficulty=None):
+    """Right on about `accuracy` of the images: those below it in `difficulty` (per image, shared
+    by an arm's seeds so that they agree as trained models do), soft probabilities."""
+    difficulty = rng.random(len(labels)) if difficulty is None else difficulty
+    right = difficulty < accuracy
+    return np.eye(2)[np.where(right, labels, 1 - labels)] * 0.6 + 0.2 + rng.normal(0, 0.02, (len(labels), 2)).clip(0)
 
 
-@pytest.mark.parametrize("k", [2, 3])
-def test_batch_metrics_equal_sklearn(k):
-    labels, proba = random_predictions(k=k)
-    pred = proba.argmax(1)
-    one = (labels[None], proba[None])
-    assert batch_accuracy(*one)[0] == pytest.approx((pred == labels).mean())
-    assert batch_balanced_accuracy(*one)[0] == pytest.approx(balanced_accuracy_score(labels, pred))
-    assert batch_recall(*one, 0)[0] == pytest.approx(recall_score(labels, pred, labels=[0], average=None)[0])
-    expected_auc = roc_auc_score(labels, proba[:, 1]) if k == 2 else roc_auc_score(labels, proba, multi_class="ovr")
-    assert batch_roc_auc(*one)[0] == pytest.approx(expected_auc)
+def arm_seeds(labels, accuracy, rng, n_seeds=3):
+    difficulty = rng.random(len(labels))
+    return {f"seed{s}": model(labels, accuracy + rng.normal(0, 0.01), rng, difficulty) for s in range(n_seeds)}
 
 
-def test_batch_metrics_on_many_resamples_match_one_by_one():
-    labels, proba = random_predictions()
-    index = np.random.default_rng(1).integers(0, len(labels), (5, len(labels)))
-    batched = batch_roc_auc(labels[index], proba[index])
-    single = [roc_auc_score(labels[i], proba[i][:, 1]) for i in index]
-    np.testing.assert_allclose(batched, single)
+def write_arm(root, arm, labels, seeds: dict[str, np.ndarray], family, ratio, synthetic=None):
+    folder = root / "models/arms" / arm
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "test_predictions.npz", labels=labels, **seeds)
+    (folder / "metrics.json").write_text(json.dumps({
+        "arm": arm, "family": family, "ratio": ratio, "mlflow_run_id": f"run-{arm}",
+        "train_counts": {"real": {"normal": 50, "pneumonia": 150}, "synthetic": synthetic or {}},
+        "seeds": {k.removeprefix("seed"): {"mlflow_run_id": f"run-{arm}-{k}"} for k in seeds}}))
 
 
-def test_identical_arms_differ_by_zero():
-    labels, proba = random_predictions()
-    arms = {"real": {"seed0": proba}, "augmented": {"seed0": proba}}
-    result = compare_arms(labels, arms, EvaluateConfig(n_bootstrap=200), minority=0, class_names=["normal", "pneumonia"])
-    for diff in result["difference"].values():
-        assert diff["augmented_minus_real"] == 0 and diff["ci_low"] == 0 and diff["ci_high"] == 0
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder with data/prepared/meta.json and four arms' predictions (3 seeds each)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    (tmp_path / "data/prepared/meta.json").write_text(json.dumps({
+        "class_names": CLASSES, "counts": {"train": {"per_class": {"normal": 50, "pneumonia": 150}}},
+        "dataset_hash": "abc", "source": {"name": "phantom"}, "content_hash": {"test": "t"}}))
+    labels = np.repeat([0, 1], [120, 180])
+    rng = np.random.default_rng(0)
+    for arm in ARM_IDS:
+        ratio = float(arm.rpartition("-")[2]) if "-" in arm else None
+        synthetic = {"normal": round(150 * ratio)} if ratio else None
+        write_arm(tmp_path, arm, labels, arm_seeds(labels, SKILL[arm], rng),
+                  "synthetic" if ratio else arm, ratio, synthetic)
+    return tmp_path
 
 
-def test_bootstrap_detects_a_real_improvement_and_brackets_the_observed_one():
-    labels, weak_a = random_predictions(n=400, skill=0.5, seed=2)
-    _, weak_b = random_predictions(n=400, skill=0.5, seed=3)
-    rng = np.random.default_rng(4)
-    strong = np.eye(2)[labels] * 0.8 + 0.1 + rng.normal(0, 0.05, (400, 2))  # near-perfect
-    arms = {"real": {"seed0": weak_a, "seed1": weak_b}, "augmented": {"seed0": strong, "seed1": strong}}
-    result = compare_arms(labels, arms, EvaluateConfig(n_bootstrap=500), minority=0, class_names=["normal", "pneumonia"])
-    for name, diff in result["difference"].items():
-        assert diff["ci_low"] <= diff["augmented_minus_real"] <= diff["ci_high"], name
-    assert result["difference"]["balanced_accuracy"]["ci_low"] > 0.1
-    assert result["arms"]["real"]["accuracy"]["n_seeds"] == 2
-    table = comparison_table(result)
-    assert list(table["metric"]) == ["balanced_accuracy", "accuracy", "roc_auc", "recall_normal"]
+def params(**evaluate_overrides) -> Params:
+    return dataclasses.replace(Params(), arms=ARMS, evaluate=dataclasses.replace(EvaluateConfig(n_bootstrap=300), **evaluate_overrides))
+
+
+def test_evaluate_writes_tables_summary_plots_and_the_mlflow_run(project):
+    evaluate.main(params())
+    result = json.loads((project / "reports/evaluation.json").read_text())
+    assert list(result["arms"]) == ARM_IDS and result["references"] == ["real", "balanced"]
+    big = next(c for c in result["comparisons"] if (c["arm"], c["reference"], c["metric"]) == ("synthetic-1.0", "real", "balanced_accuracy"))
+    assert big["verdict"] == "helped" and big["corrected_low"] > 0
+    assert result["mlflow_runs"]["synthetic-1.0"]["parent"] == "run-synthetic-1.0"
+    assert result["families"]["synthetic-0.5"] == {"family": "synthetic", "ratio": 0.5}
+    assert any("balanced arm" in c for c in result["caveats"])
+    assert result["quality_gate"]["summary"].startswith("quality gate: not recorded")
+
+    markdown = (project / "reports/comparison.md").read_text()
+    assert "| synthetic-1.0 " in markdown and "## Against `real`" in markdown and "## Against `balanced`" in markdown
+    assert "collapsed seeds" in markdown and "helped" in markdown
+    table = pd.DataFrame(json.loads((project / "reports/comparison.json").read_text()))
+    assert len(table) == 5 * 5  # (balanced, 2 mixed vs real) + (2 mixed vs balanced), 5 metrics each
+    summary = json.loads((project / "metrics/evaluation.json").read_text())
+    assert set(summary) == {"real_balanced_accuracy", "balanced_accuracy_vs_real", "collapsed_seeds"}
+    assert set(summary["balanced_accuracy_vs_real"]) == {"balanced", "synthetic-0_5", "synthetic-1_0"}
+    assert summary["balanced_accuracy_vs_real"]["synthetic-1_0"]["diff"] == pytest.approx(big["difference"])
+
+    curve = pd.read_csv(project / "plots/ratio_curve.csv")
+    ba = curve[curve["metric"] == "balanced_accuracy"]
+    assert list(ba[ba["family"] == "synthetic"]["ratio"]) == [0.0, 0.5, 1.0]  # anchored at 0 by the real arm
+    assert list(ba[ba["family"] == "synthetic"]["arm"]) == ["real", "synthetic-0.5", "synthetic-1.0"]
+    assert list(ba[ba["family"] == "balanced"]["ratio"]) == [0.0]
+    assert (ba["low"] <= ba["mean"]).all() and (ba["mean"] <= ba["high"]).all()
+    recall = pd.read_csv(project / "plots/recall_per_class.csv")
+    assert len(recall) == len(ARM_IDS) * 2 and set(recall["class"]) == set(CLASSES)
+    assert sorted(p.name for p in (project / "plots/roc").iterdir()) == sorted(f"{a}.csv" for a in ARM_IDS)
+
+    run = mlflow.search_runs(experiment_names=["ganaug"], filter_string="tags.`ganaug.stage` = 'evaluate'", output_format="list")[0]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"comparison.json", "comparison.md", "evaluation.json", "plots"} <= artifacts
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/ratio_curve.png", "plots/ratio_curve.csv", "plots/recall_per_class.csv", "plots/roc"} <= plots
+    assert run.data.tags["runs.synthetic-1.0"] == "run-synthetic-1.0"
+    assert run.data.metrics["diff_real/synthetic-1_0/balanced_accuracy"] == pytest.approx(big["difference"])
+
+
+def test_evaluate_refuses_arms_scored_on_different_test_labels(project):
+    labels = np.repeat([0, 1], [121, 179])
+    write_arm(project, "balanced", labels, {"seed0": model(labels, 0.7, np.random.default_rng(1))}, "balanced", None)
+    with pytest.raises(ValueError, match="'balanced' was evaluated on other test labels"):
+        evaluate.main(params())
+
+
+def test_a_missing_arm_names_its_command(project):
+    (project / "models/arms/synthetic-0.5/test_predictions.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="train-classifier --arm synthetic-0.5"):
+        evaluate.main(params())
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def small_result(references=("real",)):
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], [100, 100])
+    arms = {arm: arm_seeds(labels, SKILL[arm], rng, n_seeds=2) for arm in ARM_IDS}
+    return labels, arms, compare_arms(labels, arms, list(references), compared_metrics(0, CLASSES), n_bootstrap=150)
+
+
+def test_ratio_curve_without_a_real_arm_has_no_anchor():
+    _, _, result = small_result()
+    families = {"real": ("real", None), "balanced": ("balanced", None), "synthetic-0.5": ("synthetic", 0.5)}
+    result["arms"] = {k: v for k, v in result["arms"].items() if k in families}
+    curve = report.ratio_curve(result, families)
+    assert set(curve["family"]) == {"synthetic", "balanced"} and len(curve) == 3 * 5
+    curve = report.ratio_curve(result, {"real": ("real", None), "balanced": ("balanced", None)})
+    assert set(curve["family"]) == {"balanced"}  # no mixed family: real is no line's anchor
+
+
+def test_recall_per_class_and_roc_of_the_seed_average():
+    labels, arms, _ = small_result()
+    recall = report.recall_per_class(labels, arms, CLASSES)
+    seeds = arms["real"]
+    expected = np.mean([np.mean(p.argmax(1)[labels == 1] == 1) for p in seeds.values()])
+    assert recall[(recall["arm"] == "real") & (recall["class"] == "pneumonia")]["recall"].item() == pytest.approx(expected)
+    roc = report.roc_points(labels, seeds)
+    assert np.trapezoid(roc["tpr"], roc["fpr"]) == pytest.approx(roc_auc_score(labels, np.mean(list(seeds.values()), 0)[:, 1]))
+
+
+def test_balance_caveat_only_without_a_balanced_reference():
+    families = {"real": ("real", None), "synthetic-1.0": ("synthetic", 1.0)}
+    records = {"real": {}, "synthetic-1.0": {"train_counts": {"synthetic": {"normal": 200}}}}
+    real = {"normal": 100, "pneumonia": 300}
+    notes = evaluate.caveats(families, ["real"], records, real)
+    assert len(notes) == 1 and notes[0].startswith("synthetic-1.0: ") and "normal 25% -> 50%" in notes[0]
+    assert "balanced arm" in evaluate.caveats(families, ["real", "balanced"], records, real)[0]
+    assert report.balance_caveat({"normal": 100, "pneumonia": 100}, {"normal": 10, "pneumonia": 10}) is None
+
+
+def test_summary_and_markdown_of_a_result():
+    _, _, result = small_result(references=("real", "balanced"))
+    summary = summaries.evaluation_summary(result | {"quality_gate": {"overridden": True}})
+    assert set(summary["balanced_accuracy_vs_real"]) == {"balanced", "synthetic-0_5", "synthetic-1_0"}
+    assert summary["quality_gate"] == {"overridden": 1.0} and summary["collapsed_seeds"] == 0
+    markdown = report.comparison_markdown(result, notes=["a note"])
+    assert markdown.count("| real ") == 1 and "- caveat: a note" in markdown
+    assert "recall normal" in markdown  # the minority recall is a column of the arms table
 
 
 def test_classification_metrics_per_class_and_confusion():
     labels = np.array([0, 0, 1, 1, 1])
     proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
-    m = classification_metrics(labels, proba, ["normal", "pneumonia"])
+    m = classification_metrics(labels, proba, CLASSES)
     assert m["accuracy"] == pytest.approx(0.6)
     assert m["recall_normal"] == pytest.approx(0.5) and m["recall_pneumonia"] == pytest.approx(2 / 3)
     assert m["confusion_matrix"] == [[1, 1], [1, 2]]
     assert m["roc_auc"] == pytest.approx(roc_auc_score(labels, proba[:, 1]))
 
 
-def test_interval_includes_seed_variance():
-    """Two arms with the same mean skill: one arm's seeds disagree wildly. The two-level bootstrap
-    must widen the interval against the test-images-only one (one seed per arm, same draws)."""
-    labels, good = random_predictions(n=400, skill=2.0, seed=5)
-    _, poor = random_predictions(n=400, skill=0.0, seed=6)
-    _, mid = random_predictions(n=400, skill=1.0, seed=7)
-    steady = {"real": {"s0": mid, "s1": mid, "s2": mid}, "augmented": {"s0": mid, "s1": mid, "s2": mid}}
-    noisy = {"real": {"s0": mid, "s1": mid, "s2": mid}, "augmented": {"s0": good, "s1": poor, "s2": mid}}
-    cfg = EvaluateConfig(n_bootstrap=500)
-    names = ["normal", "pneumonia"]
-    width = {}
-    for name, arms in (("steady", steady), ("noisy", noisy)):
-        d = compare_arms(labels, arms, cfg, minority=0, class_names=names)["difference"]["balanced_accuracy"]
-        width[name] = d["ci_high"] - d["ci_low"]
-        assert d["corrected_ci_low"] <= d["ci_low"] <= d["ci_high"] <= d["corrected_ci_high"]
-    assert width["steady"] == 0  # identical models: no test-image or seed variance in the difference
-    assert width["noisy"] > 0.1  # the seeds' spread (about 0.25 between good and poor) shows
+@pytest.mark.parametrize(("template", "plot", "x", "y"), [("ratio_band", "ratio_curve", "ratio", "mean"),
+                                                          ("recall_bars", "recall_per_class", "recall", "arm")])
+def test_custom_plot_templates_read_the_columns_evaluate_writes(template, plot, x, y):
+    """.dvc/plots/<template>.json (dvc.yaml's `template:`) names only columns of the CSV evaluate
+    writes (plus DVC's `rev`), and dvc-render fills it with those rows."""
+    from dvc_render import VegaRenderer
 
-
-def test_verdict_only_when_corrected_interval_excludes_zero():
-    from ganaug.stages.evaluate import verdict
-
-    assert verdict(0.01, 0.2) == "helped" and verdict(-0.2, -0.01) == "hurt"
-    assert verdict(-0.01, 0.2) == "no clear difference"
-
-
-def test_balance_caveat_names_the_shift():
-    from ganaug.stages.evaluate import balance_caveat
-
-    note = balance_caveat({"normal": 100, "pneumonia": 300}, {"normal": 200})
-    assert note is not None and "normal 25% -> 50%" in note and "class-balanced" in note
-    assert balance_caveat({"normal": 100, "pneumonia": 100}, {"normal": 10, "pneumonia": 10}) is None
+    labels, arms, result = small_result()
+    families = {"real": ("real", None), "balanced": ("balanced", None), "synthetic-0.5": ("synthetic", 0.5),
+                "synthetic-1.0": ("synthetic", 1.0)}
+    frame = report.ratio_curve(result, families) if plot == "ratio_curve" else report.recall_per_class(labels, arms, CLASSES)
+    rows = frame.astype(str).to_dict(orient="records")  # DVC reads CSV values as strings
+    text = (REPO / ".dvc" / "plots" / f"{template}.json").read_text()
+    assert set(re.findall(r'"field": "([^"]+)"', text)) - {"rev"} <= set(rows[0])
+    points = [row | {"rev": "workspace", "filename": f"plots/{plot}.csv", "field": y} for row in rows]
+    spec = VegaRenderer(points, plot, template=template, template_dir=str(REPO / ".dvc" / "plots"), x=x, y=y).get_filled_template()
+    assert spec["data"]["values"] == points and "<DVC_METRIC" not in json.dumps(spec)

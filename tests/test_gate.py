@@ -13,7 +13,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from ganaug.cli import main as cli_main
-from ganaug.config import GANConfig, Params, load_params, to_dict
+from ganaug.config import GANConfig, Params, arm_names, load_params, to_dict
 from ganaug.data.packed import read_meta
 from ganaug.gan.generator import TrainedGenerator
 from ganaug.gan.train import build_generator
@@ -128,11 +128,11 @@ def test_overridden_gate_is_recorded_in_the_manifest_and_shown_by_evaluate(proje
     assert gate["overridden"] and not gate["passed"]
     assert gate["values"]["coverage_domain"] == 0.01 and "coverage_domain 0.010 < synthesize.min_coverage=0.1" in gate["failures"]
 
-    with np.load(project / "data/prepared/dataset.npz") as npz:  # both arms' test predictions, made up: evaluate only compares
+    with np.load(project / "data/prepared/dataset.npz") as npz:  # every arm's test predictions, made up: evaluate only compares
         test_labels = npz["test_labels"]
     rng = np.random.default_rng(0)
-    for arm in ("real", "augmented"):
-        out = project / f"models/classifier_{arm}"
+    for arm in arm_names(load_params(project / "params.yaml").arms):
+        out = project / "models/arms" / arm
         out.mkdir(parents=True, exist_ok=True)
         proba = rng.dirichlet([1, 1], size=(2, len(test_labels)))
         np.savez(out / "test_predictions.npz", labels=test_labels, seed0=proba[0], seed1=proba[1])

@@ -94,7 +94,8 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     assert ran_stages(first) == repro_stages()
     for path in ("data/prepared/dataset.npz", "data/prepared/meta.json", "models/reference/model.pt",
                  "models/gan/generator.pt", "models/gan/loss_curves.png", "data/synthetic/synthetic.npz",
-                 "plots/gan_losses.csv", "plots/roc_real.csv", "plots/confusion_augmented.csv"):
+                 "plots/gan_losses.csv", "plots/ratio_curve.csv", "plots/recall_per_class.csv", "plots/roc/real.csv",
+                 "plots/roc/synthetic-1.0.csv", "reports/comparison.md", "reports/comparison.json"):
         assert (root / path).is_file(), path
     manifest = json.loads((root / "data/synthetic/manifest.json").read_text())
     largest = max(manifest["real_train_counts"].values())  # the pool: pool_ratio (1.0) x the largest class
@@ -105,15 +106,20 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
         assert (root / "models/arms" / arm / "test_predictions.npz").is_file() and (root / "models/arms" / arm / "seed1.pt").is_file()
     assert record["train_counts"]["synthetic"] == {"normal": largest}
     evaluation = json.loads((root / "reports/evaluation.json").read_text())  # the full record
-    assert set(evaluation["arms"]) == {"real", "augmented"}
+    assert set(evaluation["arms"]) == {"real", "balanced", "synthetic-1.0"}
     assert manifest["quality_gate"]["overridden"] == (not manifest["quality_gate"]["passed"])
     assert evaluation["quality_gate"]["summary"].startswith("quality gate")
-    for diff in evaluation["difference"].values():
-        assert diff["ci_low"] <= diff["augmented_minus_real"] <= diff["ci_high"]
-    summary = json.loads((root / "metrics/evaluation.json").read_text())  # DVC's: differences and intervals only
-    assert set(summary) == {"balanced_accuracy", "accuracy", "roc_auc", "quality_gate"}
+    assert {(c["arm"], c["reference"]) for c in evaluation["comparisons"]} == {
+        ("balanced", "real"), ("synthetic-1.0", "real"), ("synthetic-1.0", "balanced")}
+    for c in evaluation["comparisons"]:
+        if c["difference"] is not None:
+            assert c["corrected_low"] <= c["low"] <= c["difference"] <= c["high"] <= c["corrected_high"], c
+    summary = json.loads((root / "metrics/evaluation.json").read_text())  # DVC's: each arm - real, narrow
+    assert set(summary) == {"real_balanced_accuracy", "balanced_accuracy_vs_real", "collapsed_seeds", "quality_gate"}
     assert summary["quality_gate"] == {"overridden": float(manifest["quality_gate"]["overridden"])}
-    assert summary["balanced_accuracy"]["diff"] == evaluation["difference"]["balanced_accuracy"]["augmented_minus_real"]
+    vs_real = next(c for c in evaluation["comparisons"]
+                   if (c["arm"], c["reference"], c["metric"]) == ("synthetic-1.0", "real", "balanced_accuracy"))
+    assert summary["balanced_accuracy_vs_real"]["synthetic-1_0"]["diff"] == vs_real["difference"]
     assert len(json.loads((root / "metrics/gan.json").read_text())) <= 10
     gan_metrics = json.loads((root / "models/gan/quality.json").read_text())
     assert np.isfinite(gan_metrics["fd_domain"]) and 0 < gan_metrics["ssim_real_fake"] <= 1

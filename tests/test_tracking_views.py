@@ -18,7 +18,7 @@ from mlflow.utils.validation import _validate_metric_name, _validate_param_name
 from conftest import REPO
 from ganaug.classify.metrics import classification_metrics
 from ganaug.progress import LogLines
-from ganaug.stages.evaluate import comparison_records
+from ganaug.stats.report import comparison_records
 from ganaug.tracking import mlflow_utils, summaries
 from ganaug.tracking.mlflow_utils import metric_key
 
@@ -141,23 +141,32 @@ def test_dvc_summaries_keep_the_compared_numbers_only():
     classifier = summaries.classifier_summary(seeds)
     assert set(classifier) == {"balanced_accuracy", "accuracy", "roc_auc"}
     assert classifier["balanced_accuracy"] == pytest.approx({"mean": 0.8, "std": np.std([0.7, 0.9], ddof=1)})
-    result = evaluation_result()
-    assert summaries.evaluation_summary(result) == {"balanced_accuracy": {"diff": 0.1, "ci_low": 0.05, "ci_high": 0.15}}
+    assert summaries.evaluation_summary(evaluation_result()) == {
+        "real_balanced_accuracy": 0.7, "collapsed_seeds": 1,
+        "balanced_accuracy_vs_real": {"synthetic-1_0": {"diff": 0.1, "corrected_low": pytest.approx(0.01), "corrected_high": 0.19}}}
 
 
 def evaluation_result() -> dict:
-    arm = {"balanced_accuracy": {"mean": 0.7, "std": 0.01, "n_seeds": 2}, "recall_normal": {"mean": 0.5, "std": 0.1, "n_seeds": 2}}
-    better = {"balanced_accuracy": {"mean": 0.8, "std": 0.02, "n_seeds": 2}, "recall_normal": {"mean": 0.7, "std": 0.1, "n_seeds": 2}}
-    return {"ci_level": 0.95, "arms": {"real": arm, "augmented": better},
-            "difference": {"balanced_accuracy": {"augmented_minus_real": 0.1, "ci_low": 0.05, "ci_high": 0.15, "p_augmented_better": 1.0},
-                           "recall_normal": {"augmented_minus_real": 0.2, "ci_low": -0.1, "ci_high": 0.4, "p_augmented_better": 0.9}}}
+    """The shape of ganaug.stats.compare.compare_arms' result, two arms and two metrics."""
+    def arm(ba, recall, collapsed):
+        return {"n_seeds": 2, "collapsed_seeds": collapsed,
+                "metrics": {"balanced_accuracy": {"mean": ba, "low": ba - 0.1, "high": ba + 0.1},
+                            "recall_normal": {"mean": recall, "low": recall - 0.2, "high": recall + 0.2}}}
+
+    def comparison(metric, diff, low, high):
+        return {"arm": "synthetic-1.0", "reference": "real", "metric": metric, "difference": diff, "low": low, "high": high,
+                "corrected_low": low - 0.04, "corrected_high": high + 0.04, "verdict": "no clear difference"}
+
+    return {"ci_level": 0.95, "arms": {"real": arm(0.7, 0.5, ["seed1"]), "synthetic-1.0": arm(0.8, 0.7, [])},
+            "comparisons": [comparison("balanced_accuracy", 0.1, 0.05, 0.15), comparison("recall_normal", 0.2, -0.1, 0.4)]}
 
 
-def test_comparison_table_holds_both_models_and_the_interval():
+def test_comparison_table_holds_both_arms_and_the_interval():
     table = comparison_records(evaluation_result())
     assert list(table["metric"]) == ["balanced_accuracy", "recall_normal"]
     row = table.iloc[0]
-    assert (row["A_real_mean"], row["B_augmented_mean"], row["B_minus_A"], row["ci_low"]) == (0.7, 0.8, 0.1, 0.05)
+    assert (row["arm"], row["reference"], row["arm_mean"], row["reference_mean"], row["difference"], row["low"]) == (
+        "synthetic-1.0", "real", 0.8, 0.7, 0.1, 0.05)
 
 
 def test_progress_in_a_log_is_whole_lines_with_the_current_losses():

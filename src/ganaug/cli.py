@@ -23,7 +23,7 @@ STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "train-gan": (("gan", "quality"), "ganaug.stages.train_gan"),
     "synthesize": (("synthesize",), "ganaug.stages.synthesize"),
     "train-classifier": (("classifier", "arms"), "ganaug.stages.train_classifier"),
-    "evaluate": (("evaluate",), "ganaug.stages.evaluate"),
+    "evaluate": (("evaluate", "arms"), "ganaug.stages.evaluate"),
 }
 
 

@@ -3,7 +3,7 @@
 
 The full records (every metric, interval, per-class value, per-seed result, gate record) stay
 in the stage's own output folder and in MLflow: `models/gan/quality.json`,
-`models/reference/metrics.json`, `models/classifier_<arm>/metrics.json`, `reports/evaluation.json`.
+`models/reference/metrics.json`, `models/arms/<arm>/metrics.json`, `reports/evaluation.json`.
 A key missing from a record (e.g. `diversity` before the GAN had it) is left out.
 """
 
@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from ganaug.tracking.mlflow_utils import metric_key
+
 # quality of the trained generator: distance, coverage, label fidelity, diversity, copies
 GAN_KEYS = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain", "label_fidelity",
             "diversity", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate")
 REFERENCE_KEYS = ("val_balanced_accuracy", "val_accuracy", "val_roc_auc", "best_epoch")
 CLASSIFIER_KEYS = ("balanced_accuracy", "accuracy", "roc_auc")  # test split, mean and std over seeds
-# summary name <- key in evaluate's `difference` record (B - A with its interval, corrected if present)
-DIFFERENCE_KEYS = {"diff": "augmented_minus_real", "ci_low": "ci_low", "ci_high": "ci_high",
-                   "corrected_ci_low": "corrected_ci_low", "corrected_ci_high": "corrected_ci_high"}
-COMPARED = ("balanced_accuracy", "accuracy", "roc_auc")  # evaluate's metrics in the summary (not per-class recall)
+SUMMARY_REFERENCE = "real"  # evaluate's summary: every arm against this reference arm
+SUMMARY_METRIC = "balanced_accuracy"  # on this metric (the comparison's primary one)
 
 
 def pick(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -48,10 +48,21 @@ def classifier_summary(per_seed: dict[str, dict[str, float]]) -> dict[str, dict[
     return out
 
 
-def evaluation_summary(result: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """metrics/evaluation.json: Model B - Model A (`diff`) and its interval(s), per compared metric."""
-    summary = {name: {short: float(diff[key]) for short, key in DIFFERENCE_KEYS.items() if key in diff}
-               for name, diff in result["difference"].items() if name in COMPARED}
+def evaluation_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """metrics/evaluation.json, kept narrow for `dvc exp show`: the real arm's balanced accuracy
+    (mean over seeds), then per arm its difference from real (`diff`) and the corrected interval
+    (`corrected_low`, `corrected_high`; the verdict reads it), the number of collapsed seeds over
+    all arms, and quality_gate.overridden. Arm ids pass through metric_key (`synthetic-1_0`):
+    a dot would nest in DVC's columns. Everything else is in reports/evaluation.json."""
+    real = result["arms"].get(SUMMARY_REFERENCE, {}).get("metrics", {}).get(SUMMARY_METRIC, {})
+    summary: dict[str, Any] = {f"{SUMMARY_REFERENCE}_{SUMMARY_METRIC}": real["mean"]} if real.get("mean") is not None else {}
+    differences = {}
+    for c in result["comparisons"]:
+        if c["reference"] == SUMMARY_REFERENCE and c["metric"] == SUMMARY_METRIC:
+            numbers = {"diff": c["difference"], "corrected_low": c["corrected_low"], "corrected_high": c["corrected_high"]}
+            differences[metric_key(c["arm"])] = {k: float(v) for k, v in numbers.items() if v is not None}
+    summary[f"{SUMMARY_METRIC}_vs_{SUMMARY_REFERENCE}"] = differences
+    summary["collapsed_seeds"] = sum(len(a["collapsed_seeds"]) for a in result["arms"].values())
     gate = result.get("quality_gate") or {}
     if "overridden" in gate:  # a synthetic set written past a failed gate shows beside the numbers it produced
         summary["quality_gate"] = {"overridden": float(bool(gate["overridden"]))}

@@ -1,0 +1,180 @@
+"""The arms' comparison (stats.compare.compare_arms' result) as tables and plot data: the
+Markdown table people read, one flat record per comparison for MLflow's table view, and the rows
+of the DVC plots (metric vs synthetic ratio with its interval band, recall per class, ROC)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_curve
+
+from ganaug.stats.metrics import batch_recall
+
+TABLE_METRICS = ("balanced_accuracy", "macro_f1", "roc_auc")  # + the minority recall, in the per-arm table
+LABELS = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy", "macro_f1": "macro F1", "roc_auc": "AUROC"}
+
+
+def metric_label(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " "))
+
+
+def _fmt(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def _interval(low: float | None, high: float | None, signed: bool = False) -> str:
+    return f"[{_fmt(low, signed)}, {_fmt(high, signed)}]"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def minority_metric(result: dict[str, Any]) -> str | None:
+    """The `recall_<class>` metric compare_arms was given, if any."""
+    return next((m for m in result["metrics"] if m.startswith("recall_")), None)
+
+
+def arms_table(result: dict[str, Any]) -> pd.DataFrame:
+    """One row per arm: mean [interval] over seeds and test images of the table metrics, collapsed seeds k/n."""
+    level = f"{result['ci_level']:.0%}"
+    names = [m for m in (*TABLE_METRICS, minority_metric(result)) if m and m in result["metrics"]]
+    rows = []
+    for arm, record in result["arms"].items():
+        row = {"arm": arm}
+        for name in names:
+            m = record["metrics"][name]
+            row[f"{metric_label(name)} ({level} interval)"] = f"{_fmt(m['mean'])} {_interval(m['low'], m['high'])}"
+        row["collapsed seeds"] = f"{len(record['collapsed_seeds'])}/{record['n_seeds']}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def differences_table(result: dict[str, Any], reference: str) -> pd.DataFrame:
+    """The comparisons against one reference: one row per (arm, metric)."""
+    level = f"{result['ci_level']:.0%}"
+    rows = []
+    for r in result["comparisons"]:
+        if r["reference"] != reference:
+            continue
+        rows.append({"arm": r["arm"], "metric": metric_label(r["metric"]), "difference": _fmt(r["difference"], True),
+                     f"{level} interval": _interval(r["low"], r["high"], True),
+                     "corrected interval": f"{_interval(r['corrected_low'], r['corrected_high'], True)} ({r['corrected_level']:.2%})",
+                     "Holm p": _p(r["p_holm"]), "McNemar p": _p(r["mcnemar_p"]),
+                     "collapsed seeds (arm, reference)": f"{r['collapsed_seeds_arm']}/{result['arms'][r['arm']]['n_seeds']}, "
+                                                         f"{r['collapsed_seeds_reference']}/{result['arms'][reference]['n_seeds']}",
+                     "verdict": r["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def comparison_markdown(result: dict[str, Any], notes: list[str] | None = None) -> str:
+    """reports/comparison.md: the arms table, then per reference the table of differences."""
+    parts = [f"# Arms on the test split ({result['n_test']} images)", "",
+             f"Mean over seeds with its {result['ci_level']:.0%} interval ({result['interval']}).", "",
+             arms_table(result).to_markdown(index=False, disable_numparse=True), ""]
+    for reference in result["references"]:
+        table = differences_table(result, reference)
+        if table.empty:
+            continue
+        parts += [f"## Against `{reference}` (arm - {reference})", "", table.to_markdown(index=False, disable_numparse=True), ""]
+    parts += ["Verdict: `helped` / `hurt` only when the corrected interval excludes 0. " + result["correction"]
+              + " (a corrected interval that excludes 0 implies Holm's rejection). McNemar: "
+              + result["paired_test"] + ". Collapse: " + result["collapse_rule"] + ".", ""]
+    for note in [*result["caveats"], *(notes or [])]:
+        parts.append(f"- caveat: {note}")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def comparison_records(result: dict[str, Any]) -> pd.DataFrame:
+    """Every comparison as numbers, one row per (arm, reference, metric) (MLflow's table view,
+    reports/comparison.json), with both arms' means."""
+    rows = []
+    for r in result["comparisons"]:
+        rows.append({**r, "arm_mean": result["arms"][r["arm"]]["metrics"][r["metric"]]["mean"],
+                     "reference_mean": result["arms"][r["reference"]]["metrics"][r["metric"]]["mean"]})
+    return pd.DataFrame(rows)
+
+
+def ratio_curve(result: dict[str, Any], families: dict[str, tuple[str, float | None]]) -> pd.DataFrame:
+    """plots/ratio_curve.csv: family, arm, ratio, metric, mean, low, high. One line per mixed
+    family over its ratios, anchored at ratio 0 by the arm it adds synthetic images to (synthetic
+    <- real, classic_synthetic <- classic); `balanced` is a point at ratio 0 (the control). Arms
+    off the ratio axis (synthetic_only) are in the tables only. families: {arm: (family, ratio)}."""
+    anchors = {"real": "synthetic", "classic": "classic_synthetic"}
+    mixed = {family for family, ratio in families.values() if ratio is not None}
+    points = []  # (line, arm, ratio)
+    for arm, (family, ratio) in families.items():
+        if ratio is not None:
+            points.append((family, arm, ratio))
+        elif family in anchors and anchors[family] in mixed:
+            points.append((anchors[family], arm, 0.0))
+        elif family == "balanced":
+            points.append(("balanced", arm, 0.0))
+    rows = [{"family": line, "arm": arm, "ratio": ratio, "metric": name, **{k: m[k] for k in ("mean", "low", "high")}}
+            for line, arm, ratio in points for name, m in result["arms"][arm]["metrics"].items()]
+    frame = pd.DataFrame(rows, columns=["family", "arm", "ratio", "metric", "mean", "low", "high"])
+    return frame.sort_values(["metric", "family", "ratio"], kind="stable").reset_index(drop=True)
+
+
+def ratio_figure(curve: pd.DataFrame) -> Any:
+    """The ratio curve as a matplotlib figure (for MLflow): per metric, the mean over seeds of each
+    family against the synthetic ratio, with the interval as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    metrics = list(dict.fromkeys(curve["metric"]))
+    fig = Figure(figsize=(4 * max(len(metrics), 1), 3.2))
+    axes = fig.subplots(1, max(len(metrics), 1), squeeze=False)[0]
+    for ax, name in zip(axes, metrics):
+        for family, rows in curve[curve["metric"] == name].groupby("family", sort=False):
+            rows = rows.sort_values("ratio")
+            line = ax.plot(rows["ratio"], rows["mean"], marker="o", label=family)[0]
+            ax.fill_between(rows["ratio"], rows["low"].astype(float), rows["high"].astype(float), alpha=0.2, color=line.get_color())
+        ax.set_title(metric_label(name))
+        ax.set_xlabel("synthetic ratio")
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def recall_per_class(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], class_names: list[str]) -> pd.DataFrame:
+    """plots/recall_per_class.csv: arm, class, recall (mean over the arm's seeds)."""
+    rows = []
+    for arm, seeds in arms.items():
+        for c, name in enumerate(class_names):
+            recall = np.mean([batch_recall(labels[None], proba[None], c)[0] for proba in seeds.values()])
+            rows.append({"arm": arm, "class": name, "recall": float(recall)})
+    return pd.DataFrame(rows)
+
+
+def roc_points(labels: np.ndarray, seeds: dict[str, np.ndarray]) -> pd.DataFrame:
+    """plots/roc/<arm>.csv: fpr, tpr of the seed-averaged probabilities (N, K) (the arm's ensemble;
+    micro-averaged one-vs-rest for more than two classes)."""
+    proba = np.mean(list(seeds.values()), axis=0)
+    if proba.shape[1] == 2:
+        fpr, tpr, _ = roc_curve(labels, proba[:, 1])
+    else:
+        fpr, tpr, _ = roc_curve(np.eye(proba.shape[1])[labels].ravel(), proba.ravel())
+    return pd.DataFrame({"fpr": fpr, "tpr": tpr})
+
+
+def balance_caveat(real_counts: dict[str, int], synthetic_counts: dict[str, int], tolerance: float = 0.05) -> str | None:
+    """For runs without a `balanced` arm: a warning when the synthetic images change the training
+    set's class shares by more than `tolerance` (a gain may come from rebalancing, not the GAN)."""
+    total_real = sum(real_counts.values())
+    total = total_real + sum(synthetic_counts.values())
+    shifts = {name: ((n + synthetic_counts.get(name, 0)) / total, n / total_real) for name, n in real_counts.items()}
+    moved = {name: (after, before) for name, (after, before) in shifts.items() if abs(after - before) > tolerance}
+    if not moved:
+        return None
+    change = ", ".join(f"{name} {before:.0%} -> {after:.0%}" for name, (after, before) in moved.items())
+    return (f"the synthetic images change the training set's class shares ({change}); no class-balanced "
+            "real-only arm was run, so a difference may come from rebalancing rather than from the GAN")
