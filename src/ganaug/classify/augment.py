@@ -10,7 +10,7 @@ The operations are torchvision v2's (`horizontal_flip`, `rotate` + `resized_crop
 once: one `affine_grid`/`grid_sample` per batch does the rotation and the zoom (torchvision's
 `rotate` itself is a `grid_sample`), and the image is rounded to uint8 once, at the end. Calling
 the v2 functions image by image gives the same images (tests/test_classify_train.py compares them)
-but is 3-12 times slower on a CPU (BENCHMARKS.md, "Classic augmentation throughput").
+but is 3-10 times slower on a CPU (BENCHMARKS.md, "Classic augmentation throughput").
 """
 
 from __future__ import annotations
