@@ -10,7 +10,7 @@ The operations are torchvision v2's (`horizontal_flip`, `rotate` + `resized_crop
 once: one `affine_grid`/`grid_sample` per batch does the rotation and the zoom (torchvision's
 `rotate` itself is a `grid_sample`), and the image is rounded to uint8 once, at the end. Calling
 the v2 functions image by image gives the same images (tests/test_classify_train.py compares them)
-but runs at about 1000 images/s on a CPU core, slower than the classifier trains at 28 px.
+but is 3-10 times slower on a CPU (BENCHMARKS.md, "Classic augmentation throughput").
 """
 
 from __future__ import annotations
