@@ -36,7 +36,8 @@ SPLITS_READ = ("train", "val")  # never "test"
 
 def tune_config(params: Params, args: argparse.Namespace) -> TuneConfig:
     """params.yaml's tune section with the command line's overrides."""
-    overrides = {"n_trials": args.trials, "timeout": args.timeout, "storage": args.storage}
+    overrides = {"n_trials": getattr(args, "trials", None), "timeout": getattr(args, "timeout", None),
+                 "storage": args.storage}  # show and apply take --storage only
     return dataclasses.replace(params.tune, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -109,7 +110,8 @@ def main(params: Params, args: argparse.Namespace) -> int:
         def report(study_, trial):
             print(studies.progress_line(study_, trial, tune.n_trials, started, tune.timeout), flush=True)
 
-        studies.run_worker(study, lambda trial: run_trial(trial, study, params.gan, tune, data, parent, work_root),
+        studies.run_worker(study, lambda trial: run_trial(trial, study, params.gan, tune, data, parent, work_root,
+                                                                 args.worker_index),
                            tune.n_trials, tune.timeout, tune.max_retries, on_trial=report)
         code = 0
     studies.log_study_summary(study)

@@ -25,6 +25,7 @@ from torchvision.utils import make_grid
 from ganaug.classify.train import extract_features
 from ganaug.config import GANConfig, TuneConfig, flatten
 from ganaug.gan.train import EpochReport, GANDivergenceError, to_uint8, training_loop
+from ganaug.io import kill_point
 from ganaug.quality.frechet import frechet_distance_of_features
 from ganaug.quality.kid import kernel_distance
 from ganaug.tracking import runs
@@ -82,7 +83,7 @@ def objective_key(tune: TuneConfig) -> str:
 
 
 def run_trial(trial: optuna.Trial, study: optuna.Study, gan: GANConfig, tune: TuneConfig, data: StudyData,
-              parent_run_id: str, work_root: Path) -> float:
+              parent_run_id: str, work_root: Path, worker_index: int = 0) -> float:
     """Train one GAN for `trial` and return its final validation score (lower is better);
     raises `optuna.TrialPruned` when the pruner stops it or training diverges."""
     trial.set_user_attr(WORKER_ATTR, worker_identity())  # fail_dead_trials reads it
@@ -101,6 +102,7 @@ def run_trial(trial: optuna.Trial, study: optuna.Study, gan: GANConfig, tune: Tu
                            "tune.seed_trial": number})
 
         def on_epoch_end(report: EpochReport) -> None:
+            kill_point(f"tune_epoch:worker{worker_index}")  # tests: SIGKILL one worker mid-trial
             if report.losses:
                 mean = {k: float(np.mean([r[k] for r in report.losses])) for k in ("loss_d", "loss_g")}
                 mlflow.log_metrics(mean, step=report.epoch)

@@ -81,8 +81,10 @@ def open_storage(url: str, heartbeat_s: int, max_retries: int) -> optuna.storage
             path = Path(url.removeprefix(JOURNAL_PREFIX))
             path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(path)))
-        return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
-                          failed_trial_callback=retry, engine_kwargs=_engine_kwargs(url))
+        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+                              heartbeat_stale_trial_callback=retry, engine_kwargs=_engine_kwargs(url))
     except Exception as exc:  # SQLAlchemy, the driver or the file system: one line naming the storage
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"Optuna storage {redact(url)!r} cannot be opened: {first}") from exc
