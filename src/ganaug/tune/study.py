@@ -269,7 +269,7 @@ def _yaml_value(value: Any) -> str:
 
 def launch_workers(argv: list[str], workers: int, env: dict[str, str] | None = None) -> int:
     """Run `workers` copies of this command (each with --workers 1 and its --worker-index) and
-    wait for all; returns the worst exit status. Children are reaped as they exit, so a killed
+    wait for all; returns 1 when any of them failed (each named), else 0. Children are reaped as they exit, so a killed
     one is seen as gone by the others at once."""
     processes = []
     for index in range(workers):
@@ -277,4 +277,8 @@ def launch_workers(argv: list[str], workers: int, env: dict[str, str] | None = N
         processes.append(subprocess.Popen(command, env=env))
     print(f"tune: {workers} workers started: {shlex.join(command[:-4])} --workers 1 --worker-index <i>")
     codes = [p.wait() for p in processes]
-    return max(codes, key=abs)
+    for index, code in enumerate(codes):
+        if code:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            print(f"tune: worker {index} {how}; its running trial is failed and retried by the others or the next run")
+    return 1 if any(codes) else 0
