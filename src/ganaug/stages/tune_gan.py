@@ -92,8 +92,12 @@ def main(params: Params, args: argparse.Namespace) -> int:
     root = mlflow_utils.project_root()
     require_inputs(root)
     meta = read_meta(paths.PREPARED)
-    data = load_study_data(params, meta)
-    study, url = open_gan_study(params, tune, args.study, args.worker_index, meta, data.extractor)
+    if args.workers > 1:  # the workers load the data; here only the study and its parent run are opened
+        data, extractor = None, load_reference(paths.REFERENCE, pick_device("cpu"))[1]
+    else:
+        data = load_study_data(params, meta)
+        extractor = data.extractor
+    study, url = open_gan_study(params, tune, args.study, args.worker_index, meta, extractor)
     mlflow_utils.setup()
     parent = studies.ensure_parent_run(study, url, tune, mlflow_utils.lineage_tags("tune_gan", meta))
     print(f"tune: study {study.study_name!r} in {redact(url)}; budget {tune.n_trials} trials; "
