@@ -9,13 +9,15 @@ that overshoots by up to K - 1 trials); failed trials do not count: a killed one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,18 +198,12 @@ def log_study_summary(study: optuna.Study) -> None:
             client.set_tag(run_id, f"best.gan.{key}", json.dumps(value) if isinstance(value, list) else str(value))
 
 
-class _quiet_experimental:
+@contextlib.contextmanager
+def _quiet_experimental() -> Iterator[None]:
     """optuna.visualization.matplotlib warns that it is experimental on every call."""
-
-    def __enter__(self):
-        import warnings
-
-        self._catch = warnings.catch_warnings()
-        self._catch.__enter__()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-
-    def __exit__(self, *exc):
-        return self._catch.__exit__(*exc)
+        yield
 
 
 def show(study: optuna.Study, top: int = 5) -> str:
