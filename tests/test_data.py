@@ -141,9 +141,14 @@ def test_real_pneumoniamnist_prepares_with_official_counts():
 
 
 def test_single_label_stages_refuse_multilabel_data_by_name(tmp_path):
-    from ganaug.stages.checks import StageInputError, require_single_label
+    from ganaug.config import GANConfig
+    from ganaug.stages.checks import StageInputError, require_gan_labels, require_single_label
 
     dataset = load_phantom(tiny_data_config(phantom={"n_images": 120, "label_mode": "multilabel"}))
     meta = save_packed(dataset, tmp_path / "prepared")
-    with pytest.raises(StageInputError, match="train_gan needs single-label data.*data.phantom.label_mode=binary"):
-        require_single_label(meta, "train_gan")
+    with pytest.raises(StageInputError, match="train_reference needs single-label data.*data.phantom.label_mode=binary"):
+        require_single_label(meta, "train_reference")
+    # train_gan: a conditional GAN on the multi-hot vectors, but no "minority class"
+    with pytest.raises(StageInputError, match="gan.mode=minority needs single-label data.*use gan.mode=conditional"):
+        require_gan_labels(meta, GANConfig(mode="minority"))
+    require_gan_labels(meta, GANConfig(arch="cgan", mode="conditional"))

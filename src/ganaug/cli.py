@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="fd_domain", help="fd_domain (default), fid_inception or ssim_real_fake")
     p.add_argument("--alias", default="champion")
     p.add_argument("--force", action="store_true", help="promote without comparing")
+    p = sub.add_parser("exp", help="one DVC experiment from a preset (presets/*.yaml) and/or -S overrides, validated first")
+    p.add_argument("--preset", help="params overlay: only the keys that differ from params.yaml")
+    p.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="one more params change, as dvc exp run -S takes it (repeatable)")
+    p.add_argument("-n", "--name", help="experiment name (dvc exp run -n)")
+    p.add_argument("--params", default="params.yaml", help="params file the preset is laid over (default: params.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="print the dvc exp run command and exit")
     return parser
 
 
@@ -132,6 +139,17 @@ def main(argv: list[str] | None = None, run: Callable[[str, Params, argparse.Nam
     args = build_parser().parse_args(argv)
     if args.stage == "tune":
         return _tune(args)
+    if args.stage == "exp":
+        from ganaug.presets import main as exp_main
+
+        try:
+            return exp_main(args.preset, args.overrides, args.name, args.dry_run, args.params)
+        except ConfigError as exc:
+            print(f"ganaug exp: params error: {exc}", file=sys.stderr)
+            return 2
+        except FileNotFoundError as exc:
+            print(f"ganaug exp: error: {exc}", file=sys.stderr)
+            return 1
     if args.stage in ("promote", "quality"):
         try:
             if args.stage == "quality":

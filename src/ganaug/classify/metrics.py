@@ -1,4 +1,7 @@
-"""Classification metrics on held-out data: the numbers Model A and Model B are compared by."""
+"""Classification metrics on held-out data: the numbers Model A and Model B are compared by.
+
+Single-label (class indices): `classification_metrics`; multi-label (multi-hot, one sigmoid
+per finding): `multilabel_metrics`."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     balanced_accuracy_score,
     confusion_matrix,
     precision_recall_fscore_support,
@@ -50,3 +54,52 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: l
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """Only the float-valued entries (for MLflow and DVC metrics)."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _undefined_reason(column: np.ndarray) -> str | None:
+    """Why AUROC / AP of one finding is undefined on this split (None when defined)."""
+    positives = int(column.sum())
+    if positives == 0:
+        return "no positive image in this split"
+    if positives == len(column):
+        return "no negative image in this split"
+    return None
+
+
+def multilabel_metrics(y_true: np.ndarray, proba: np.ndarray, finding_names: list[str]) -> dict[str, Any]:
+    """Multi-hot y_true (N, K) and sigmoid probabilities (N, K) -> per-finding AUROC and average
+    precision (`roc_auc_<finding>`, `average_precision_<finding>`), their macro means over the
+    findings where they are defined, and micro values over all (image, finding) pairs.
+
+    A finding without a positive or without a negative image in the split has NaN AUROC and AP
+    and is left out of the macro means; `undefined` records {finding: reason} and
+    `n_defined_findings` how many entered the means (an exception would hide the others)."""
+    y_true, proba = np.asarray(y_true), np.asarray(proba, dtype=np.float64)
+    assert y_true.ndim == 2 and proba.shape == y_true.shape, f"y_true {y_true.shape} and proba {proba.shape} must both be (N, K)"
+    assert y_true.shape[1] == len(finding_names), f"{y_true.shape[1]} label columns but {len(finding_names)} finding names"
+    out: dict[str, Any] = {"n": int(len(y_true))}
+    auroc, ap, undefined = {}, {}, {}
+    for k, name in enumerate(map(metric_key, finding_names)):
+        column = y_true[:, k]
+        reason = _undefined_reason(column)
+        if reason is None:
+            auroc[name] = float(roc_auc_score(column, proba[:, k]))
+            ap[name] = float(average_precision_score(column, proba[:, k]))
+        else:
+            auroc[name] = ap[name] = float("nan")
+            undefined[name] = reason
+        out[f"roc_auc_{name}"] = auroc[name]
+        out[f"average_precision_{name}"] = ap[name]
+        out[f"support_{name}"] = int(column.sum())
+    defined = [name for name in auroc if name not in undefined]
+    out["roc_auc_macro"] = float(np.mean([auroc[n] for n in defined])) if defined else float("nan")
+    out["average_precision_macro"] = float(np.mean([ap[n] for n in defined])) if defined else float("nan")
+    flat = y_true.ravel()
+    micro_reason = _undefined_reason(flat)
+    out["roc_auc_micro"] = float(roc_auc_score(flat, proba.ravel())) if micro_reason is None else float("nan")
+    out["average_precision_micro"] = float(average_precision_score(flat, proba.ravel())) if micro_reason is None else float("nan")
+    if micro_reason is not None:
+        undefined["micro"] = micro_reason
+    out["n_defined_findings"] = len(defined)
+    out["undefined"] = undefined
+    return out

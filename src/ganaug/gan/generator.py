@@ -2,6 +2,10 @@
 
 A synthetic set is a pure function of (generator file, seed, per-class counts): noise comes
 from an explicit `torch.Generator` on the CPU, class by class in class-index order.
+
+A generator trained on multi-label data (`label_kind == "multi_hot"`: `class_names` are the K
+findings) also samples from an array of multi-hot label vectors (N, K), one image per row
+(`ganaug.gan.conditioning` draws such vectors from the train split's label combinations).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ FORMAT = "ganaug-generator-v1"
 EXPECTED = "a ganaug generator file written by the train_gan stage (rerun it)"
 FIELDS = {"format": str, "state_dict": dict, "config": dict, "resolution": int, "channels": int,
           "class_names": list, "trained_classes": list, "conditional": bool, "info": dict}
+LABEL_KINDS = ("class_index", "multi_hot")  # as meta.json's label_kind; files without the field are class_index
 
 
 @dataclass
@@ -33,6 +38,11 @@ class TrainedGenerator:
     trained_classes: list[int]  # classes this generator can produce
     conditional: bool  # True: G takes class labels; False: G models trained_classes[0] only
     info: dict[str, Any]  # data hash, epochs, final metrics…
+    label_kind: str = "class_index"  # "multi_hot": trained on (N, K) finding vectors; class_names are the findings
+
+    def __post_init__(self) -> None:
+        assert self.label_kind in LABEL_KINDS, f"label_kind must be one of {LABEL_KINDS}, got {self.label_kind!r}"
+        assert self.label_kind == "class_index" or self.conditional, "a multi-hot generator is conditional"
 
     @property
     def resolution(self) -> int:
@@ -55,6 +65,8 @@ class TrainedGenerator:
                 "trained_classes": self.trained_classes,
                 "conditional": self.conditional,
                 "info": self.info,
+                # only multi-hot files carry it: class-index files stay as they were (same bytes, same DVC hash)
+                **({"label_kind": self.label_kind} if self.multilabel else {}),
             },
             path,
         )
@@ -86,13 +98,29 @@ class TrainedGenerator:
             raise BadFileError(
                 f"{str(path)!r} does not match this version's gan.arch={cfg.arch} network; rerun the train_gan stage ({summary(exc)})"
             ) from exc
+        label_kind = blob.get("label_kind", "class_index")
+        if label_kind not in LABEL_KINDS or (label_kind == "multi_hot" and not blob["conditional"]):
+            raise BadFileError(f"generator file {str(path)!r} has label_kind={label_kind!r} (conditional={blob['conditional']}); "
+                               f"expected one of {LABEL_KINDS}, multi_hot only for a conditional generator: {EXPECTED}")
         network.to(device).eval()
-        return cls(network, blob["config"], blob["class_names"], blob["trained_classes"], blob["conditional"], blob["info"])
+        return cls(network, blob["config"], blob["class_names"], blob["trained_classes"], blob["conditional"], blob["info"],
+                   label_kind)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.label_kind == "multi_hot"
 
     @torch.no_grad()
-    def sample(self, counts: dict[int, int] | list[tuple[int, int]], seed: int, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, counts: dict[int, int] | list[tuple[int, int]] | np.ndarray, seed: int,
+               batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """{class index: n} or [(class index, n), …] -> (images (N, C, R, R) uint8, labels (N,) int64),
-        in the order given; one noise stream seeded by `seed` runs through all requests."""
+        in the order given; one noise stream seeded by `seed` runs through all requests.
+
+        A multi-hot generator also takes an array of label vectors (N, K) of 0/1 -> (images, the
+        vectors as (N, K) uint8), one image per row; there a class-index request for finding k
+        means the vector with finding k alone."""
+        if isinstance(counts, np.ndarray):
+            return self._sample_vectors(counts, seed, batch_size)
         requests = list(counts.items()) if isinstance(counts, dict) else [(int(c), int(n)) for c, n in counts]
         unknown = [c for c, _ in requests if c not in self.trained_classes]
         if unknown:
@@ -119,3 +147,24 @@ class TrainedGenerator:
             shape = (0, self.channels, self.resolution, self.resolution)
             return np.zeros(shape, np.uint8), np.zeros(0, np.int64)
         return np.concatenate(images), np.concatenate(labels)
+
+    def _sample_vectors(self, vectors: np.ndarray, seed: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Multi-hot label vectors (N, K) -> (images (N, C, R, R) uint8, vectors (N, K) uint8)."""
+        k = len(self.class_names)
+        if not self.multilabel:
+            raise ValueError(f"label vectors need a generator trained on multi-label data; this one has "
+                             f"label_kind={self.label_kind!r}: request {{class index: count}} instead")
+        if vectors.ndim != 2 or vectors.shape[1] != k or not np.isin(vectors, (0, 1)).all():
+            raise ValueError(f"label vectors must be multi-hot (N, {k}) of 0/1 over the findings {self.class_names}, "
+                             f"got shape {vectors.shape}")
+        vectors = vectors.astype(np.uint8)
+        device = next(self.network.parameters()).device
+        noise_rng = torch.Generator().manual_seed(seed)
+        images = []
+        for start in range(0, len(vectors), batch_size):
+            y = torch.from_numpy(vectors[start : start + batch_size]).float().to(device)  # (B, K) as in training
+            z = torch.randn(len(y), self.network.latent_dim, generator=noise_rng).to(device)
+            images.append(to_uint8(self.network(z, y)).cpu().numpy())
+        if not images:
+            return np.zeros((0, self.channels, self.resolution, self.resolution), np.uint8), vectors
+        return np.concatenate(images), vectors

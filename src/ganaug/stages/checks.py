@@ -20,6 +20,19 @@ def require_single_label(meta: dict[str, Any], stage: str) -> None:
         )
 
 
+def require_gan_labels(meta: dict[str, Any], gan: GANConfig) -> None:
+    """train_gan on multi-label data (multi-hot finding vectors) needs gan.mode=conditional: the
+    GAN then conditions on the vectors. gan.mode=minority trains on "the smallest class", which
+    multi-label data does not have (findings overlap; an image can carry several or none)."""
+    if meta["label_kind"] != "class_index" and gan.mode != "conditional":
+        raise StageInputError(
+            f"gan.mode={gan.mode} needs single-label data (it trains on the smallest class), but the prepared data set "
+            f"(source {meta['source'].get('name')!r}) is multi-label {meta['class_names']}: findings overlap and an image "
+            "can carry several, so there is no smallest class; use gan.mode=conditional (the GAN conditions on the "
+            "multi-hot finding vectors), or single-label data (e.g. data.phantom.label_mode=binary)"
+        )
+
+
 def require_classes_to_condition_on(meta: dict[str, Any], gan: GANConfig) -> None:
     """A class-conditional GAN (gan.mode=conditional: cgan, acgan, or dcgan with labels) learns
     p(image | class): with one class there is nothing to condition on, and an AC-GAN's class

@@ -46,9 +46,10 @@ from ganaug.quality.inception import (  # noqa: E402
 from ganaug.quality.diversity import diversity_metrics  # noqa: E402
 from ganaug.quality.gate import relative_label_fidelity  # noqa: E402
 from ganaug.quality.memorisation import MemorisationReport, closest_pairs_grid  # noqa: E402
+from ganaug.quality.multilabel import SKIPPED_REASON, MultiLabelQualityEvaluator  # noqa: E402
 from ganaug.quality.suite import FeatureSet, feature_metrics, label_fidelity, memorisation, pixel_metrics  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
-from ganaug.stages.checks import require_classes_to_condition_on, require_single_label  # noqa: E402
+from ganaug.stages.checks import require_classes_to_condition_on, require_gan_labels  # noqa: E402
 from ganaug.stages.real_features import load_real_inception  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference, stats_path  # noqa: E402
 from ganaug.tracking import mlflow_utils, pyfunc_generator, runs, summaries  # noqa: E402
@@ -65,14 +66,15 @@ SHOWN = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverag
 @dataclass(frozen=True)
 class GANData:
     images: np.ndarray  # (N, C, H, W) uint8: what the GAN trains on
-    labels: np.ndarray | None  # (N,) for a conditional GAN
-    n_classes: int  # 0 = unconditional
-    trained_classes: list[int]  # classes the generator will produce
+    labels: np.ndarray | None  # (N,) class indices or (N, K) multi-hot findings for a conditional GAN
+    n_classes: int  # 0 = unconditional; K findings on multi-label data
+    trained_classes: list[int]  # classes the generator will produce (multi-label: every finding)
     eval_counts: dict[int, int]  # images per class for each evaluation
 
 
 def select_training_data(dataset: PackedDataset, cfg: GANConfig) -> GANData:
-    """Minority mode: the smallest class of the train split only; conditional: all classes."""
+    """Minority mode: the smallest class of the train split only; conditional: all classes (on
+    multi-label data the whole train split with its multi-hot finding vectors)."""
     counts = dataset.train.class_counts(dataset.n_classes)
     if cfg.mode == "minority":
         minority = int(np.argmin(counts))
@@ -202,8 +204,12 @@ def loss_figure(losses: list[dict[str, float]], quality: list[dict[str, float]])
     axes[1].legend()
     if quality:
         q = pd.DataFrame(quality)
-        axes[2].plot(q["epoch"], q["fd_domain"], marker="o")
-        axes[2].set(xlabel="epoch", ylabel="FD (reference features)", title="Fréchet distance, domain features")
+        if "fd_domain" in q:
+            axes[2].plot(q["epoch"], q["fd_domain"], marker="o")
+            axes[2].set(xlabel="epoch", ylabel="FD (reference features)", title="Fréchet distance, domain features")
+        else:  # multi-label data: no reference features (ganaug.quality.multilabel)
+            axes[2].plot(q["epoch"], q["diversity"], marker="o")
+            axes[2].set(xlabel="epoch", ylabel="diversity (pixels)", title="Diversity, lowest finding")
     fig.tight_layout()
     return fig
 
@@ -228,20 +234,24 @@ def log_missing_history(run_id: str, state: dict[str, Any], cfg: GANConfig, data
 def main(params: Params) -> None:
     cfg = params.gan
     meta = read_meta(paths.PREPARED)
-    require_single_label(meta, "train_gan")
+    require_gan_labels(meta, cfg)  # multi-label data: gan.mode=conditional on the multi-hot vectors
     require_classes_to_condition_on(meta, cfg)
+    multilabel = meta["label_kind"] != "class_index"
     dataset = load_packed(paths.PREPARED)
     data = select_training_data(dataset, cfg)
     device = pick_device(cfg.device, "gan.device")
-    inception_weights = find_inception_weights(params.quality.inception_weights)
-    reference, extractor = load_reference(paths.REFERENCE, device)
+    # multi-label: no reference classifier (it takes class indices): pixel metrics per finding, the rest skipped
+    inception_weights = None if multilabel else find_inception_weights(params.quality.inception_weights)
+    reference, extractor = (None, "none (multi-label data)") if multilabel else load_reference(paths.REFERENCE, device)
     root = mlflow_utils.project_root()
     key = checkpoint_key(cfg, meta["dataset_hash"], extractor)
     work_dir = root / paths.CACHE / "train_gan" / key
     work_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = work_dir / "checkpoint.pt"
-    evaluator = QualityEvaluator(dataset, data, reference, extractor, device, inception_weights, meta["dataset_hash"],
-                                 final_epoch=cfg.epochs)
+    evaluator = (MultiLabelQualityEvaluator(data.images, data.labels, dataset.class_names, cfg.n_eval, device, cfg.epochs,
+                                            EVAL_SEED) if multilabel else
+                 QualityEvaluator(dataset, data, reference, extractor, device, inception_weights, meta["dataset_hash"],
+                                  final_epoch=cfg.epochs))
 
     mlflow_utils.setup()
     previous = load_checkpoint(checkpoint)
@@ -249,7 +259,8 @@ def main(params: Params) -> None:
     if previous:
         print(f"resuming GAN training from {checkpoint} (epoch {previous['epoch']}/{cfg.epochs})")
     tags = mlflow_utils.lineage_tags("train_gan", meta, **{"gan.arch": cfg.arch, "gan.mode": cfg.mode, "gan.loss": cfg.loss,
-                                                            "gan.augment": cfg.augment})
+                                                            "gan.augment": cfg.augment,
+                                                            **({"quality.skipped": SKIPPED_REASON} if multilabel else {})})
     name = None if run_id else mlflow_utils.unique_run_name(f"train_gan-{cfg.arch}", {"gan": flatten(cfg), "data": meta["dataset_hash"]})
     with runs.start_run("train_gan", key, run_id=run_id, run_name=name, tags=tags) as run:
         if previous:
@@ -294,10 +305,12 @@ def main(params: Params) -> None:
         trained = TrainedGenerator(  # result.generator is the EMA of G when gan.ema_kimg > 0
             result.generator.cpu(), to_dict(cfg), dataset.class_names, data.trained_classes, data.n_classes > 0,
             {"dataset_hash": meta["dataset_hash"], "epochs": cfg.epochs, "mlflow_run_id": run.info.run_id,
-             "feature_extractor": extractor, "final_quality": final},
+             "feature_extractor": extractor, "final_quality": final, **({"quality_skipped": SKIPPED_REASON} if multilabel else {})},
+            label_kind=meta["label_kind"],  # multi_hot: the generator samples from finding vectors
         )
         fig = loss_figure(result.losses, result.quality)
-        train_images = np.concatenate([evaluator.real_images[c] for c in data.trained_classes])
+        train_images = (data.images if multilabel  # what the memorisation audit compared with
+                        else np.concatenate([evaluator.real_images[c] for c in data.trained_classes]))
         metrics = {**{k: float(v) for k, v in final.items()}, "epochs": cfg.epochs, "steps": len(result.losses),
                    "train_images_per_second": images_per_second}
         if result.augment_p is not None:  # the augmentation probability at the end (ADA's p; 1 for diffaugment)
