@@ -36,7 +36,7 @@ def kill_point(name: str) -> None:
     """Test hook (tests/test_kill.py): SIGKILL this process when GANAUG_TEST_KILL_AT is `name`,
     or `name@n` for the n-th time the point is reached. Points: `atomic_dir:<output name>`
     (files written, output not yet in place), `run_started:<stage>`, `gan_checkpoint_saved:<epoch>`,
-    `train_gan_registered`."""
+    `train_gan_registered`, `tune_epoch:worker<i>` (each evaluated epoch of worker i's trials)."""
     wanted = os.environ.get(KILL_AT_VARIABLE)
     if not wanted or wanted.split("@")[0] != name:
         return

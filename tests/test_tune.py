@@ -1,0 +1,258 @@
+"""GAN hyperparameter studies (`ganaug tune gan|show|apply`, `ganaug.tune`): the real code on a
+tiny phantom project. The objective reads the validation split (never test), reports each
+evaluation, prunes a clearly bad configuration, logs nested MLflow runs; a study resumes; 4
+journal-file workers and 3 PostgreSQL workers share a study without losing a trial, and a
+worker SIGKILLed mid-trial leaves its trial failed and retried."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ruamel.yaml import YAML
+
+from conftest import REPO
+from ganaug import cli
+from ganaug.config import ConfigError, params_from_dict
+from ganaug.tune import storage as tune_storage
+from ganaug.tune.study import PARENT_RUN_ATTR, apply_command, open_study
+from postgres_server import postgres_server  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data": {"image_size": 32, "phantom": {"n_images": 200}},
+    "reference": {"epochs": 2},
+    "gan": {"epochs": 2, "eval_every": 1, "n_eval": 30, "batch_size": 16, "base_channels": 4, "min_diversity": 0.0},
+    "tune": {"gan_space": {"lr_g": {"low": 1.0e-4, "high": 0.9, "log": True}},
+             "n_trials": 2, "warmup_epochs": 0, "startup_trials": 1, "heartbeat_s": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project with tiny params whose prepare and train_reference outputs exist."""
+    root = tmp_path_factory.mktemp("tune")
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")  # marks the project root
+    with open(root / "params.yaml", "w") as f:
+        YAML().dump(TINY, f)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    saved, cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
+    os.environ.update(env)
+    os.chdir(root)
+    try:
+        assert cli.main(["prepare"]) == 0
+        assert cli.main(["train-reference"]) == 0
+        yield root
+    finally:
+        os.chdir(cwd)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def subprocess_env(root: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            **extra}
+
+
+# ---------------------------------------------------------------------------------------
+# bad input: each fails before any trial, naming what is wrong
+
+
+@pytest.mark.parametrize(("space", "fragment"), [
+    ({"lr_gg": {"low": 1e-4, "high": 1e-3}}, "tune.gan_space.lr_gg: unknown gan key 'lr_gg'; did you mean 'lr_g'?"),
+    ({"loss": {"choices": []}}, "tune.gan_space.loss.choices=[]: empty"),
+    ({"lr_g": {"low": 1e-3, "high": 1e-4}}, "tune.gan_space.lr_g: low=0.001 >= high=0.0001"),
+    ({"r1_gamma": {"low": 0.0, "high": 1.0, "log": True}}, "tune.gan_space.r1_gamma: log=true with low=0.0"),
+    ({"loss": {"choices": ["hinge", "wasserstein"]}}, "tune.gan_space.loss.choices[1]='wasserstein'"),
+    ({"latent_dim": {"low": 8, "high": 64.5}}, "tune.gan_space.latent_dim: gan.latent_dim is an integer"),
+    ({"epochs": {"low": 1, "high": 5}}, "tune.gan_space.epochs: gan.epochs is fixed for a study"),
+    ({"loss": {"low": 1, "high": 2}}, "tune.gan_space.loss: gan.loss is one of"),
+    ({"augment": {"choices": ["ada"]}, "loss": {"choices": ["wgan_gp"]}}, "gan.augment=ada together with gan.loss=wgan_gp"),
+])
+def test_a_bad_search_space_is_refused_at_load_naming_the_key(space, fragment):
+    with pytest.raises(ConfigError) as excinfo:
+        params_from_dict({"tune": {"gan_space": space}})
+    assert fragment in str(excinfo.value)
+
+
+def test_bad_storage_urls_are_refused_naming_them(tmp_path):
+    with pytest.raises(ValueError, match="relative SQLite path"):
+        tune_storage.resolve_storage_url("sqlite:///optuna.db", tmp_path)
+    with pytest.raises(ValueError, match=r"postgresql\+psycopg2://"):
+        tune_storage.resolve_storage_url("postgresql://me@db/studies", tmp_path)
+    with pytest.raises(ValueError, match="expected null"):
+        tune_storage.resolve_storage_url("optuna.db", tmp_path)
+    assert tune_storage.resolve_storage_url("journal:j.log", tmp_path) == f"journal:{tmp_path / 'j.log'}"
+    with pytest.raises(ValueError, match=r"Optuna storage 'postgresql\+psycopg2://me:\*\*\*@127.0.0.1:1/x' cannot be opened"):
+        tune_storage.open_storage("postgresql+psycopg2://me:secret@127.0.0.1:1/x", 60, 1)
+
+
+def test_a_study_with_other_settings_or_direction_is_refused():
+    storage = optuna.storages.InMemoryStorage()
+    sampler, pruner = optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner()
+    open_study("s", storage, {"space": {"lr_g": {"low": 1}}, "objective": "fd_domain"}, sampler, pruner)
+    with pytest.raises(ValueError, match=r"study 's' exists with other settings \(space differ"):
+        open_study("s", storage, {"space": {"lr_g": {"low": 2}}, "objective": "fd_domain"}, sampler, pruner)
+    optuna.create_study(study_name="up", storage=storage, direction="maximize")
+    with pytest.raises(ValueError, match="study 'up' exists with direction"):
+        open_study("up", storage, {}, sampler, pruner)
+
+
+def test_missing_inputs_and_zero_workers_fail_before_any_trial(tmp_path, monkeypatch, capsys):
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "params.yaml").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["tune", "gan", "--trials", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "a GAN study needs the prepared data and the reference classifier" in err and "data/prepared" in err
+    assert cli.main(["tune", "gan", "--workers", "0"]) == 1
+    assert "--workers 0: expected at least 1 worker process" in capsys.readouterr().err
+    assert cli.main(["tune", "show", "gan", "--storage", f"journal:{tmp_path / 'none.log'}"]) == 1
+    assert "no study 'gan'" in capsys.readouterr().err
+    assert not (tmp_path / "optuna.db").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# the objective, in process
+
+
+def test_study_scores_on_validation_logs_nested_runs_and_resumes(project, monkeypatch, capsys):
+    """Two trials, then the same command with a budget of 3 resumes the study and runs one more.
+    The npz arrays read during the study are train and val only."""
+    read: list[str] = []
+    original = np.lib.npyio.NpzFile.__getitem__
+
+    def recording(self, key):
+        read.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", recording)
+    storage = f"journal:{project / 'resume.log'}"
+    assert cli.main(["tune", "gan", "--study", "resume", "--storage", storage]) == 0
+    assert read and not [k for k in read if k.startswith("test_")], f"a study read the test split: {read}"
+    assert {k.split("_")[0] for k in read} == {"train", "val"}
+
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)  # lr_g spans [1e-4, 0.9]: the pruner may stop one
+    study = optuna.load_study(study_name="resume", storage=tune_storage.open_storage(storage, 1, 1))
+    assert len(study.trials) == 2 and all(t.state in finished for t in study.trials)
+    parent = study.user_attrs[PARENT_RUN_ATTR]
+    assert cli.main(["tune", "gan", "--study", "resume", "--storage", storage, "--trials", "3"]) == 0
+    study = optuna.load_study(study_name="resume", storage=tune_storage.open_storage(storage, 1, 1))
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert all(t.state in finished for t in study.trials) and study.trials[0].state == TrialState.COMPLETE
+    assert study.user_attrs[PARENT_RUN_ATTR] == parent  # the same parent run after the resume
+
+    client = mlflow.MlflowClient()
+    for trial in study.trials:
+        complete = trial.state == TrialState.COMPLETE
+        assert set(trial.intermediate_values) == ({1, 2} if complete else {1})  # one value per evaluation epoch
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.tags["optuna.state"] == ("complete" if complete else "pruned")
+        assert run.data.params["gan.seed"] == str(trial.number)  # tune.seed 0 + trial number
+        assert float(run.data.params["gan.lr_g"]) == pytest.approx(trial.params["lr_g"])
+        history = [m.value for m in client.get_metric_history(run.info.run_id, "fd_domain_val")]
+        assert history == pytest.approx([trial.intermediate_values[e] for e in sorted(trial.intermediate_values)])
+        if complete:
+            assert run.data.metrics["objective"] == pytest.approx(trial.value)
+    artifacts = {a.path for a in client.list_artifacts(parent)}
+    assert {"optimization_history.png", "trials.csv", "summary.json"} <= artifacts
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert ("param_importances.png" in artifacts) == (len(complete) >= 2)
+    parent_run = client.get_run(parent)
+    assert parent_run.data.params["tune.sampler"] == "tpe" and "lr_g" in parent_run.data.params["tune.gan_space"]
+    assert parent_run.data.metrics["best_value"] == pytest.approx(study.best_value)
+
+    capsys.readouterr()
+    assert cli.main(["tune", "show", "gan", "--study", "resume", "--storage", storage]) == 0
+    shown = capsys.readouterr().out
+    assert f"3 trials ({len(complete)} complete, {3 - len(complete)} pruned" in shown
+    assert f"trial {study.best_trial.number}:" in shown
+    command = apply_command(study)
+    assert command[:5] == ["dvc", "exp", "run", "--name", f"resume-trial-{study.best_trial.number}"]
+    assert command[5:] == ["-S", f"gan.lr_g={study.best_trial.params['lr_g']!r}"]
+
+
+def test_a_clearly_bad_configuration_is_pruned_at_its_first_evaluation(project):
+    """lr_g = 0.5 saturates G at once: its first validation FD is far above the good trial's,
+    so the median pruner (1 startup trial, no warm-up) stops it after epoch 1."""
+    storage = f"journal:{project / 'prune.log'}"
+    study = optuna.create_study(study_name="prune", storage=tune_storage.open_storage(storage, 1, 1), direction="minimize")
+    study.enqueue_trial({"lr_g": 2e-4})
+    study.enqueue_trial({"lr_g": 0.5})
+    assert cli.main(["tune", "gan", "--study", "prune", "--storage", storage]) == 0
+    good, bad = optuna.load_study(study_name="prune", storage=tune_storage.open_storage(storage, 1, 1)).trials
+    assert good.state == TrialState.COMPLETE and bad.state == TrialState.PRUNED
+    assert set(bad.intermediate_values) == {1} and bad.intermediate_values[1] > good.intermediate_values[1]
+    run = mlflow.MlflowClient().get_run(bad.user_attrs["mlflow_run_id"])
+    assert run.data.tags["optuna.state"] == "pruned"
+
+
+# ---------------------------------------------------------------------------------------
+# several workers sharing a study; one of them SIGKILLed mid-trial
+
+
+def check_shared_study(study: optuna.Study, budget: int, killed_worker_trials: int = 1) -> None:
+    """Every trial number once, none lost: the budget finished, the killed trial failed and
+    retried (same params), nothing left running or waiting."""
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states, states
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == budget, states
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == killed_worker_trials, states
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retries) == 1 and retries[0].params == failed[0].params and retries[0] in finished
+    # the retry trains with the killed trial's seed and closed its MLflow run as KILLED
+    client = mlflow.MlflowClient()
+    retry_run = client.get_run(retries[0].user_attrs["mlflow_run_id"])
+    assert retry_run.data.params["gan.seed"] == str(failed[0].number)
+    assert client.get_run(failed[0].user_attrs["mlflow_run_id"]).info.status == "KILLED"
+
+
+def run_workers(project: Path, storage: str, study: str, workers: int, budget: int) -> subprocess.CompletedProcess:
+    """`ganaug tune gan --workers K`; worker 0 SIGKILLs itself after its first trial's first epoch."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ganaug.cli", "tune", "gan", "--study", study, "--storage", storage,
+         "--trials", str(budget), "--workers", str(workers)],
+        cwd=project, env=subprocess_env(project, GANAUG_TEST_KILL_AT="tune_epoch:worker0"),
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 1, f"expected worker 0's SIGKILL to fail the command:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert "tune: worker 0 was killed by signal 9" in done.stdout
+    return done
+
+
+def test_four_journal_workers_share_a_study_and_retry_a_killed_workers_trial(project):
+    storage = f"journal:{project / 'shared.log'}"
+    done = run_workers(project, storage, "journal4", workers=4, budget=4)
+    assert "of a worker that died were failed and enqueued again" in done.stdout
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    study = optuna.load_study(study_name="journal4", storage=tune_storage.open_storage(storage, 1, 1))
+    check_shared_study(study, budget=4)
+    pids = {t.user_attrs[tune_storage.WORKER_ATTR]["pid"] for t in study.trials}
+    assert len(pids) >= 3  # trials ran in several worker processes
+
+
+def test_three_postgresql_workers_share_a_study_and_retry_a_killed_workers_trial(project, postgres_server):  # noqa: F811
+    url = postgres_server.create_database("tune_study")
+    run_workers(project, url, "pg3", workers=3, budget=3)
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    study = optuna.load_study(study_name="pg3", storage=tune_storage.open_storage(url, 1, 1))
+    check_shared_study(study, budget=3)
+    assert json.loads(json.dumps(study.user_attrs["ganaug.settings"]))["objective"] == "fd_domain"
