@@ -1,9 +1,9 @@
 """Promotion through named gates in a real MLflow registry (SQLite store in a temporary folder).
 
-Each version is a real logged pyfunc generator (a tiny untrained DCGAN: training one per
-version would add minutes and change nothing the gates read), registered and carded by the
-code train_gan runs (`pyfunc_generator.log_generator`, `registry.model_card`,
-`registry.register_card`). Its metrics come from the quality suite train_gan runs on its last
+Each version is a registered version of a real logged pyfunc generator (a tiny untrained
+DCGAN, logged once by `pyfunc_generator.log_generator`: training or logging one per version
+would add minutes and change nothing the gates read), carded by the code train_gan runs
+(`registry.model_card`, `registry.register_generator`). Its metrics come from the quality suite train_gan runs on its last
 evaluation (`feature_metrics` with half-sample intervals, the memorisation audit), measured on
 image sets that stand for three generators of one phantom class:
 
@@ -67,29 +67,38 @@ def generators() -> dict[str, dict[str, float]]:
             "blurry": final_metrics(blurry, train)}
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    """A fresh SQLite store and a tiny generator file to log as each version's model."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow_utils.setup()
+@pytest.fixture(scope="module")
+def logged_generator(tmp_path_factory):
+    """A fresh SQLite store and one logged pyfunc generator (a tiny untrained DCGAN) that every
+    version is registered from."""
+    root = tmp_path_factory.mktemp("registry")
     cfg = dataclasses.replace(GANConfig(), latent_dim=8, base_channels=4, device="cpu")
     network, _ = build_networks(cfg, 28, 0)
-    TrainedGenerator(network.eval(), dataclasses.asdict(cfg), ["normal"], [0], False, {}).save(tmp_path / "generator.pt")
-    yield tmp_path / "generator.pt", cfg
+    TrainedGenerator(network.eval(), dataclasses.asdict(cfg), ["normal"], [0], False, {}).save(root / "generator.pt")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mlflow_utils.setup()
+        with mlflow.start_run():
+            info = pyfunc_generator.log_generator(root / "generator.pt", 1, 28, 0, register=False)
+        yield info.model_uri, cfg, info.run_id
     mlflow.set_tracking_uri(None)
 
 
+@pytest.fixture
+def store(logged_generator, monkeypatch):
+    """The module's store with no registered generator (each test starts from version 1)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow.get_tracking_uri())
+    yield logged_generator
+    mlflow.MlflowClient().delete_registered_model(NAME)
+
+
 def register(store, final: dict[str, float], dataset_hash: str = DATA_HASH) -> str:
-    """Log and register a generator version with its model card, as train_gan does; returns its number."""
-    generator_file, cfg = store
-    with mlflow.start_run():
-        info = pyfunc_generator.log_generator(generator_file, 1, 28, 0)
-    version = str(info.registered_model_version)
+    """Register a version of the logged generator with its model card, as train_gan does; returns its number."""
+    model_uri, cfg, _ = store
     meta = {"dataset_hash": dataset_hash, "source": {"name": "phantom"}}
     budget = {"epochs": 1, "steps": 10, "images_seen": 320, "train_seconds": 1.5}
-    tags, description = registry.model_card(final, flatten(cfg, "gan"), meta, ["normal"], EXTRACTOR, 28, budget, {"device": "cpu"})
-    registry.register_card(version, tags, description)
-    return version
+    card = registry.model_card(final, flatten(cfg, "gan"), meta, ["normal"], EXTRACTOR, 28, budget, {"device": "cpu"})
+    return registry.register_generator(model_uri, *card)
 
 
 def alias(name: str) -> str | None:
@@ -118,12 +127,22 @@ def test_train_gan_card_gives_challenger_and_the_model_card(store, generators):
     version = register(store, generators["fresh"])
     assert alias("challenger") == version and alias("champion") is None
     card = mlflow.MlflowClient().get_model_version(NAME, version)
+    assert card.run_id == store[2]  # train_gan finds a version its killed run registered by this
     assert card.tags["data.dataset_hash"] == DATA_HASH and card.tags["classes"] == "normal"
     assert card.tags["feature_extractor"] == EXTRACTOR and card.tags["gan.arch"] == "dcgan"
     assert card.tags["budget.images_seen"] == "320" and card.tags["device.device"] == "cpu"
     for key in ("fd_domain", "fd_domain_ci_low", "fd_domain_ci_high", "memorisation_pixel_copy_rate"):
         assert float(card.tags[f"metric.{key}"]) == pytest.approx(generators["fresh"][key], rel=1e-5)
     assert "fd_domain" in card.description and "copy rate" in card.description and "not for diagnosis" in card.description
+
+
+def test_a_version_registered_before_a_kill_gets_its_card_on_the_rerun(store, generators):
+    version = str(mlflow.register_model(store[0], NAME).version)  # registered, then killed before the card
+    assert "data.dataset_hash" not in tags(version)
+    card = registry.model_card(generators["fresh"], flatten(store[1], "gan"), {"dataset_hash": DATA_HASH, "source": {}},
+                               ["normal"], EXTRACTOR, 28, {}, {"device": "cpu"})
+    registry.register_card(version, *card)
+    assert tags(version)["data.dataset_hash"] == DATA_HASH and alias("challenger") == version
 
 
 def test_copier_is_refused_by_memorisation_a_better_generator_is_promoted_and_rollback_restores(store, generators, capsys):

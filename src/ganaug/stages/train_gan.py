@@ -324,18 +324,18 @@ def main(params: Params) -> None:
                                                                    if k in metrics}}], "step")
         write_json(paths.METRICS / "gan.json", summaries.gan_summary(metrics))
 
+        budget = {"epochs": cfg.epochs, "steps": len(result.losses), "images_seen": result.images_seen,
+                  "train_seconds": round(result.train_seconds, 1)}
+        card = registry.model_card(final, flatten(cfg, "gan"), meta, [dataset.class_names[c] for c in data.trained_classes],
+                                   extractor, trained.resolution, budget, describe(device))
         version = registered_version(run.info.run_id)  # registered before a kill: not again
-        if version is None:
-            info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution, data.trained_classes[0])
-            version = info.registered_model_version
-            kill_point("train_gan_registered")  # tests: registered, not yet tagged nor finished
-        if version is not None:  # the model card, and the challenger alias `ganaug promote` judges
-            budget = {"epochs": cfg.epochs, "steps": len(result.losses), "images_seen": result.images_seen,
-                      "train_seconds": round(result.train_seconds, 1)}
-            card_tags, description = registry.model_card(
-                final, flatten(cfg, "gan"), meta, [dataset.class_names[c] for c in data.trained_classes], extractor,
-                trained.resolution, budget, describe(device))
-            registry.register_card(version, card_tags, description)
+        if version is None:  # a new version with its model card, as @challenger (what `ganaug promote` judges)
+            info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution, data.trained_classes[0],
+                                                  register=False)
+            version = registry.register_generator(info.model_uri, *card)
+            kill_point("train_gan_registered")  # tests: registered, the run not finished
+        else:
+            registry.register_card(version, *card)
     shutil.rmtree(work_dir, ignore_errors=True)  # finished: a forced rerun retrains from scratch
     print(f"generator written to {out / 'generator.pt'}; registered {pyfunc_generator.REGISTERED_NAME} v{version} as "
           f"@{registry.CHALLENGER} (judge it with: bin/ganaug promote)")

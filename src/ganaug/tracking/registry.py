@@ -107,13 +107,27 @@ def memorisation_note(final: Mapping[str, float]) -> str:
             "(tags metric.memorisation_*; closest pairs: the run's memorisation_closest_pairs.png).")
 
 
+def register_generator(model_uri: str, tags: Mapping[str, str], description: str, name: str = REGISTERED_NAME) -> str:
+    """Register a logged generator as a new version with its model card (the tags in the same
+    call) and give it the `challenger` alias; returns the version number."""
+    version = str(mlflow.register_model(model_uri, name, tags=dict(tags)).version)
+    _describe_and_challenge(version, description, name)
+    return version
+
+
 def register_card(version: str, tags: Mapping[str, str], description: str, name: str = REGISTERED_NAME) -> None:
-    """Write the model card onto a registered version and give it the `challenger` alias."""
+    """Write the model card onto an already registered version (one whose run was killed before
+    its card was complete) and give it the `challenger` alias."""
     client = mlflow.MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, value)
-    client.update_model_version(name, str(version), description=description)
-    client.set_registered_model_alias(name, CHALLENGER, str(version))
+    _describe_and_challenge(str(version), description, name)
+
+
+def _describe_and_challenge(version: str, description: str, name: str) -> None:
+    client = mlflow.MlflowClient()
+    client.update_model_version(name, version, description=description)
+    client.set_registered_model_alias(name, CHALLENGER, version)
 
 
 def record_downstream(version: str, result: Mapping[str, Any], name: str = REGISTERED_NAME) -> None:
