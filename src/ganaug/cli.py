@@ -48,6 +48,57 @@ def _add_quality_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default="quality.json", help="where to write the report (default: quality.json)")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected at least 1")
+    return value
+
+
+def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
+    """`ganaug tune gan | show gan | apply gan` (run by `ganaug.stages.tune_gan`)."""
+    tune = sub.add_parser("tune", help="hyperparameter studies with Optuna (README \"Hyperparameter studies\")")
+    actions = tune.add_subparsers(dest="tune_action", required=True)
+    run = actions.add_parser("gan", help="run or resume the GAN study (params: tune, gan)")
+    show = actions.add_parser("show", help="best trials, param importances, pruned fraction")
+    apply = actions.add_parser("apply", help="the best trial's params as a `dvc exp run -S ...` (printed; --run runs it)")
+    for p in (show, apply):
+        p.add_argument("kind", choices=("gan",), help="which study")
+    for p in (run, show, apply):
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        p.add_argument("--study", default="gan", help="study name (default: gan)")
+        p.add_argument("--storage", default=None, help="overrides tune.storage: journal:<file>, sqlite:////abs.db, "
+                                                       "postgresql+psycopg2://user@host/db")
+    run.add_argument("--trials", type=_positive_int, default=None, help="overrides tune.n_trials (total budget)")
+    run.add_argument("--timeout", type=float, default=None, help="overrides tune.timeout (seconds; 0 = none)")
+    run.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default: 1)")
+    run.add_argument("--worker-index", type=int, default=0, help="this worker's index: seeds its sampler (give "
+                                                                 "each shell its own when starting workers by hand)")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved tune and gan params and exit")
+    apply.add_argument("--trial", type=int, default=None, help="a complete trial's number (default: the best)")
+    apply.add_argument("--run", action="store_true", help="run the command (default: print it)")
+
+
+def _tune(args: argparse.Namespace) -> int:
+    try:
+        params = load_params(args.params)
+    except ConfigError as exc:
+        print(f"ganaug tune: params error: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "dry_run", False):
+        print(dump_yaml({"tune": params.tune, "gan": params.gan}), end="")
+        return 0
+    try:
+        from ganaug.stages import tune_gan
+
+        return {"gan": tune_gan.main, "show": tune_gan.show, "apply": tune_gan.apply}[args.tune_action](params, args)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        if os.environ.get("GANAUG_DEBUG"):
+            raise
+        print(f"ganaug tune {args.tune_action}: error: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganaug", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
@@ -59,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--arm", required=True, choices=("real", "augmented"), help="training-set arm")
     p = sub.add_parser("quality", help="all quality metrics of one image set against another (table + JSON)")
     _add_quality_arguments(p)
+    _add_tune_parser(sub)
     p = sub.add_parser("promote", help="move @champion to the challenger if it passes every gate (params: promote)",
                        description="Judge a generator version (default: @challenger) against @champion through the gates "
                                    "compatibility, quality, memorisation and downstream; @champion moves only when every "
@@ -86,6 +138,8 @@ def _promote(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None, run: Callable[[str, Params, argparse.Namespace], None] = _run_stage) -> int:
     args = build_parser().parse_args(argv)
+    if args.stage == "tune":
+        return _tune(args)
     if args.stage in ("promote", "quality"):
         try:
             if args.stage == "quality":

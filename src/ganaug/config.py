@@ -276,6 +276,46 @@ class PromoteConfig:
 
 
 @dataclass(frozen=True)
+class SearchRange:
+    low: int | float | None = None  # lower bound of a numeric key (integers for an integer key such as latent_dim)
+    high: int | float | None = None  # upper bound, inclusive
+    log: bool = False  # sample on a log scale (needs low > 0): learning rates, penalty weights
+    choices: list[str | int | float | bool | list[str]] | None = None  # the values to pick from, instead of low/high
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    # GAN study search space, gan key -> {low, high[, log]} or {choices: [...]}; keys not listed keep their gan value
+    gan_space: dict[str, SearchRange] = field(default_factory=lambda: {
+        "lr_g": SearchRange(low=2e-5, high=1e-3, log=True),
+        "lr_d": SearchRange(low=2e-5, high=1e-3, log=True),
+        "beta1": SearchRange(low=0.0, high=0.9),
+        "latent_dim": SearchRange(choices=[64, 100, 128]),
+        "base_channels": SearchRange(choices=[16, 32, 64]),
+        "loss": SearchRange(choices=["nonsaturating", "hinge"]),
+        "augment": SearchRange(choices=["none", "diffaugment", "ada"]),
+        "augment_policy": SearchRange(choices=[["translation", "cutout", "color"], ["translation", "cutout"]]),
+        "ema_kimg": SearchRange(choices=[0.0, 1.0, 10.0]),
+        "r1_gamma": SearchRange(choices=[0.0, 0.1, 1.0]),
+        "n_critic": SearchRange(low=1, high=2),
+    })
+    # where studies live: null = sqlite:///<project root>/optuna.db | journal:<file> (an Optuna journal file: several
+    # local worker processes; a relative path is from the project root) | postgresql+psycopg2://user@host/db (machines)
+    storage: str | None = None
+    n_trials: int = 24  # budget: finished (complete + pruned) trials of a study, in total across restarts and workers
+    timeout: float = 0.0  # seconds after which a worker starts no new trial (the running one finishes); 0 = no limit
+    epochs: int | None = None  # GAN epochs per trial (pruning looks at every gan.eval_every of them); null = gan.epochs
+    objective: Literal["fd_domain", "kd_domain"] = "fd_domain"  # minimised, on the *validation* split's reference features
+    sampler: Literal["tpe", "gp"] = "tpe"  # tpe: multivariate TPE | gp: Gaussian-process sampler; seeded by tune.seed
+    pruner: Literal["median", "hyperband", "none"] = "median"  # stops trials whose evaluations are clearly worse
+    warmup_epochs: int = 10  # no trial is pruned before this epoch (median: n_warmup_steps; hyperband: min_resource)
+    startup_trials: int = 4  # finished trials before the median pruner prunes and TPE stops sampling at random
+    seed: int = 0  # sampler seed; trial k trains with gan.seed = tune.seed + k (a retried trial: its original k)
+    heartbeat_s: int = 60  # a running trial's heartbeat period; silent for 2x this (or its process gone) = failed
+    max_retries: int = 1  # times a failed (killed) trial is retried with the same params
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataConfig = field(default_factory=DataConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
@@ -286,6 +326,7 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
 
 # ---------------------------------------------------------------------------------------
@@ -405,6 +446,17 @@ _CHECKS[(GANConfig, "diversity_evals")] = _between(1, 1000)
 for _name in ("min_label_fidelity", "min_coverage"):
     _CHECKS[(SynthesizeConfig, _name)] = _PROBABILITY
 _CHECKS[(SynthesizeConfig, "min_diversity")] = _between(0, 2)
+_CHECKS[(TuneConfig, "n_trials")] = _between(1, 100_000)
+_CHECKS[(TuneConfig, "timeout")] = _between(0, 10 * 365 * 86_400)
+_CHECKS[(TuneConfig, "epochs")] = (lambda v: v is None or 1 <= v <= MAX_EPOCHS, f"null or an integer in [1, {MAX_EPOCHS}]")
+_CHECKS[(TuneConfig, "warmup_epochs")] = _between(0, MAX_EPOCHS)
+_CHECKS[(TuneConfig, "startup_trials")] = _between(0, 10_000)
+_CHECKS[(TuneConfig, "seed")] = _SEED
+_CHECKS[(TuneConfig, "heartbeat_s")] = _between(1, 3600)
+_CHECKS[(TuneConfig, "max_retries")] = _between(0, 100)
+# the bounds of a search range are checked against its gan key (ganaug.tune.space), where the key is known
+_CHECKS[(SearchRange, "low")] = (lambda v: v is None or math.isfinite(v), "null or a finite number")
+_CHECKS[(SearchRange, "high")] = (lambda v: v is None or math.isfinite(v), "null or a finite number")
 
 
 def _type_name(tp: Any) -> str:
@@ -619,9 +671,72 @@ def _check_ratio_spelling(raw: dict[str, Any]) -> None:
                               f"stage and folder (models/arms/synthetic-{float(ratio)})")
 
 
+# gan keys a study keeps fixed: what is trained and how it is measured, not how well
+TUNE_FIXED_GAN_KEYS = ("arch", "mode", "epochs", "eval_every", "n_eval", "seed", "device")
+
+
+def _check_search_range(name: str, space: SearchRange, gan: GANConfig) -> None:
+    """One `tune.gan_space` entry: a known, searchable gan key; choices each a valid value of
+    it, or numeric bounds low < high inside the key's own range (> 0 on a log scale)."""
+    key = f"tune.gan_space.{name}"
+    hints = typing.get_type_hints(GANConfig)
+    if name not in hints:
+        close = difflib.get_close_matches(name, list(hints), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{key}: unknown gan key '{name}'{hint} (expected a key of the gan section)")
+    if name in TUNE_FIXED_GAN_KEYS:
+        raise ConfigError(f"{key}: gan.{name} is fixed for a study (one of {', '.join(TUNE_FIXED_GAN_KEYS)}); "
+                          f"set it in the gan section (tune.epochs sets a trial's epochs)")
+    tp, check = hints[name], _CHECKS.get((GANConfig, name))
+
+    def valid(value: Any, where: str) -> Any:
+        converted = _convert(value, tp, where)
+        if check is not None and not check[0](converted):
+            raise ConfigError(f"{where}={value!r}: expected {check[1]} (the range of gan.{name})")
+        return converted
+
+    if space.choices is not None:
+        if space.low is not None or space.high is not None or space.log:
+            raise ConfigError(f"{key}: expected either choices or low/high[/log], not both")
+        if not space.choices:
+            raise ConfigError(f"{key}.choices=[]: empty; expected at least one value of gan.{name}")
+        values = [valid(c, f"{key}.choices[{i}]") for i, c in enumerate(space.choices)]
+        if len({json.dumps(v) for v in values}) != len(values):
+            raise ConfigError(f"{key}.choices={space.choices!r}: expected distinct values")
+        return
+    if tp not in (int, float):
+        raise ConfigError(f"{key}: gan.{name} is {_type_name(tp)}, not a number: expected choices: [...]")
+    if space.low is None or space.high is None:
+        raise ConfigError(f"{key}: expected low and high (or choices); got low={space.low}, high={space.high}")
+    if tp is int and not all(isinstance(b, int) for b in (space.low, space.high)):
+        raise ConfigError(f"{key}: gan.{name} is an integer: expected integer bounds, got [{space.low}, {space.high}]")
+    low, high = valid(space.low, f"{key}.low"), valid(space.high, f"{key}.high")
+    if low >= high:
+        raise ConfigError(f"{key}: low={space.low} >= high={space.high}: an empty range; expected low < high "
+                          f"(a single value belongs in gan.{name})")
+    if space.log and low <= 0:
+        raise ConfigError(f"{key}: log=true with low={space.low}: a log scale needs bounds > 0")
+
+
+def _check_tune(params: Params) -> None:
+    space = params.tune.gan_space
+    for name, entry in space.items():
+        _check_search_range(name, entry, params.gan)
+
+    def possible(name: str) -> list[Any]:
+        return list(space[name].choices or []) if name in space else [getattr(params.gan, name)]
+
+    if "ada" in possible("augment") and "wgan_gp" in possible("loss"):
+        raise ConfigError(
+            "tune.gan_space allows gan.augment=ada together with gan.loss=wgan_gp, which gan refuses "
+            f"(augment: {possible('augment')}, loss: {possible('loss')}): drop one of the two from the choices"
+        )
+
+
 def _check_cross_field(params: Params) -> None:
     _check_data(params.data)
     _check_gan(params.gan)
+    _check_tune(params)
     _check_gan_resolution(params)
     _check_arms(params)
     data = params.data

@@ -166,6 +166,10 @@ def _yaml(value: Any) -> str:
         return "[" + ", ".join(_yaml(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_yaml(v)}" for k, v in value.items()) + "}"
+    if dataclasses.is_dataclass(value):  # a mapping's entry (tune.gan_space): the fields it sets
+        set_fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
+                      if getattr(value, f.name) != f.default}
+        return _yaml(set_fields)
     return repr(value) if isinstance(value, float) else str(value)
 
 

@@ -152,8 +152,9 @@ def save_packed(dataset: PackedDataset, out_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_packed(path: str | Path) -> PackedDataset:
-    """Read a packed dataset directory; errors name the file and what was expected."""
+def load_packed(path: str | Path, splits: tuple[str, ...] = SPLITS) -> PackedDataset:
+    """Read a packed dataset directory; errors name the file and what was expected. `splits`
+    reads only those (a study passes ("train", "val"): the test split's arrays are never read)."""
     path = Path(path)
     arrays_path, meta_path = path / ARRAYS_FILE, path / META_FILE
     for required in (arrays_path, meta_path):
@@ -163,15 +164,15 @@ def load_packed(path: str | Path) -> PackedDataset:
             )
     meta = json.loads(meta_path.read_text())
     with np.load(arrays_path) as npz:
-        missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz.files]
+        missing = [f"{s}_{k}" for s in splits for k in ("images", "labels") if f"{s}_{k}" not in npz.files]
         if missing:
             raise ValueError(f"{str(arrays_path)!r} lacks arrays {missing}")
-        splits = {
+        loaded = {
             s: Split(npz[f"{s}_images"], npz[f"{s}_labels"], npz[f"{s}_groups"] if f"{s}_groups" in npz.files else None)
-            for s in SPLITS
+            for s in splits
         }
     extra = {k: v for k, v in meta.items() if k not in _META_KEYS}
-    return PackedDataset(splits, meta["class_names"], meta["source"], meta["preprocessing"], extra)
+    return PackedDataset(loaded, meta["class_names"], meta["source"], meta["preprocessing"], extra)
 
 
 _META_KEYS = {

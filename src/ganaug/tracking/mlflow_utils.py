@@ -302,6 +302,9 @@ def lineage_tags(stage: str, data_meta: dict[str, Any] | None = None, **extra: s
         tags["data.source"] = str(data_meta["source"].get("name"))
         for split, digest in data_meta["content_hash"].items():
             tags[f"data.hash.{split}"] = digest
+    for variable, tag in (("GANAUG_TUNE_STUDY", "tune.study"), ("GANAUG_TUNE_TRIAL", "tune.trial")):
+        if os.environ.get(variable):  # set by `ganaug tune apply --run`: the study and trial these params came from
+            tags[tag] = os.environ[variable]
     tags.update({k: str(v) for k, v in extra.items()})
     return tags
 
