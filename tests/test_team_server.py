@@ -74,9 +74,9 @@ def team_server(postgres_server, tmp_path_factory):  # noqa: F811
         _wait_until_healthy(process, url, log)
         yield url, root / "artifacts"
     finally:
-        os.killpg(process.pid, signal.SIGTERM)  # its own session: the server and its workers
+        os.killpg(process.pid, signal.SIGTERM)  # its own session: the server, its uvicorn worker and job runner
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=5)  # the data is thrown away: no need to wait out a slow shutdown
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
