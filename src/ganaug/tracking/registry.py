@@ -184,17 +184,16 @@ def quality_gate(candidate: Mapping[str, str], champion: Mapping[str, str] | Non
     if metric not in QUALITY_METRICS:
         raise ValueError(f"promote.metric={metric!r}: expected one of {list(QUALITY_METRICS)}")
     new, new_low, new_high = (_number(candidate, f"metric.{metric}{s}") for s in ("", "_ci_low", "_ci_high"))
-    if new is None or new_high is None:
+    if new is None or new_low is None or new_high is None:
         return Gate("quality", FAIL, f"the challenger has no {metric} with an interval (tags metric.{metric}, "
                     f"metric.{metric}_ci_high)")
     if champion is None:
         return Gate("quality", PASS, f"no champion yet; {metric} {new:.4g} [{new_low:.4g}, {new_high:.4g}]")
-    old, old_low = _number(champion, f"metric.{metric}"), _number(champion, f"metric.{metric}_ci_low")
-    if old is None or old_low is None:
+    old, old_low, old_high = (_number(champion, f"metric.{metric}{s}") for s in ("", "_ci_low", "_ci_high"))
+    if old is None or old_low is None or old_high is None:
         return Gate("quality", FAIL, f"the champion has no {metric} with an interval: the improvement cannot be judged")
     target = (1 - margin) * old
-    numbers = (f"{metric} {new:.4g} [{new_low:.4g}, {new_high:.4g}] vs champion {old:.4g} [{old_low:.4g}, "
-               f"{_number(champion, f'metric.{metric}_ci_high'):.4g}]")
+    numbers = f"{metric} {new:.4g} [{new_low:.4g}, {new_high:.4g}] vs champion {old:.4g} [{old_low:.4g}, {old_high:.4g}]"
     if new > target:
         return Gate("quality", FAIL, f"{numbers}: not lower by the margin {margin:g} (needs <= {target:.4g}, "
                     "promote.quality_margin)")
