@@ -3,6 +3,7 @@
 #   make test               set up .venv and run the test suite
 #   make exp S="gan.lr_g=0.0001 gan.epochs=20"   one DVC experiment with these params changed
 #   make ui                 the MLflow UI on http://127.0.0.1:5000
+#   make team-server DB=postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow   a team tracking server (README "Working as a team")
 #   make params-doc         regenerate README's params reference from src/ganaug/config.py
 #   make lock               rewrite requirements.lock from the installed .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -11,7 +12,7 @@ BIN    := $(VENV)/bin
 # Lines of the lock that only Linux installs (torch's CUDA libraries and triton); pip skips them elsewhere.
 LINUX_ONLY := ^(nvidia-|cuda-|triton==)
 
-.PHONY: setup pipeline test exp ui params-doc lock clean-outputs
+.PHONY: setup pipeline test exp ui team-server params-doc lock clean-outputs
 
 setup: $(VENV)/.installed
 
@@ -36,6 +37,14 @@ exp: setup
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --port 5000
+
+# A team tracking server: runs and registry in PostgreSQL (DB), artifacts kept in ARTIFACTS and sent
+# through the server (clients need no access to that folder or bucket), bound to 127.0.0.1 only.
+ARTIFACTS ?= $(CURDIR)/mlartifacts-team
+PORT      ?= 5000
+team-server: setup
+	@test -n "$(DB)" || { echo 'make team-server: give the backend store, e.g. DB=postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow' >&2; exit 2; }
+	$(BIN)/mlflow server --backend-store-uri "$(DB)" --artifacts-destination "$(ARTIFACTS)" --host 127.0.0.1 --port $(PORT)
 
 params-doc: setup
 	$(BIN)/python -m ganaug.params_doc --write README.md

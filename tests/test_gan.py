@@ -223,38 +223,3 @@ def test_registered_generator_loads_back_as_pyfunc(tmp_path, arch, conditional):
         assert images.shape == (3, 1, 28, 28) and images.dtype == np.uint8
         np.testing.assert_array_equal(images, generator.sample({class_label: 3}, seed=5)[0])
     mlflow.set_tracking_uri(None)
-
-
-def test_champion_alias_moves_only_to_a_better_comparable_version(tmp_path, monkeypatch):
-    from ganaug.tracking import registry
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    generator = trained_generator(tmp_path, conditional=False)
-    generator.save(tmp_path / "generator.pt")
-    from ganaug.tracking import mlflow_utils
-
-    mlflow_utils.setup()
-    client = mlflow.MlflowClient()
-
-    def register(fd: float, extractor: str) -> str:
-        with mlflow.start_run():
-            info = pyfunc_generator.log_generator(tmp_path / "generator.pt", 1, 28, 1)
-        version = str(info.registered_model_version)
-        client.set_model_version_tag(pyfunc_generator.REGISTERED_NAME, version, "metric.fd_domain", str(fd))
-        client.set_model_version_tag(pyfunc_generator.REGISTERED_NAME, version, "feature_extractor", extractor)
-        return version
-
-    def champion() -> str:
-        return str(client.get_model_version_by_alias(pyfunc_generator.REGISTERED_NAME, "champion").version)
-
-    v1 = register(10.0, "ref@a")
-    assert registry.promote().promote and champion() == v1  # first one: no champion yet
-    register(12.0, "ref@a")
-    assert not registry.promote().promote and champion() == v1  # worse
-    v3 = register(8.0, "ref@a")
-    assert registry.promote().promote and champion() == v3  # better
-    v4 = register(1.0, "ref@b")
-    decision = registry.promote()
-    assert not decision.promote and "not comparable" in decision.reason and champion() == v3
-    assert registry.promote(version=v4, force=True).promote and champion() == v4
-    mlflow.set_tracking_uri(None)

@@ -194,6 +194,8 @@ def test_killed_stages_rerun_to_the_uninterrupted_result(tmp_path):
     assert "memorisation_closest_pairs.png" in {a.path for a in client_killed.list_artifacts(gan_killed.info.run_id)}
     mlflow.set_tracking_uri(None)
     assert len(client_killed.search_model_versions("name = 'ganaug-generator'")) == 1  # registered once
+    challenger = client_killed.get_model_version_by_alias("ganaug-generator", "challenger")  # with its model card
+    assert challenger.tags["data.dataset_hash"] and "metric.memorisation_pixel_copy_rate" in challenger.tags
     killed_runs = client_killed.search_runs([client_killed.get_experiment_by_name("ganaug").experiment_id], "attributes.status = 'KILLED'")
     assert sorted(r.data.tags["ganaug.stage"] for r in killed_runs) == ["synthesize", "train_classifier_real", "train_classifier_real", "train_gan"]  # the arm run and its seed 1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ganaug.stages.train_gan import memorisation_note
+from ganaug.tracking.registry import memorisation_note
 
 
 @pytest.mark.parametrize("final, expected", [

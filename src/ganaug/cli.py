@@ -112,11 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quality", help="all quality metrics of one image set against another (table + JSON)")
     _add_quality_arguments(p)
     _add_tune_parser(sub)
-    p = sub.add_parser("promote", help="move the registry's champion alias to a generator version that earns it")
-    p.add_argument("--version", help="model version to consider (default: the newest)")
-    p.add_argument("--metric", default="fd_domain", help="fd_domain (default), fid_inception or ssim_real_fake")
-    p.add_argument("--alias", default="champion")
-    p.add_argument("--force", action="store_true", help="promote without comparing")
+    p = sub.add_parser("promote", help="move @champion to the challenger if it passes every gate (params: promote)",
+                       description="Judge a generator version (default: @challenger) against @champion through the gates "
+                                   "compatibility, quality, memorisation and downstream; @champion moves only when every "
+                                   "gate passes. Exit status: 0 promoted (or forced, rolled back, unchanged), 3 not promoted.")
+    p.add_argument("--params", default="params.yaml", help="params file with the promote section (default: params.yaml)")
+    p.add_argument("--version", help="model version to judge (default: the one holding @challenger)")
+    p.add_argument("--force", action="store_true", help="move @champion even if gates fail or refuse (recorded in its tags)")
+    p.add_argument("--rollback", action="store_true", help="return @champion to @previous-champion")
     p = sub.add_parser("exp", help="one DVC experiment from a preset (presets/*.yaml) and/or -S overrides, validated first")
     p.add_argument("--preset", help="params overlay: only the keys that differ from params.yaml")
     p.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -128,12 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from ganaug.tracking.registry import REGISTERED_NAME, promote
+    from ganaug.tracking import registry
 
-    decision = promote(args.version, args.metric, args.alias, args.force)
-    action = "promoted" if decision.promote else "not promoted"
-    print(f"{REGISTERED_NAME}: {action} to @{args.alias}: {decision.reason}")
-    return 0
+    if args.rollback:
+        if args.force or args.version:
+            raise ValueError("--rollback takes neither --version nor --force")
+        demoted, restored = registry.rollback()
+        print(f"{registry.REGISTERED_NAME}: rolled back: v{restored} is @{registry.CHAMPION} again (v{demoted} no longer)")
+        return 0
+    decision = registry.promote(load_params(args.params).promote, args.version, args.force)
+    print(decision.report())
+    return 0 if decision.promote or decision.unchanged else 3
 
 
 def main(argv: list[str] | None = None, run: Callable[[str, Params, argparse.Namespace], None] = _run_stage) -> int:
@@ -158,6 +166,9 @@ def main(argv: list[str] | None = None, run: Callable[[str, Params, argparse.Nam
 
                 return quality_main(args)
             return _promote(args)
+        except ConfigError as exc:
+            print(f"ganaug {args.stage}: params error: {exc}", file=sys.stderr)
+            return 2
         except (ValueError, FileNotFoundError) as exc:
             print(f"ganaug {args.stage}: error: {exc}", file=sys.stderr)
             return 1

@@ -268,6 +268,17 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class PromoteConfig:
+    # the quality gate's distance (lower is better, with a half-sample interval): fd_domain | kd_domain | fid_inception
+    metric: Literal["fd_domain", "kd_domain", "fid_inception"] = "fd_domain"
+    # the challenger's distance at most (1 - margin) x the champion's, and its interval entirely below the champion's
+    quality_margin: float = 0.05
+    # memorisation gate: share of audited samples within the copy threshold of a training image (~0.01 without copying)
+    max_copy_rate_pixel: float = 0.05
+    max_copy_rate_domain: float = 0.05  # the same in the reference network's feature space
+
+
+@dataclass(frozen=True)
 class SearchRange:
     low: int | float | None = None  # lower bound of a numeric key (integers for an integer key such as latent_dim)
     high: int | float | None = None  # upper bound, inclusive
@@ -317,6 +328,7 @@ class Params:
     arms: ArmsConfig = field(default_factory=ArmsConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
 
 
@@ -421,6 +433,9 @@ _CHECKS: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
     (SynthesizeConfig, "filter_threshold"): (lambda v: -1 <= v <= 1, "in [-1, 1] (an SSIM or a probability)"),
     (SynthesizeConfig, "max_draws"): (lambda v: 1 <= v <= 100, "in [1, 100]"),
     (QualityConfig, "batch_size"): _BATCH,
+    (PromoteConfig, "quality_margin"): _FRACTION,
+    (PromoteConfig, "max_copy_rate_pixel"): _PROBABILITY,
+    (PromoteConfig, "max_copy_rate_domain"): _PROBABILITY,
 }
 for _cls in (ClassifierConfig, ReferenceConfig):
     _CHECKS[(_cls, "epochs")] = _EPOCHS

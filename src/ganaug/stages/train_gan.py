@@ -52,7 +52,7 @@ from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.checks import require_classes_to_condition_on, require_gan_labels  # noqa: E402
 from ganaug.stages.real_features import load_real_inception  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference, stats_path  # noqa: E402
-from ganaug.tracking import mlflow_utils, pyfunc_generator, runs, summaries  # noqa: E402
+from ganaug.tracking import mlflow_utils, pyfunc_generator, registry, runs, summaries  # noqa: E402
 from ganaug.tracking.mlflow_utils import metric_key  # noqa: E402
 
 EVAL_SEED = 20_240_601  # fixed noise for evaluations and sample grids: epochs stay comparable
@@ -337,15 +337,21 @@ def main(params: Params) -> None:
                                                                    if k in metrics}}], "step")
         write_json(paths.METRICS / "gan.json", summaries.gan_summary(metrics))
 
+        budget = {"epochs": cfg.epochs, "steps": len(result.losses), "images_seen": result.images_seen,
+                  "train_seconds": round(result.train_seconds, 1)}
+        card = registry.model_card(final, flatten(cfg, "gan"), meta, [dataset.class_names[c] for c in data.trained_classes],
+                                   extractor, trained.resolution, budget, describe(device))
         version = registered_version(run.info.run_id)  # registered before a kill: not again
-        if version is None:
-            info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution, data.trained_classes[0])
-            version = info.registered_model_version
-            kill_point("train_gan_registered")  # tests: registered, not yet tagged nor finished
-        if version is not None:
-            _tag_model_version(pyfunc_generator.REGISTERED_NAME, version, meta, final, cfg, dataset, data, extractor)
+        if version is None:  # a new version with its model card, as @challenger (what `ganaug promote` judges)
+            info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution, data.trained_classes[0],
+                                                  register=False)
+            version = registry.register_generator(info.model_uri, *card)
+            kill_point("train_gan_registered")  # tests: registered, the run not finished
+        else:
+            registry.register_card(version, *card)
     shutil.rmtree(work_dir, ignore_errors=True)  # finished: a forced rerun retrains from scratch
-    print(f"generator written to {out / 'generator.pt'}; registered {pyfunc_generator.REGISTERED_NAME} v{version}")
+    print(f"generator written to {out / 'generator.pt'}; registered {pyfunc_generator.REGISTERED_NAME} v{version} as "
+          f"@{registry.CHALLENGER} (judge it with: bin/ganaug promote)")
 
 
 def registered_version(run_id: str) -> str | None:
@@ -357,35 +363,3 @@ def registered_version(run_id: str) -> str | None:
 def _mkparent(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _tag_model_version(name: str, version: Any, meta: dict, final: dict, cfg: GANConfig, dataset: PackedDataset,
-                       data: GANData, extractor: str) -> None:
-    """The model card travels with the version: data hash, metrics, intended use."""
-    client = mlflow.MlflowClient()
-    classes = [dataset.class_names[c] for c in data.trained_classes]
-    tags = {"data.dataset_hash": meta["dataset_hash"], "data.source": str(meta["source"].get("name")),
-            "gan.arch": cfg.arch, "gan.mode": cfg.mode, "gan.loss": cfg.loss, "gan.augment": cfg.augment,
-            "gan.ema_kimg": str(cfg.ema_kimg), "classes": ",".join(classes), "feature_extractor": extractor,
-            **{f"metric.{k}": f"{v:.6g}" for k, v in final.items()}}
-    for k, v in tags.items():
-        client.set_model_version_tag(name, str(version), k, v)
-    client.update_model_version(
-        name, str(version),
-        description=(
-            f"{cfg.arch} ({cfg.mode}) generator of {', '.join(classes)} at {dataset.image_shape[-1]} px, "
-            f"trained on the train split of data set {meta['dataset_hash'][:12]} "
-            f"({meta['source'].get('name')}). Intended use: research on synthetic augmentation of "
-            f"classifier training sets; not for diagnosis. {memorisation_note(final)}"
-        ),
-    )
-
-
-def memorisation_note(final: dict) -> str:
-    """The model card's sentence on the memorisation audit of the final evaluation."""
-    rates = {space: final.get(f"memorisation_{space}_copy_rate") for space in ("pixel", "domain")}
-    measured = ", ".join(f"{rate:.3g} in {space} space" for space, rate in rates.items() if rate is not None)
-    if not measured:
-        return "Memorisation not audited: no final quality evaluation was recorded."
-    return (f"Memorisation audit of the final evaluation's images against the train split: copy rate {measured} "
-            "(tags metric.memorisation_*; closest pairs: the run's memorisation_closest_pairs.png).")
