@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import timm
 import torch
 from torch import nn
 
@@ -37,6 +36,8 @@ class TimmClassifier(nn.Module):
 
     def __init__(self, name: str, n_classes: int, in_chans: int = 1):
         super().__init__()
+        import timm  # seconds of import that simple_cnn runs (every arm's process) never need
+
         self.model = timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=n_classes)
         self.embed_dim = self.model.num_features
 
@@ -51,6 +52,8 @@ def create_classifier(arch: str, n_classes: int, in_chans: int = 1, key: str = "
     """`simple_cnn`, or any name `timm.list_models()` knows; a wrong name names the key."""
     if arch == "simple_cnn":
         return SimpleCNN(n_classes, in_chans)
+    import timm
+
     if arch not in timm.list_models():
         raise ValueError(f"{key}={arch!r}: expected 'simple_cnn' or a timm model name (e.g. 'resnet18')")
     return TimmClassifier(arch, n_classes, in_chans)
@@ -58,5 +61,9 @@ def create_classifier(arch: str, n_classes: int, in_chans: int = 1, key: str = "
 
 def check_arch(arch: str, key: str) -> None:
     """Validate a classifier name without building it."""
-    if arch != "simple_cnn" and arch not in timm.list_models():
+    if arch == "simple_cnn":
+        return
+    import timm
+
+    if arch not in timm.list_models():
         raise ValueError(f"{key}={arch!r}: expected 'simple_cnn' or a timm model name (e.g. 'resnet18')")
