@@ -17,7 +17,7 @@ from ganaug.config import ArmsConfig, GANConfig, SynthesizeConfig, arm_names, pa
 from ganaug.experiments.arms import (ARM_METRICS_FILE, PREDICTIONS_FILE, arm_training_set, mixing_counts, parse_arm,
                                      synthetic_only_counts, train_options)
 
-ALL_ARMS = ArmsConfig(ratios=[0.25, 0.5, 1.0], synthetic=["synthetic_only"])
+ALL_ARMS = ArmsConfig(mixed=["synthetic", "classic_synthetic"], ratios=[0.25, 0.5, 1.0], synthetic=["synthetic_only"])
 
 
 def image_hashes(images: np.ndarray) -> set[str]:
@@ -151,7 +151,7 @@ def arm_project(tmp_path_factory):
         "gan": {"mode": "conditional"},
         "synthesize": {"pool_ratio": 1.0},
         "classifier": {"seeds": [0, 1], "epochs": 1},
-        "arms": {"ratios": [0.5, 1.0], "synthetic": ["synthetic_only"]},
+        "arms": {"mixed": ["synthetic", "classic_synthetic"], "ratios": [0.5, 1.0], "synthetic": ["synthetic_only"]},
     })
     meta = save_packed(load_phantom(params.data), root / "data" / "prepared")
     counts = [meta["counts"]["train"]["per_class"][name] for name in meta["class_names"]]

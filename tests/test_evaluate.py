@@ -205,3 +205,19 @@ def test_custom_plot_templates_read_the_columns_evaluate_writes(template, plot, 
     points = [row | {"rev": "workspace", "filename": f"plots/{plot}.csv", "field": y} for row in rows]
     spec = VegaRenderer(points, plot, template=template, template_dir=str(REPO / ".dvc" / "plots"), x=x, y=y).get_filled_template()
     assert spec["data"]["values"] == points and "<DVC_METRIC" not in json.dumps(spec)
+
+
+def test_downstream_summary_takes_the_best_synthetic_arm_against_real():
+    def row(arm, reference, metric, difference):
+        return {"arm": arm, "reference": reference, "metric": metric, "difference": difference,
+                "corrected_low": difference - 0.1, "corrected_high": difference + 0.1, "verdict": "no clear difference"}
+
+    result = {"comparisons": [row("balanced", "real", "balanced_accuracy", 0.30),  # not a synthetic arm
+                              row("synthetic-0.5", "real", "balanced_accuracy", 0.02),
+                              row("synthetic-1.0", "real", "balanced_accuracy", 0.05),
+                              row("synthetic-1.0", "balanced", "balanced_accuracy", 0.40),  # another reference
+                              row("synthetic-0.5", "real", "accuracy", 0.50)]}  # another metric
+    summary = report.downstream_summary(result, ["synthetic-0.5", "synthetic-1.0"])
+    assert summary == {"arm": "synthetic-1.0", "metric": "balanced_accuracy", "difference": 0.05,
+                       "corrected_ci_low": 0.05 - 0.1, "corrected_ci_high": 0.05 + 0.1, "verdict": "no clear difference"}
+    assert report.downstream_summary(result, []) is None

@@ -83,6 +83,7 @@ def project(tmp_path_factory):
     sh("git", "init", "-q")
     sh("dvc", "init", "-q")
     sh("dvc", "config", "core.analytics", "false")
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots", dirs_exist_ok=True)  # dvc.yaml's custom templates
     sh("git", "add", "-A")
     sh("git", "commit", "-qm", "tiny pipeline")
     first = sh("dvc", "repro")
@@ -104,7 +105,7 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
         record = json.loads((root / "models/arms" / arm / "metrics.json").read_text())
         assert record["arm"] == arm and set(record["seeds"]) == {"0", "1"}, arm
         assert (root / "models/arms" / arm / "test_predictions.npz").is_file() and (root / "models/arms" / arm / "seed1.pt").is_file()
-    assert record["train_counts"]["synthetic"] == {"normal": largest}
+    assert {name: n for name, n in record["train_counts"]["synthetic"].items() if n} == {"normal": largest}
     evaluation = json.loads((root / "reports/evaluation.json").read_text())  # the full record
     assert set(evaluation["arms"]) == {"real", "balanced", "synthetic-1.0"}
     assert manifest["quality_gate"]["overridden"] == (not manifest["quality_gate"]["passed"])
@@ -155,6 +156,10 @@ def test_every_training_step_is_an_mlflow_run_with_lineage(project):
     assert len(losses) == int(gan["metrics.steps"]) if "metrics.steps" in gan else len(losses) > 1
     artifacts = {a.path for a in client.list_artifacts(gan["run_id"])}
     assert {"loss_curves.png", "memorisation_closest_pairs.png"} <= artifacts
+    # evaluate put the best synthetic arm's result on the generator's version (promote's downstream gate)
+    version = client.search_model_versions(f"name = 'ganaug-generator' and run_id = '{gan['run_id']}'")[0]
+    assert version.tags["downstream.arm"] == "synthetic-1.0" and version.tags["downstream.metric"] == "balanced_accuracy"
+    assert float(version.tags["downstream.corrected_ci_low"]) <= float(version.tags["downstream.difference"])
     mlflow.set_tracking_uri(None)
 
 

@@ -27,7 +27,7 @@ from ganaug.stages import paths
 from ganaug.stats import report
 from ganaug.stats.compare import compare_arms
 from ganaug.stats.metrics import compared_metrics
-from ganaug.tracking import mlflow_utils, runs, summaries
+from ganaug.tracking import mlflow_utils, registry, runs, summaries
 from ganaug.tracking.mlflow_utils import metric_key
 
 
@@ -126,6 +126,23 @@ def main(params: Params) -> None:
         for plot in (paths.PLOTS / "ratio_curve.csv", paths.PLOTS / "recall_per_class.csv"):
             mlflow.log_artifact(str(plot), "plots")
         mlflow.log_artifacts(str(paths.PLOTS / "roc"), "plots/roc")
+    record_generator_downstream(result, [arm for arm, a in parsed.items() if a.uses_synthetic], manifest)
+
+
+def record_generator_downstream(result: dict[str, Any], synthetic_arms: list[str], manifest: dict[str, Any]) -> None:
+    """Put the best synthetic arm's difference from real on the generator's registry version
+    (tags downstream.*), where `ganaug promote`'s downstream gate reads it."""
+    summary = report.downstream_summary(result, synthetic_arms)
+    run_id = manifest.get("generator_mlflow_run_id")
+    if summary is None or not run_id:
+        return
+    version = registry.version_of_run(str(run_id))
+    if version is None:
+        print(f"note: no registered generator version comes from run {run_id}: downstream result not recorded")
+        return
+    registry.record_downstream(version, summary)
+    print(f"{registry.REGISTERED_NAME} v{version}: downstream {summary['arm']} - real {summary['metric']} "
+          f"{summary['difference']:+.3f}, corrected [{summary['corrected_ci_low']:+.3f}, {summary['corrected_ci_high']:+.3f}]")
 
 
 def run_metrics(result: dict[str, Any]) -> dict[str, float]:

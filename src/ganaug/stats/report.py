@@ -178,3 +178,19 @@ def balance_caveat(real_counts: dict[str, int], synthetic_counts: dict[str, int]
     change = ", ".join(f"{name} {before:.0%} -> {after:.0%}" for name, (after, before) in moved.items())
     return (f"the synthetic images change the training set's class shares ({change}); no class-balanced "
             "real-only arm was run, so a difference may come from rebalancing rather than from the GAN")
+
+
+def downstream_summary(result: dict[str, Any], synthetic_arms: list[str], metric: str = "balanced_accuracy") -> dict[str, Any] | None:
+    """The generator's downstream record for the registry (`tracking.registry.record_downstream`):
+    among the arms that trained on its images, the one with the largest `metric` difference from
+    real, with its multiplicity-corrected interval. Picking the best arm after the fact keeps
+    the interval valid: the corrected intervals are Bonferroni-simultaneous over every (arm,
+    reference) comparison of the metric. None when no such arm was compared with real."""
+    candidates = [c for c in result["comparisons"] if c["reference"] == "real" and c["metric"] == metric
+                  and c["arm"] in synthetic_arms and c.get("difference") is not None]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda c: c["difference"])
+    return {"arm": best["arm"], "metric": metric, "difference": best["difference"],
+            "corrected_ci_low": best["corrected_low"], "corrected_ci_high": best["corrected_high"],
+            "verdict": best["verdict"]}

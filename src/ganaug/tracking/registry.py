@@ -150,6 +150,12 @@ def record_downstream(version: str, result: Mapping[str, Any], name: str = REGIS
     client.update_model_version(name, str(version), description=f"{kept}\n\n{line}" if kept else line)
 
 
+def version_of_run(run_id: str, name: str = REGISTERED_NAME) -> str | None:
+    """The registered version of `name` logged by MLflow run `run_id` (train_gan's), or None."""
+    versions = mlflow.MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return str(max(int(v.version) for v in versions)) if versions else None
+
+
 # ---------------------------------------------------------------------------------------
 # Gates: pure functions of two versions' tags
 
