@@ -251,3 +251,27 @@ def test_study_scores_on_validation_only_then_evaluates_the_choice_once_on_test(
     other = first.number if best.number == third.number else third.number
     assert cli.main(["tune", "apply", "mixing", "--study", "mix", "--storage", storage, "--trial", str(other)]) == 1
     assert f"already used the test split once, for trial {best.number}" in capsys.readouterr().err
+
+
+def test_two_journal_workers_share_a_mixing_study_and_retry_a_killed_workers_trial(project):
+    """`--workers 2`; worker 0 SIGKILLs itself at its first trial's first seed: that trial is
+    failed and run again (same params) by the other worker, and the budget is met."""
+    import subprocess
+    import sys
+
+    storage = f"journal:{project / 'workers.log'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "ganaug.cli", "tune", "mixing", "--study", "workers", "--storage", storage,
+         "--trials", "2", "--workers", "2"],
+        cwd=project, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+             "GANAUG_TEST_KILL_AT": "tune_seed:worker0"})
+    assert done.returncode == 1 and "tune: worker 0 was killed by signal 9" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    study = optuna.load_study(study_name="workers", storage=tune_storage.open_storage(storage, 1, 1))
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(failed) == 1 and len(finished) == 2, [t.state for t in trials]
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retry) == 1 and retry[0].params == failed[0].params and retry[0] in finished
