@@ -34,6 +34,7 @@ TINY = {
     "classifier": {"epochs": 2, "batch_size": 32, "seeds": [0]},
     "gan": {"latent_dim": 16, "base_channels": 4},
     "evaluate": {"n_bootstrap": 200},
+    "synthesize": {"override_gate": True},  # the fixture's generator is untrained: no final evaluation to pass the gate
     "tune": {"mixing_space": {"synthetic_ratio": {"choices": [0.25, 0.5]},
                               "filter": {"choices": ["none", "reference_confidence"]},
                               "filter_threshold": {"low": 0.0, "high": 1.0},
@@ -133,6 +134,18 @@ def test_missing_inputs_and_zero_workers_fail_before_any_trial(tmp_path, monkeyp
     assert cli.main(["tune", "show", "mixing", "--storage", f"journal:{tmp_path / 'none.log'}"]) == 1
     assert "no study 'mixing'" in capsys.readouterr().err
     assert not (tmp_path / "optuna.db").exists()
+
+
+def test_a_generator_below_the_quality_gate_is_refused_before_any_trial(project, capsys):
+    """synthesize's gate holds here too: without synthesize.override_gate the untrained generator
+    (no final evaluation) never reaches a training set."""
+    strict = {**TINY, "synthesize": {"override_gate": False}}
+    with open(project / "strict.yaml", "w") as f:
+        YAML().dump(strict, f)
+    storage = f"journal:{project / 'strict.log'}"
+    assert cli.main(["tune", "mixing", "--params", "strict.yaml", "--study", "strict", "--storage", storage]) == 1
+    assert "quality gate: generator" in capsys.readouterr().err
+    assert optuna.get_all_study_summaries(tune_storage.open_storage(storage, 1, 1)) == []
 
 
 # ---------------------------------------------------------------------------------------

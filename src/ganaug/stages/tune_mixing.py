@@ -26,11 +26,12 @@ from typing import Any
 import mlflow
 
 from ganaug.classify.models import check_arch
-from ganaug.config import Params, TuneConfig, flatten
+from ganaug.config import Params, SynthesizeConfig, TuneConfig, flatten
 from ganaug.data.packed import load_packed, read_meta
 from ganaug.device import pick_device
 from ganaug.gan.generator import TrainedGenerator
 from ganaug.quality.filters import reference_confidence_scorer, ssim_likeness_scorer
+from ganaug.quality.gate import QualityGateError, gate_decision, gate_message
 from ganaug.stages import paths
 from ganaug.stages.checks import require_single_label
 from ganaug.tracking import mlflow_utils, runs
@@ -84,8 +85,17 @@ def require_inputs(params: Params, root: Path) -> Path:
     return generator
 
 
-def load_generator(path: Path, meta: dict) -> tuple[TrainedGenerator, str]:
+def load_generator(path: Path, meta: dict, cfg: SynthesizeConfig) -> tuple[TrainedGenerator, str]:
+    """The fixed generator and its sha256, after synthesize's quality gate (synthesize.min_*;
+    synthesize.override_gate): a generator that fails it never reaches a training set here either."""
     generator = TrainedGenerator.load(path)  # on the CPU, as synthesize samples: the same images
+    levels = {"label_fidelity_relative": cfg.min_label_fidelity, "coverage_domain": cfg.min_coverage,
+              "diversity": cfg.min_diversity}
+    decision = gate_decision(generator.info.get("final_quality") or {}, levels)
+    if not decision.passed and not cfg.override_gate:
+        raise QualityGateError(gate_message(decision, str(path)))
+    if not decision.passed:
+        print(f"WARNING: quality gate overridden (synthesize.override_gate=true): {'; '.join(decision.failures)}")
     if generator.info.get("dataset_hash") != meta["dataset_hash"]:
         raise ValueError(f"generator {path} was trained on another data set than {paths.PREPARED}; rerun train_gan "
                          "(or point tune.mixing_generator at a generator of this data)")
@@ -126,6 +136,7 @@ def study_settings(params: Params, tune: TuneConfig, meta: dict, generator_sha25
     return {"kind": "mixing", "space": space_as_dict(tune.mixing_space), "objective": tune.mixing_objective,
             "seeds": list(tune.mixing_seeds), "pruner": tune.mixing_pruner, "classifier_fixed": fixed,
             "synthesize": {"seed": params.synthesize.seed, "max_draws": params.synthesize.max_draws,
+                           "override_gate": params.synthesize.override_gate,
                            "filter": params.synthesize.filter, "filter_threshold": params.synthesize.filter_threshold},
             "default_ratio": default_ratio(params), "dataset_hash": meta["dataset_hash"], "generator_sha256": generator_sha256}
 
@@ -160,7 +171,7 @@ def main(params: Params, args: argparse.Namespace) -> int:
     root = mlflow_utils.project_root()
     generator_path = require_inputs(params, root)
     meta = read_meta(paths.PREPARED)
-    generator, generator_sha256 = load_generator(generator_path, meta)
+    generator, generator_sha256 = load_generator(generator_path, meta, params.synthesize)
     study, url = open_mixing_study(params, tune, args.study, args.worker_index, meta, generator_sha256)
     mlflow_utils.setup()
     parent = studies.ensure_parent_run(study, url, tune, mlflow_utils.lineage_tags("tune_mixing", meta),
@@ -298,7 +309,7 @@ def apply(params: Params, args: argparse.Namespace) -> int:
     root = mlflow_utils.project_root()
     generator_path = require_inputs(params, root)
     meta = read_meta(paths.PREPARED)
-    generator, generator_sha256 = load_generator(generator_path, meta)
+    generator, generator_sha256 = load_generator(generator_path, meta, params.synthesize)
     stored = study.user_attrs.get(studies.SETTINGS_ATTR, {})
     current = json.loads(json.dumps(study_settings(params, tune, meta, generator_sha256)))
     differing = sorted(k for k in current if json.dumps(stored.get(k), sort_keys=True) != json.dumps(current[k], sort_keys=True))
