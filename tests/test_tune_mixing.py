@@ -244,6 +244,7 @@ def test_study_scores_on_validation_only_then_evaluates_the_choice_once_on_test(
     assert final["difference"] == pytest.approx(final["mixing_mean"] - final["real_mean"])
     assert final["corrected_low"] <= final["difference"] <= final["corrected_high"]
     assert final["verdict"] in VERDICTS and final["validation_value"] == pytest.approx(best.value)
+    assert {final["collapsed_seeds_arm"], final["collapsed_seeds_reference"]} <= {0, 1, 2}
     ratio = best.params["synthetic_ratio"]
     assert sum(final["train_counts"]["synthetic"].values()) == int(round(ratio * max(final["train_counts"]["real"].values())))
     run = client.get_run(final["mlflow_run_id"])

@@ -221,7 +221,8 @@ def evaluate_once(params: Params, tune: TuneConfig, study, trial_number: int | N
     record = {"trial": trial.number, "params": params_to_mixing(trial.params), "validation_value": trial.value,
               "objective": tune.mixing_objective, "seeds": seeds, "train_counts": found["train_counts"],
               **{k: found["comparison"][k] for k in ("metric", "difference", "low", "high", "corrected_low",
-                                                      "corrected_high", "corrected_level", "p_value", "verdict")},
+                                                      "corrected_high", "corrected_level", "p_value", "verdict",
+                                                      "collapsed_seeds_arm", "collapsed_seeds_reference")},
               "mixing_mean": found["result"]["arms"][mixing.MIXED_ARM]["metrics"][found["comparison"]["metric"]]["mean"],
               "real_mean": found["result"]["arms"][mixing.REAL_ARM]["metrics"][found["comparison"]["metric"]]["mean"]}
     record["mlflow_run_id"] = log_final(study, record, found["result"], meta)
@@ -261,7 +262,18 @@ def final_report(record: dict[str, Any]) -> str:
             f"{record['validation_value']:.4f}\n"
             f"  test {record['metric']}: mixing {num(record['mixing_mean'], '')} vs real-only {num(record['real_mean'], '')} "
             f"(seeds {record['seeds']}); difference {num(record['difference'])}, {record['corrected_level']:.1%} "
-            f"corrected interval [{num(record['corrected_low'])}, {num(record['corrected_high'])}]: {record['verdict']}")
+            f"corrected interval [{num(record['corrected_low'])}, {num(record['corrected_high'])}]: {record['verdict']}"
+            + collapse_note(record))
+
+
+def collapse_note(record: dict[str, Any]) -> str:
+    """A warning when seeds predict (nearly) one class for every test image (compare_arms' collapse rule):
+    a verdict between collapsed classifiers says nothing about the synthetic images."""
+    arm, reference, n = record.get("collapsed_seeds_arm", 0), record.get("collapsed_seeds_reference", 0), len(record["seeds"])
+    if not arm and not reference:
+        return ""
+    return (f"\n  caveat: {arm} of {n} mixing seeds and {reference} of {n} real-only seeds collapsed to one class on "
+            "the test split (classifier.epochs, classifier.select or the class balance need attention first)")
 
 
 def overrides(params: Params):
