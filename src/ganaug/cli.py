@@ -56,25 +56,32 @@ def _positive_int(text: str) -> int:
 
 
 def _add_tune_parser(sub: argparse._SubParsersAction) -> None:
-    """`ganaug tune gan | show gan | apply gan` (run by `ganaug.stages.tune_gan`)."""
+    """`ganaug tune gan|mixing | show gan|mixing | apply gan|mixing` (run by `ganaug.stages.tune_gan`
+    and `ganaug.stages.tune_mixing`)."""
     tune = sub.add_parser("tune", help="hyperparameter studies with Optuna (README \"Hyperparameter studies\")")
     actions = tune.add_subparsers(dest="tune_action", required=True)
-    run = actions.add_parser("gan", help="run or resume the GAN study (params: tune, gan)")
-    show = actions.add_parser("show", help="best trials, param importances, pruned fraction")
-    apply = actions.add_parser("apply", help="the best trial's params as a `dvc exp run -S ...` (printed; --run runs it)")
+    gan = actions.add_parser("gan", help="run or resume the GAN study (params: tune, gan)")
+    mixing = actions.add_parser("mixing", help="run or resume the mixing study with a fixed generator "
+                                               "(params: tune, classifier, synthesize)")
+    show = actions.add_parser("show", help="best trials, param importances, pruned fraction (mixing: the final test)")
+    apply = actions.add_parser("apply", help="the best trial's params as a `dvc exp run -S ...` (printed; --run runs "
+                                             "it); mixing: first its one test evaluation against real-only")
     for p in (show, apply):
-        p.add_argument("kind", choices=("gan",), help="which study")
-    for p in (run, show, apply):
+        p.add_argument("kind", choices=("gan", "mixing"), help="which study")
+    for p in (gan, mixing, show, apply):
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-        p.add_argument("--study", default="gan", help="study name (default: gan)")
+        p.add_argument("--study", default=None, help="study name (default: gan or mixing)")
         p.add_argument("--storage", default=None, help="overrides tune.storage: journal:<file>, sqlite:////abs.db, "
                                                        "postgresql+psycopg2://user@host/db")
-    run.add_argument("--trials", type=_positive_int, default=None, help="overrides tune.n_trials (total budget)")
-    run.add_argument("--timeout", type=float, default=None, help="overrides tune.timeout (seconds; 0 = none)")
-    run.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default: 1)")
-    run.add_argument("--worker-index", type=int, default=0, help="this worker's index: seeds its sampler (give "
-                                                                 "each shell its own when starting workers by hand)")
-    run.add_argument("--dry-run", action="store_true", help="print the resolved tune and gan params and exit")
+    for run in (gan, mixing):
+        run.add_argument("--trials", type=_positive_int, default=None, help="overrides tune.n_trials (total budget)")
+        run.add_argument("--timeout", type=float, default=None, help="overrides tune.timeout (seconds; 0 = none)")
+        run.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default: 1)")
+        run.add_argument("--worker-index", type=int, default=0, help="this worker's index: seeds its sampler (give "
+                                                                     "each shell its own when starting workers by hand)")
+        run.add_argument("--dry-run", action="store_true", help="print the resolved params the study reads and exit")
+    mixing.add_argument("--final", action="store_true", help="after the search, evaluate the best trial once on the "
+                                                             "test split against real-only (as `tune apply mixing`)")
     apply.add_argument("--trial", type=int, default=None, help="a complete trial's number (default: the best)")
     apply.add_argument("--run", action="store_true", help="run the command (default: print it)")
 
@@ -85,13 +92,20 @@ def _tune(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ganaug tune: params error: {exc}", file=sys.stderr)
         return 2
+    kind = getattr(args, "kind", args.tune_action)  # tune gan|mixing, or show/apply <kind>
+    if args.study is None:
+        args.study = kind
     if getattr(args, "dry_run", False):
-        print(dump_yaml({"tune": params.tune, "gan": params.gan}), end="")
+        sections = ("tune", "gan") if kind == "gan" else ("tune", "classifier", "synthesize")
+        print(dump_yaml({s: getattr(params, s) for s in sections}), end="")
         return 0
     try:
-        from ganaug.stages import tune_gan
-
-        return {"gan": tune_gan.main, "show": tune_gan.show, "apply": tune_gan.apply}[args.tune_action](params, args)
+        if kind == "gan":
+            from ganaug.stages import tune_gan as module
+        else:
+            from ganaug.stages import tune_mixing as module
+        action = {"gan": module.main, "mixing": module.main, "show": module.show, "apply": module.apply}[args.tune_action]
+        return action(params, args)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
         if os.environ.get("GANAUG_DEBUG"):
             raise

@@ -319,6 +319,25 @@ class TuneConfig:
     seed: int = 0  # sampler seed; trial k trains with gan.seed = tune.seed + k (a retried trial: its original k)
     heartbeat_s: int = 60  # a running trial's heartbeat period; silent for 2x this (or its process gone) = failed
     max_retries: int = 1  # times a failed (killed) trial is retried with the same params
+    # mixing study search space (`ganaug tune mixing`), key -> {low, high[, log]} or {choices: [...]}: synthetic_ratio
+    # (synthetic images per generated class / real train images of the largest class, as arms.ratios), filter and
+    # filter_threshold (as synthesize's), lr and weight_decay (the classifier's, used by the real-only reference too)
+    mixing_space: dict[str, SearchRange] = field(default_factory=lambda: {
+        "synthetic_ratio": SearchRange(choices=[0.25, 0.5, 1.0, 2.0]),
+        "filter": SearchRange(choices=["none", "reference_confidence"]),
+        "filter_threshold": SearchRange(low=0.5, high=0.9),
+        "lr": SearchRange(low=3e-4, high=3e-3, log=True),
+    })
+    # maximised on the real *validation* split, averaged over tune.mixing_seeds: balanced_accuracy | macro_f1 |
+    # minority_recall (recall of the class with the fewest real train images)
+    mixing_objective: Literal["balanced_accuracy", "macro_f1", "minority_recall"] = "balanced_accuracy"
+    mixing_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # classifier seeds of every trial and of the final test
+    # stops a mixing trial between seeds: median (running mean over seeds vs the other trials', from the second seed)
+    # | wilcoxon (Optuna's WilcoxonPruner on per-seed values vs the best trial; needs about 6 seeds to ever prune) | none
+    mixing_pruner: Literal["median", "wilcoxon", "none"] = "median"
+    # the fixed generator of the mixing study: null = models/gan/generator.pt (train_gan's) | a generator file |
+    # a registry URI such as models:/ganaug-generator@champion
+    mixing_generator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -460,6 +479,10 @@ _CHECKS[(TuneConfig, "startup_trials")] = _between(0, 10_000)
 _CHECKS[(TuneConfig, "seed")] = _SEED
 _CHECKS[(TuneConfig, "heartbeat_s")] = _between(1, 3600)
 _CHECKS[(TuneConfig, "max_retries")] = _between(0, 100)
+_CHECKS[(TuneConfig, "mixing_seeds")] = (
+    lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(0 <= s <= MAX_SEED for s in v),
+    f"a non-empty list of distinct seeds in [0, {MAX_SEED}]",
+)
 # the bounds of a search range are checked against its gan key (ganaug.tune.space), where the key is known
 _CHECKS[(SearchRange, "low")] = (lambda v: v is None or math.isfinite(v), "null or a finite number")
 _CHECKS[(SearchRange, "high")] = (lambda v: v is None or math.isfinite(v), "null or a finite number")
@@ -693,33 +716,61 @@ def _check_search_range(name: str, space: SearchRange, gan: GANConfig) -> None:
     if name in TUNE_FIXED_GAN_KEYS:
         raise ConfigError(f"{key}: gan.{name} is fixed for a study (one of {', '.join(TUNE_FIXED_GAN_KEYS)}); "
                           f"set it in the gan section (tune.epochs sets a trial's epochs)")
-    tp, check = hints[name], _CHECKS.get((GANConfig, name))
+    _check_range(key, space, hints[name], _CHECKS.get((GANConfig, name)), f"gan.{name}")
+
+
+_RATIO = (lambda v: 0 < v <= 10, "in (0, 10]")
+# tune.mixing_space keys -> (type, range check, the params key whose values they take)
+MIXING_KEYS: dict[str, tuple[Any, tuple[typing.Callable[[Any], bool], str] | None, str]] = {
+    "synthetic_ratio": (float, _RATIO, "arms.ratios"),
+    "filter": (typing.get_type_hints(SynthesizeConfig)["filter"], None, "synthesize.filter"),
+    "filter_threshold": (float, _CHECKS[(SynthesizeConfig, "filter_threshold")], "synthesize.filter_threshold"),
+    "lr": (float, _CHECKS[(ClassifierConfig, "lr")], "classifier.lr"),
+    "weight_decay": (float, _CHECKS[(ClassifierConfig, "weight_decay")], "classifier.weight_decay"),
+}
+
+
+def _check_mixing_range(name: str, space: SearchRange) -> None:
+    """One `tune.mixing_space` entry: a key of MIXING_KEYS with valid choices or bounds."""
+    key = f"tune.mixing_space.{name}"
+    if name not in MIXING_KEYS:
+        close = difflib.get_close_matches(name, list(MIXING_KEYS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{key}: unknown mixing key '{name}'{hint} (expected one of {', '.join(MIXING_KEYS)})")
+    tp, check, target = MIXING_KEYS[name]
+    _check_range(key, space, tp, check, target)
+
+
+def _check_range(key: str, space: SearchRange, tp: Any, check: tuple[typing.Callable[[Any], bool], str] | None,
+                 target: str) -> None:
+    """choices each a valid value of `target` (type `tp`, range `check`), or numeric bounds
+    low < high inside that range (> 0 on a log scale)."""
 
     def valid(value: Any, where: str) -> Any:
         converted = _convert(value, tp, where)
         if check is not None and not check[0](converted):
-            raise ConfigError(f"{where}={value!r}: expected {check[1]} (the range of gan.{name})")
+            raise ConfigError(f"{where}={value!r}: expected {check[1]} (the range of {target})")
         return converted
 
     if space.choices is not None:
         if space.low is not None or space.high is not None or space.log:
             raise ConfigError(f"{key}: expected either choices or low/high[/log], not both")
         if not space.choices:
-            raise ConfigError(f"{key}.choices=[]: empty; expected at least one value of gan.{name}")
+            raise ConfigError(f"{key}.choices=[]: empty; expected at least one value of {target}")
         values = [valid(c, f"{key}.choices[{i}]") for i, c in enumerate(space.choices)]
         if len({json.dumps(v) for v in values}) != len(values):
             raise ConfigError(f"{key}.choices={space.choices!r}: expected distinct values")
         return
     if tp not in (int, float):
-        raise ConfigError(f"{key}: gan.{name} is {_type_name(tp)}, not a number: expected choices: [...]")
+        raise ConfigError(f"{key}: {target} is {_type_name(tp)}, not a number: expected choices: [...]")
     if space.low is None or space.high is None:
         raise ConfigError(f"{key}: expected low and high (or choices); got low={space.low}, high={space.high}")
     if tp is int and not all(isinstance(b, int) for b in (space.low, space.high)):
-        raise ConfigError(f"{key}: gan.{name} is an integer: expected integer bounds, got [{space.low}, {space.high}]")
+        raise ConfigError(f"{key}: {target} is an integer: expected integer bounds, got [{space.low}, {space.high}]")
     low, high = valid(space.low, f"{key}.low"), valid(space.high, f"{key}.high")
     if low >= high:
         raise ConfigError(f"{key}: low={space.low} >= high={space.high}: an empty range; expected low < high "
-                          f"(a single value belongs in gan.{name})")
+                          f"(a single value belongs in {target})")
     if space.log and low <= 0:
         raise ConfigError(f"{key}: log=true with low={space.low}: a log scale needs bounds > 0")
 
@@ -728,6 +779,14 @@ def _check_tune(params: Params) -> None:
     space = params.tune.gan_space
     for name, entry in space.items():
         _check_search_range(name, entry, params.gan)
+    mixing = params.tune.mixing_space
+    for name, entry in mixing.items():
+        _check_mixing_range(name, entry)
+    filters = mixing["filter"].choices if "filter" in mixing else [params.synthesize.filter]
+    if "filter_threshold" in mixing and all(f == "none" for f in filters or []):
+        raise ConfigError(f"tune.mixing_space.filter_threshold searches a threshold, but the only filter is 'none' "
+                          f"(tune.mixing_space.filter or synthesize.filter): add a filter to the choices, or drop "
+                          "filter_threshold")
 
     def possible(name: str) -> list[Any]:
         return list(space[name].choices or []) if name in space else [getattr(params.gan, name)]

@@ -10,7 +10,6 @@ the same storage (or run it in several shells / on several machines with one --s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shlex
 import subprocess
@@ -35,10 +34,8 @@ SPLITS_READ = ("train", "val")  # never "test"
 
 
 def tune_config(params: Params, args: argparse.Namespace) -> TuneConfig:
-    """params.yaml's tune section with the command line's overrides."""
-    overrides = {"n_trials": getattr(args, "trials", None), "timeout": getattr(args, "timeout", None),
-                 "storage": args.storage}  # show and apply take --storage only
-    return dataclasses.replace(params.tune, **{k: v for k, v in overrides.items() if v is not None})
+    """params.yaml's tune section with the command line's overrides (show and apply take --storage only)."""
+    return studies.with_overrides(params.tune, getattr(args, "trials", None), getattr(args, "timeout", None), args.storage)
 
 
 def require_inputs(root: Path) -> None:
@@ -124,17 +121,7 @@ def main(params: Params, args: argparse.Namespace) -> int:
 
 
 def load_existing(params: Params, args: argparse.Namespace):
-    import optuna
-
-    tune = tune_config(params, args)
-    url = resolve_storage_url(tune.storage, mlflow_utils.project_root())
-    storage = open_storage(url, tune.heartbeat_s, tune.max_retries)
-    try:
-        return optuna.load_study(study_name=args.study, storage=storage)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise ValueError(f"no study {args.study!r} in {redact(url)} (studies there: {', '.join(names) or 'none'}); "
-                         "run `bin/ganaug tune gan` first") from None
+    return studies.load_existing(tune_config(params, args), args.study, mlflow_utils.project_root())
 
 
 def show(params: Params, args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""`tune.gan_space` (validated at load by `ganaug.config`) as Optuna suggestions.
+"""`tune.gan_space` and `tune.mixing_space` (validated at load by `ganaug.config`) as Optuna suggestions.
 
 Optuna's categorical choices must be None/bool/int/float/str, so a list-valued choice
 (`gan.augment_policy`) is suggested as its ops joined by "+" and split back here.
@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 
-from ganaug.config import GANConfig, SearchRange
+from ganaug.config import MIXING_KEYS, GANConfig, SearchRange
 
 LIST_JOIN = "+"
 
@@ -59,3 +59,32 @@ def space_as_dict(space: dict[str, SearchRange]) -> dict[str, dict[str, Any]]:
     """The space as plain data (stored with the study, logged to MLflow)."""
     return {name: {k: v for k, v in dataclasses.asdict(entry).items() if v is not None and v is not False}
             for name, entry in sorted(space.items())}
+
+
+def suggest_mixing(trial: optuna.Trial, space: dict[str, SearchRange], synthesize_filter: str) -> dict[str, Any]:
+    """{mixing key: value} sampled for `trial` (keys of `ganaug.config.MIXING_KEYS`).
+
+    filter_threshold is suggested only when the trial's filter (sampled, else `synthesize_filter`)
+    is not "none": a threshold means nothing without a filter, and Optuna's define-by-run space
+    leaves it out of such trials rather than recording a value that had no effect."""
+    values: dict[str, Any] = {}
+    for name, entry in space.items():
+        if name == "filter_threshold":
+            continue
+        values[name] = _suggest_mixing_value(trial, name, entry)
+    if "filter_threshold" in space and values.get("filter", synthesize_filter) != "none":
+        values["filter_threshold"] = _suggest_mixing_value(trial, "filter_threshold", space["filter_threshold"])
+    return values
+
+
+def _suggest_mixing_value(trial: optuna.Trial, name: str, entry: SearchRange) -> Any:
+    tp = MIXING_KEYS[name][0]
+    if entry.choices is not None:
+        value = trial.suggest_categorical(name, list(entry.choices))
+        return float(value) if tp is float else value
+    return trial.suggest_float(name, float(entry.low), float(entry.high), log=entry.log)
+
+
+def params_to_mixing(params: dict[str, Any]) -> dict[str, Any]:
+    """A finished mixing trial's `params` (as Optuna stores them) as mixing values."""
+    return {name: float(v) if MIXING_KEYS[name][0] is float else v for name, v in params.items()}

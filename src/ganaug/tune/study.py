@@ -10,6 +10,7 @@ that overshoots by up to K - 1 trials); failed trials do not count: a killed one
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shlex
 import subprocess
@@ -18,6 +19,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +32,26 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from ganaug.config import TuneConfig  # noqa: E402
-from ganaug.tune.space import params_to_gan, space_as_dict  # noqa: E402
-from ganaug.tune.storage import fail_dead_trials, redact  # noqa: E402
+from ganaug.tune.space import params_to_gan, params_to_mixing, space_as_dict  # noqa: E402
+from ganaug.tune.storage import fail_dead_trials, open_storage, redact, resolve_storage_url  # noqa: E402
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attribute
 SETTINGS_ATTR = "ganaug.settings"  # study user attribute: what the study searches and measures
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class StudyKind:
+    """What differs between the GAN and the mixing study in the shared machinery below."""
+
+    name: str  # gan | mixing: the `ganaug tune <name>` command
+    direction: str  # minimize (GAN: a distance) | maximize (mixing: a validation score)
+    decode: Callable[[dict[str, Any]], dict[str, Any]]  # a trial's stored params -> typed values
+    section: str  # params section of the tag names (best.<section>.<key>) and of `apply`'s -S keys
+
+
+GAN_STUDY = StudyKind("gan", "minimize", params_to_gan, "gan")
+MIXING_STUDY = StudyKind("mixing", "maximize", params_to_mixing, "mixing")
 
 
 def make_sampler(tune: TuneConfig, worker_index: int) -> optuna.samplers.BaseSampler:
@@ -66,14 +82,16 @@ def study_settings(tune: TuneConfig, gan_fixed: dict[str, Any], dataset_hash: st
 
 
 def open_study(name: str, storage: optuna.storages.BaseStorage, settings: dict[str, Any],
-               sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> optuna.Study:
-    """Create the study, or load it (`load_if_exists`) after checking that it minimises and was
-    made with the same settings; a mismatch raises ValueError naming what differs."""
+               sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
+               kind: StudyKind = GAN_STUDY) -> optuna.Study:
+    """Create the study, or load it (`load_if_exists`) after checking that it optimises in the
+    kind's direction and was made with the same settings; a mismatch raises ValueError naming
+    what differs."""
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction="minimize", load_if_exists=True)
-    if study.directions != [optuna.study.StudyDirection.MINIMIZE]:
+                                direction=kind.direction, load_if_exists=True)
+    if study.directions != [optuna.study.StudyDirection[kind.direction.upper()]]:
         raise ValueError(f"study {name!r} exists with direction(s) {[d.name for d in study.directions]}: "
-                         "a GAN study minimises; use another --study name")
+                         f"a {kind.name} study {kind.direction}s; use another --study name")
     stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
         study.set_user_attr(SETTINGS_ATTR, settings)
@@ -84,19 +102,41 @@ def open_study(name: str, storage: optuna.storages.BaseStorage, settings: dict[s
     return study
 
 
-def ensure_parent_run(study: optuna.Study, storage_url: str, tune: TuneConfig, tags: dict[str, str]) -> str:
-    """The study's parent MLflow run (created once, its id kept as a study user attribute)."""
+def ensure_parent_run(study: optuna.Study, storage_url: str, tune: TuneConfig, tags: dict[str, str],
+                      logged: dict[str, Any] | None = None) -> str:
+    """The study's parent MLflow run (created once, its id kept as a study user attribute);
+    `logged`: the study's own params (default: the GAN study's pruner, objective and space)."""
     run_id = study.user_attrs.get(PARENT_RUN_ATTR)
     if run_id is not None:
         return run_id
+    if logged is None:
+        logged = {"tune.pruner": tune.pruner, "tune.objective": f"{tune.objective} (validation split)",
+                  "tune.warmup_epochs": tune.warmup_epochs, "tune.gan_space": json.dumps(space_as_dict(tune.gan_space))}
     with mlflow.start_run(run_name=f"tune-{study.study_name}", tags={**tags, "optuna.study": study.study_name}) as run:
         mlflow.log_params({"tune.study": study.study_name, "tune.storage": redact(storage_url), "tune.sampler": tune.sampler,
-                           "tune.pruner": tune.pruner, "tune.objective": f"{tune.objective} (validation split)",
-                           "tune.n_trials": tune.n_trials, "tune.seed": tune.seed, "tune.warmup_epochs": tune.warmup_epochs,
-                           "tune.startup_trials": tune.startup_trials,
-                           "tune.gan_space": json.dumps(space_as_dict(tune.gan_space))})
+                           "tune.n_trials": tune.n_trials, "tune.seed": tune.seed,
+                           "tune.startup_trials": tune.startup_trials, **logged})
         study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
         return run.info.run_id
+
+
+def with_overrides(tune: TuneConfig, trials: int | None = None, timeout: float | None = None,
+                   storage: str | None = None) -> TuneConfig:
+    """The tune section with the command line's --trials, --timeout and --storage (None: unchanged)."""
+    overrides = {"n_trials": trials, "timeout": timeout, "storage": storage}
+    return dataclasses.replace(tune, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def load_existing(tune: TuneConfig, name: str, root: Path, kind: StudyKind = GAN_STUDY) -> optuna.Study:
+    """The study `name` in tune.storage (for show and apply); ValueError listing the studies there."""
+    url = resolve_storage_url(tune.storage, root)
+    storage = open_storage(url, tune.heartbeat_s, tune.max_retries)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise ValueError(f"no study {name!r} in {redact(url)} (studies there: {', '.join(names) or 'none'}); "
+                         f"run `bin/ganaug tune {kind.name}` first") from None
 
 
 def budget_left(study: optuna.Study, budget: int) -> int:
@@ -144,7 +184,7 @@ def trials_table(study: optuna.Study):
     return study.trials_dataframe(attrs=("number", "state", "value", "params", "duration", "user_attrs", "system_attrs"))
 
 
-def summary(study: optuna.Study) -> dict[str, Any]:
+def summary(study: optuna.Study, kind: StudyKind = GAN_STUDY) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
     finished = counts["complete"] + counts["pruned"]
@@ -152,7 +192,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
                            "pruned_fraction": counts["pruned"] / finished if finished else 0.0}
     if counts["complete"]:
         best = study.best_trial
-        out |= {"best_value": best.value, "best_trial": best.number, "best_params": params_to_gan(best.params)}
+        out |= {"best_value": best.value, "best_trial": best.number, "best_params": kind.decode(best.params)}
     return out
 
 
@@ -167,13 +207,13 @@ def importances(study: optuna.Study) -> dict[str, float]:
         return {}
 
 
-def log_study_summary(study: optuna.Study) -> None:
+def log_study_summary(study: optuna.Study, kind: StudyKind = GAN_STUDY) -> None:
     """Parent run artifacts: optimisation history and param importances (PNG), all trials (CSV),
     summary (JSON); the best value as a metric (step = finished trials), best params as tags."""
     run_id = study.user_attrs.get(PARENT_RUN_ATTR)
     if run_id is None:
         return
-    info = summary(study)
+    info = summary(study, kind)
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -195,7 +235,7 @@ def log_study_summary(study: optuna.Study) -> None:
         client.log_metric(run_id, "best_value", info["best_value"], step=finished)
         client.set_tag(run_id, "best.trial", str(info["best_trial"]))
         for key, value in info["best_params"].items():
-            client.set_tag(run_id, f"best.gan.{key}", json.dumps(value) if isinstance(value, list) else str(value))
+            client.set_tag(run_id, f"best.{kind.section}.{key}", json.dumps(value) if isinstance(value, list) else str(value))
 
 
 @contextlib.contextmanager
@@ -206,18 +246,20 @@ def _quiet_experimental() -> Iterator[None]:
         yield
 
 
-def show(study: optuna.Study, top: int = 5) -> str:
-    """`ganaug tune show gan`: the best trials, param importances and the pruned fraction."""
-    info = summary(study)
+def show(study: optuna.Study, top: int = 5, kind: StudyKind = GAN_STUDY) -> str:
+    """`ganaug tune show gan|mixing`: the best trials, param importances and the pruned fraction."""
+    info = summary(study, kind)
     lines = [f"study {study.study_name}: {info['trials']} trials ({info['complete']} complete, {info['pruned']} pruned, "
              f"{info['fail']} failed, {info['running']} running, {info['waiting']} waiting); "
              f"pruned fraction {info['pruned_fraction']:.2f}"]
-    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    higher = kind.direction == "maximize"
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value,
+                      reverse=higher)
     if not complete:
         return "\n".join([*lines, "no complete trial yet"])
-    lines.append(f"best {min(top, len(complete))} trials (lower is better):")
+    lines.append(f"best {min(top, len(complete))} trials ({'higher' if higher else 'lower'} is better):")
     for t in complete[:top]:
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(params_to_gan(t.params).items()))
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(kind.decode(t.params).items()))
         lines.append(f"  trial {t.number}: {t.value:.4g}  {params}")
     found = importances(study)
     if found:
@@ -233,10 +275,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def apply_command(study: optuna.Study, trial_number: int | None = None) -> list[str]:
-    """`dvc exp run` with the best (or the given) complete trial's params as `-S gan.<key>=<value>`,
-    named `<study>-trial-<n>` (the DVC experiment name, which train_gan's MLflow run carries as
-    its dvc.exp_name tag)."""
+def chosen_trial(study: optuna.Study, trial_number: int | None = None) -> optuna.trial.FrozenTrial:
+    """The best complete trial, or complete trial `trial_number`; ValueError naming the study otherwise."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise ValueError(f"study {study.study_name!r} has no complete trial to apply")
@@ -248,9 +288,23 @@ def apply_command(study: optuna.Study, trial_number: int | None = None) -> list[
             raise ValueError(f"study {study.study_name!r} has no complete trial {trial_number} "
                              f"(complete: {sorted(t.number for t in complete)})")
         trial = found[0]
+    return trial
+
+
+def apply_command(study: optuna.Study, trial_number: int | None = None,
+                  overrides: Callable[[dict[str, Any]], list[tuple[str, Any]]] | None = None) -> list[str]:
+    """`dvc exp run` with the best (or the given) complete trial's params as `-S <key>=<value>`
+    (default: `gan.<key>` for each GAN param; `overrides` maps a trial's params to params keys
+    and values), named `<study>-trial-<n>` (the DVC experiment name, which the stages' MLflow
+    runs carry as their dvc.exp_name tag)."""
+    trial = chosen_trial(study, trial_number)
+    if overrides is None:
+        settings = [(f"gan.{key}", value) for key, value in sorted(params_to_gan(trial.params).items())]
+    else:
+        settings = overrides(trial.params)
     command = ["dvc", "exp", "run", "--name", f"{study.study_name}-trial-{trial.number}"]
-    for key, value in sorted(params_to_gan(trial.params).items()):
-        command += ["-S", f"gan.{key}={_yaml_value(value)}"]
+    for key, value in settings:
+        command += ["-S", f"{key}={_yaml_value(value)}"]
     return command
 
 
@@ -259,7 +313,7 @@ def _yaml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return "[" + ",".join(value) + "]"
+        return "[" + ",".join(_yaml_value(v) for v in value) + "]"
     return repr(value) if isinstance(value, float) else str(value)
 
 
