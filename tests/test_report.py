@@ -185,7 +185,7 @@ def test_page_embeds_every_figure_non_blank_and_nothing_external(built):
         assert pixels.size and pixels.astype(float).std() > 1, f"{name} is blank"
     assert all(url.startswith(("data:image/png;base64,", "#")) for url in parsed.urls), [u[:40] for u in parsed.urls]
     assert "<link" not in text and "http://" not in text and "https://" not in text
-    assert "default-src 'none'" in text  # the page's CSP: a network request would be refused (and logged)
+    assert "default-src &#x27;none&#x27;" in text  # the page's CSP (attribute-escaped): a network request would be refused (and logged)
 
 
 def test_real_grids_come_from_the_train_split_never_the_test_split(built):
@@ -269,7 +269,8 @@ def test_console_detector_sees_a_broken_page(chromium, tmp_path):
     broken.write_text(page("broken", tag("img", src="http://127.0.0.1:9/x.png", alt="x", data_figure="x"))
                       .replace("</body>", "<script>throw new Error('deliberate');</script></body>"))
     rendered = browser.render(broken, chromium)
-    assert any("deliberate" in m for m in rendered.console), rendered.console
+    assert any("Uncaught Error: deliberate" in m for m in rendered.console), rendered.console
+    assert any("127.0.0.1:9/x.png" in m and "Content Security Policy" in m for m in rendered.console), rendered.console
     assert 'data-figures="0/1"' in rendered.dom
 
 

@@ -305,7 +305,7 @@ def build_page(inputs: ReportInputs) -> str:
     headline, _ = answer(inputs.evaluation)
     nav = Safe(" · ".join(tag("a", t, href=f"#{i}") for i, t in (
         ("answer-section", "answer"), ("ratio", "ratio"), ("samples", "samples"), ("memorisation", "memorisation"),
-        ("gan", "GAN"), ("gate", "quality gate"), ("data", "data"), ("lineage", "lineage")))
+        ("gan", "GAN"), ("gate", "quality gate"), ("data", "data"), ("lineage", "lineage"))))
     return page("ganaug report: " + headline,
                 tag("h1", "Did the synthetic images help?"), tag("nav", nav),
                 question_section(inputs), ratio_section(inputs), samples_section(inputs), memorisation_section(inputs),
