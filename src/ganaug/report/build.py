@@ -1,9 +1,9 @@
 """The report page (`reports/index.html`): one self-contained HTML file for the person who asked
 "did the synthetic images help?", built only from files the pipeline wrote.
 
-Sections: the question and the answer (verdicts on the primary metric, the arms table and the
-differences with their intervals, as in reports/comparison.md), metric vs synthetic ratio with its
-band, real (train split) and synthetic images per class side by side, the closest generated /
+Sections: the question and the answer (verdicts on the primary metric in words, the arms table), metric
+vs synthetic ratio with its band, the differences with their intervals and verdicts (the tables of
+reports/comparison.md), real (train split) and synthetic images per class side by side, the closest generated /
 training pairs of the memorisation audit, the GAN's losses and quality, the quality gate, the data
 (source, counts, patients, leakage) and the lineage (commit, data hash, generator version, runs).
 The test split's images never enter the page: only the train split's arrays are read."""
@@ -142,6 +142,8 @@ def _frame_table(frame: pd.DataFrame, verdict_column: str | None = None) -> Safe
 
 
 def question_section(inputs: ReportInputs) -> Safe:
+    """The question, the answer in words, one line per comparison, the gate override and caveats,
+    and the arms table (each arm's mean and interval)."""
     evaluation = inputs.evaluation
     headline, lines = answer(evaluation)
     gate = evaluation.get("quality_gate") or {}
@@ -149,19 +151,26 @@ def question_section(inputs: ReportInputs) -> Safe:
     if gate.get("overridden"):
         warnings.append(tag("p", "Read with care: " + str(gate.get("summary", "quality gate overridden")), class_="warning"))
     warnings += [tag("p", "Caveat: " + note, class_="warning") for note in evaluation.get("caveats", [])]
-    parts: list[Any] = [tag("p", tag("strong", "Question: "), QUESTION),
-                        tag("div", tag("strong", "Answer: "), headline, class_="answer", id="answer"),
-                        tag("ul", [tag("li", line) for line in lines]), *warnings,
-                        tag("h3", f"Arms on the real test split ({evaluation['n_test']} images)"),
-                        tag("p", f"Mean over seeds with its {evaluation['ci_level']:.0%} interval ({evaluation['interval']})."),
-                        _frame_table(arms_table(evaluation))]
+    return section("answer-section", "The question and the answer",
+                   tag("p", tag("strong", "Question: "), QUESTION),
+                   tag("div", tag("strong", "Answer: "), headline, class_="answer", id="answer"),
+                   tag("ul", [tag("li", line) for line in lines]), *warnings,
+                   tag("h3", f"Arms on the real test split ({evaluation['n_test']} images)"),
+                   tag("p", f"Mean over seeds with its {evaluation['ci_level']:.0%} interval ({evaluation['interval']})."),
+                   _frame_table(arms_table(evaluation)))
+
+
+def differences_section(inputs: ReportInputs) -> Safe:
+    """Every comparison per reference (the tables of reports/comparison.md), verdicts marked."""
+    evaluation = inputs.evaluation
+    parts: list[Any] = []
     for reference in evaluation["references"]:
         frame = differences_table(evaluation, reference)
         if not frame.empty:
             parts += [tag("h3", f"Against {reference} (arm - {reference})"), _frame_table(frame, "verdict")]
     parts.append(tag("p", "Verdict: helped / hurt only when the corrected interval excludes 0. " + evaluation["correction"]
                      + ". McNemar: " + evaluation["paired_test"] + ". Collapse: " + evaluation["collapse_rule"] + "."))
-    return section("answer-section", "The question and the answer", *parts)
+    return section("differences", "Differences with intervals and verdicts", *parts)
 
 
 def ratio_section(inputs: ReportInputs) -> Safe:
@@ -304,9 +313,11 @@ def build_page(inputs: ReportInputs) -> str:
     """The whole report page as one HTML string (images embedded)."""
     headline, _ = answer(inputs.evaluation)
     nav = Safe(" · ".join(tag("a", t, href=f"#{i}") for i, t in (
-        ("answer-section", "answer"), ("ratio", "ratio"), ("samples", "samples"), ("memorisation", "memorisation"),
+        ("answer-section", "answer"), ("ratio", "ratio"), ("differences", "differences"), ("samples", "samples"),
+        ("memorisation", "memorisation"),
         ("gan", "GAN"), ("gate", "quality gate"), ("data", "data"), ("lineage", "lineage"))))
     return page("ganaug report: " + headline,
                 tag("h1", "Did the synthetic images help?"), tag("nav", nav),
-                question_section(inputs), ratio_section(inputs), samples_section(inputs), memorisation_section(inputs),
+                question_section(inputs), ratio_section(inputs), differences_section(inputs), samples_section(inputs),
+                memorisation_section(inputs),
                 gan_section(inputs), gate_section(inputs), data_section(inputs), lineage_section(inputs))
