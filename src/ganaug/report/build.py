@@ -10,6 +10,7 @@ The test split's images never enter the page: only the train split's arrays are 
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from ganaug.report import figures
 from ganaug.report.html import Safe, figure, img, key_values, page, png_bytes, section, table, tag
@@ -212,23 +214,33 @@ def samples_section(inputs: ReportInputs) -> Safe:
                    table(["class", "real (train split)", "synthetic"], rows, class_="samples"))
 
 
+def _pairs_figure(png: bytes, caption: str, figure_id: str, image_height: int) -> Safe:
+    """A closest-pairs grid (one row per pair), shown at least 64 px per image, sharp."""
+    width = Image.open(io.BytesIO(png)).size[0]
+    return figure(png, caption, figure_id, pixelated=True, width=width * max(1, 64 // image_height))
+
+
 def memorisation_section(inputs: ReportInputs) -> Safe:
     parts: list[Any] = []
     audit = (inputs.manifest or {}).get("memorisation") or {}
     if audit:
         parts.append(key_values({k.removeprefix("memorisation_").replace("_", " "): _num(v) for k, v in audit.items()}))
-    caption = ("The generated images nearest to a training image (one row per pair: generated | training, closest "
-               "first){}. A row whose two halves look the same is a copy.")
+    caption = ("The generated images nearest to a training image, one row per pair: generated | training, closest "
+               "first ({}). A row whose two halves look the same is a copy.")
+    height = inputs.train_images.shape[2]
+    pairs: list[Any] = []
     if inputs.closest_pairs is not None:
-        parts.append(figure(inputs.closest_pairs, caption.format(", synthesize's audit of the synthetic set the arms used"),
-                            "closest-pairs", pixelated=True))
+        pairs.append(_pairs_figure(inputs.closest_pairs, caption.format("synthesize's audit of the synthetic set the arms used"),
+                                   "closest-pairs", height))
     elif inputs.synthetic_images is not None and len(inputs.synthetic_images):
         png = figures.closest_pairs_png(inputs.synthetic_images, inputs.train_images)
-        parts.append(figure(png, caption.format(", recomputed here in pixels (L2) because synthesize recorded no figure"),
-                            "closest-pairs", pixelated=True))
+        pairs.append(_pairs_figure(png, caption.format("recomputed here in pixels (L2): synthesize recorded no figure"),
+                                   "closest-pairs", height))
     if inputs.gan_closest_pairs is not None:
-        parts.append(figure(inputs.gan_closest_pairs, caption.format(", train_gan's final evaluation samples"),
-                            "gan-closest-pairs", pixelated=True))
+        pairs.append(_pairs_figure(inputs.gan_closest_pairs, caption.format("train_gan's final evaluation samples"),
+                                   "gan-closest-pairs", height))
+    if pairs:
+        parts.append(tag("div", *pairs, class_="row"))
     if not parts:
         parts.append(tag("p", "No memorisation audit was recorded (no data/synthetic and no models/gan)."))
     return section("memorisation", "Memorisation audit: closest generated / training pairs", *parts)

@@ -103,6 +103,7 @@ img { max-width: 100%; height: auto; } img.pixelated { image-rendering: pixelate
 .warning { background: #fff4e5; border-left: 4px solid #e69500; padding: .4em 1em; }
 .helped { color: #17702b; font-weight: 600; } .hurt { color: #b3261e; font-weight: 600; }
 .samples td { text-align: center; } code { font-size: .9em; }
+.row { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; } .row figure { max-width: 28em; }
 """
 
 # Runs once the page has loaded: marks <body data-figures="decoded/total"> so a headless browser's
