@@ -284,3 +284,18 @@ def test_page_loads_in_chromium_without_console_errors_and_figures_decode(chromi
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape == (1600, 1200)
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.01  # text and figures, not a blank page
+
+
+def test_closest_pairs_fallback_puts_a_copied_training_image_first():
+    """Without synthesize's figure the page recomputes the pairs in pixels: a generated image that
+    is a training image's copy is the first row, its two halves equal."""
+    from ganaug.report.figures import GAP, closest_pairs_png
+
+    rng = np.random.default_rng(1)
+    train = images(rng, 30, 0)
+    synthetic = np.concatenate([images(rng, 10, 1), train[7:8]])  # the last one copies train image 7
+    grid = np.asarray(Image.open(io.BytesIO(closest_pairs_png(synthetic, train, n_pairs=3))))
+    assert grid.shape == (3 * 16 + 2 * GAP, 32)  # 3 rows of (generated | training), 16 px each
+    first = grid[:16]
+    assert np.array_equal(first[:, :16], train[7, 0]) and np.array_equal(first[:, 16:], train[7, 0])
+    assert not np.array_equal(grid[16 + GAP:32 + GAP, :16], grid[16 + GAP:32 + GAP, 16:])
