@@ -35,7 +35,7 @@ TINY = {
     "evaluate": {"n_bootstrap": 100},
 }
 STAGES = ["prepare", "train_reference", "real_features", "train_gan", "synthesize", "arm_real@real",
-          "arm_real@balanced", "arm_mixed@synthetic-1.0", "arm_mixed@synthetic-0.5", "evaluate"]
+          "arm_real@balanced", "arm_mixed@synthetic-1.0", "arm_mixed@synthetic-0.5", "evaluate", "report"]
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -96,7 +96,7 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     for path in ("data/prepared/dataset.npz", "data/prepared/meta.json", "models/reference/model.pt",
                  "models/gan/generator.pt", "models/gan/loss_curves.png", "data/synthetic/synthetic.npz",
                  "plots/gan_losses.csv", "plots/ratio_curve.csv", "plots/recall_per_class.csv", "plots/roc/real.csv",
-                 "plots/roc/synthetic-1.0.csv", "reports/comparison.md", "reports/comparison.json"):
+                 "plots/roc/synthetic-1.0.csv", "reports/comparison.md", "reports/comparison.json", "reports/index.html"):
         assert (root / path).is_file(), path
     manifest = json.loads((root / "data/synthetic/manifest.json").read_text())
     largest = max(manifest["real_train_counts"].values())  # the pool: pool_ratio (1.0) x the largest class
@@ -175,7 +175,7 @@ def test_exp_run_on_a_gan_param_reruns_from_train_gan(project):
     sh("git", "add", "-A")
     sh("git", "commit", "-qm", "baseline results")
     out = sh("dvc", "exp", "run", "-S", "gan.lr_g=0.0001")
-    assert ran_stages(out) == {"train_gan", "synthesize", "arm_mixed@synthetic-1.0", "evaluate"}  # not the real-only arms
+    assert ran_stages(out) == {"train_gan", "synthesize", "arm_mixed@synthetic-1.0", "evaluate", "report"}  # not the real-only arms
     shown = json.loads(sh("dvc", "exp", "show", "--json").split("\n", 1)[-1] if False else sh("dvc", "exp", "show", "--json"))
     assert len(json.dumps(shown)) > 0
     assert "evaluation.json" in sh("dvc", "metrics", "show")
@@ -187,7 +187,7 @@ def test_exp_run_with_a_filter_reruns_from_synthesize_and_audits_both_sets(proje
     root, sh, _, _ = project
     out = sh("dvc", "exp", "run", "-S", "synthesize.filter=ssim_likeness", "-S", "synthesize.filter_threshold=0.0",
              "-S", "synthesize.max_draws=50")
-    assert ran_stages(out) == {"synthesize", "arm_mixed@synthetic-1.0", "evaluate"}
+    assert ran_stages(out) == {"synthesize", "arm_mixed@synthetic-1.0", "evaluate", "report"}
     manifest = json.loads((root / "data/synthetic/manifest.json").read_text())
     normal = manifest["filter"]["per_class"]["normal"]
     assert manifest["filter"]["name"] == "ssim_likeness" and normal["kept"] == manifest["counts"]["normal"]
@@ -199,7 +199,7 @@ def test_exp_run_with_a_filter_reruns_from_synthesize_and_audits_both_sets(proje
 def test_adding_a_ratio_runs_only_the_new_arm(project):
     root, sh, _, _ = project
     out = sh("dvc", "exp", "run", "-S", "arms.ratios=[0.5,1.0]")
-    assert ran_stages(out) == {"arm_mixed@synthetic-0.5", "evaluate"}
+    assert ran_stages(out) == {"arm_mixed@synthetic-0.5", "evaluate", "report"}
     half = json.loads((root / "models/arms/synthetic-0.5/metrics.json").read_text())
     full = json.loads((root / "models/arms/synthetic-1.0/metrics.json").read_text())
     assert half["ratio"] == 0.5 and half["train_counts"]["synthetic"]["normal"] == round(full["train_counts"]["synthetic"]["normal"] / 2)

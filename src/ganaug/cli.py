@@ -24,6 +24,7 @@ STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "synthesize": (("synthesize",), "ganaug.stages.synthesize"),
     "train-classifier": (("classifier", "arms"), "ganaug.stages.train_classifier"),
     "evaluate": (("evaluate", "arms"), "ganaug.stages.evaluate"),
+    "report": ((), "ganaug.stages.report"),  # reads no params: the pipeline's outputs only
 }
 
 
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganaug", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
     for name, (sections, _) in STAGES.items():
-        p = sub.add_parser(name, help=f"run the {name.replace('-', '_')} stage (reads params: {', '.join(sections)})")
+        p = sub.add_parser(name, help=f"run the {name.replace('-', '_')} stage (reads params: {', '.join(sections) or 'none'})")
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
         p.add_argument("--dry-run", action="store_true", help="print the resolved params this stage reads and exit")
         if name == "train-classifier":
