@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -226,15 +227,17 @@ def check_shared_study(study: optuna.Study, budget: int, killed_worker_trials: i
 
 
 def run_workers(project: Path, storage: str, study: str, workers: int, budget: int) -> subprocess.CompletedProcess:
-    """`ganaug tune gan --workers K`; worker 0 SIGKILLs itself after its first trial's first epoch."""
+    """`ganaug tune gan --workers K`; the first worker to evaluate an epoch SIGKILLs itself (any
+    worker: on a fast machine one worker may run every trial before another has imported torch)."""
     done = subprocess.run(
         [sys.executable, "-m", "ganaug.cli", "tune", "gan", "--study", study, "--storage", storage,
          "--trials", str(budget), "--workers", str(workers)],
-        cwd=project, env=subprocess_env(project, GANAUG_TEST_KILL_AT="tune_epoch:worker0"),
+        cwd=project, env=subprocess_env(project, GANAUG_TEST_KILL_AT="tune_epoch:*",
+                                        GANAUG_TEST_KILL_ONCE=str(project / f"killed-{study}")),
         capture_output=True, text=True, timeout=600,
     )
-    assert done.returncode == 1, f"expected worker 0's SIGKILL to fail the command:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    assert "tune: worker 0 was killed by signal 9" in done.stdout
+    assert done.returncode == 1, f"expected a worker's SIGKILL to fail the command:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert len(re.findall(r"tune: worker \d+ was killed by signal 9", done.stdout)) == 1, done.stdout[-3000:]
     return done
 
 
@@ -248,7 +251,7 @@ def test_four_journal_workers_share_a_study_and_retry_a_killed_workers_trial(pro
     study = optuna.load_study(study_name="journal4", storage=tune_storage.open_storage(storage, 1, 1))
     check_shared_study(study, budget=6)
     pids = {t.user_attrs[tune_storage.WORKER_ATTR]["pid"] for t in study.trials}
-    assert len(pids) >= 3  # trials ran in several worker processes
+    assert len(pids) >= 2  # the killed worker's trial was retried by another process
 
 
 def test_three_postgresql_workers_share_a_study_and_retry_a_killed_workers_trial(project, postgres_server):  # noqa: F811

@@ -29,20 +29,35 @@ def _umask() -> int:
 
 
 KILL_AT_VARIABLE = "GANAUG_TEST_KILL_AT"
+KILL_ONCE_VARIABLE = "GANAUG_TEST_KILL_ONCE"
 _kill_point_hits: collections.Counter[str] = collections.Counter()
 
 
 def kill_point(name: str) -> None:
     """Test hook (tests/test_kill.py): SIGKILL this process when GANAUG_TEST_KILL_AT is `name`,
-    or `name@n` for the n-th time the point is reached. Points: `atomic_dir:<output name>`
-    (files written, output not yet in place), `run_started:<stage>`, `gan_checkpoint_saved:<epoch>`,
-    `train_gan_registered`, `tune_epoch:worker<i>` (each evaluated epoch of worker i's trials)."""
+    or `name@n` for the n-th time the point is reached; `prefix:*` matches every point
+    `prefix:<anything>`. With GANAUG_TEST_KILL_ONCE set to a file path, only the first process
+    to get there (and create that file) is killed: e.g. whichever of several study workers
+    evaluates an epoch first. Points: `atomic_dir:<output name>` (files written, output not yet
+    in place), `run_started:<stage>`, `gan_checkpoint_saved:<epoch>`, `train_gan_registered`,
+    `tune_epoch:worker<i>` (each evaluated epoch of worker i's GAN trials), `tune_seed:worker<i>`
+    (each classifier seed of worker i's mixing trials)."""
     wanted = os.environ.get(KILL_AT_VARIABLE)
-    if not wanted or wanted.split("@")[0] != name:
+    if not wanted:
         return
-    _kill_point_hits[name] += 1
-    if _kill_point_hits[name] == int(wanted.partition("@")[2] or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    point = wanted.split("@")[0]
+    if point != name and not (point.endswith(":*") and name.startswith(point[:-1])):
+        return
+    _kill_point_hits[point] += 1
+    if _kill_point_hits[point] != int(wanted.partition("@")[2] or 1):
+        return
+    once = os.environ.get(KILL_ONCE_VARIABLE)
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:  # another process was killed here already
+            return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _temp_prefix(path: Path) -> str:
@@ -50,14 +65,19 @@ def _temp_prefix(path: Path) -> str:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this machine."""
+    """Whether a process with this pid runs on this machine (a zombie, killed and not yet reaped
+    by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (not Linux) or the process just went
+        return True
+    return state != "Z"
 
 
 def remove_stale_temps(path: str | Path) -> list[Path]:

@@ -326,7 +326,11 @@ def launch_workers(argv: list[str], workers: int, env: dict[str, str] | None = N
         command = [sys.executable, "-m", "ganaug.cli", *argv, "--workers", "1", "--worker-index", str(index)]
         processes.append(subprocess.Popen(command, env=env))
     print(f"tune: {workers} workers started: {shlex.join(command[:-4])} --workers 1 --worker-index <i>")
-    codes = [p.wait() for p in processes]
+    codes: list[int | None] = [None] * workers
+    while None in codes:  # reap each child as it exits (not in order): a killed one is no zombie for the others
+        codes = [code if code is not None else process.poll() for code, process in zip(codes, processes)]
+        if None in codes:
+            time.sleep(0.2)
     for index, code in enumerate(codes):
         if code:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
