@@ -80,6 +80,7 @@ def shell(tmp_path_factory):
     root = tmp_path_factory.mktemp("readme")
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(REPO / "bin", root / "bin")
+    shutil.copytree(REPO / "presets", root / "presets")  # README runs bin/ganaug exp --preset presets/...
     for name in ("dvc.yaml", "Makefile", "pyproject.toml", "requirements.lock"):
         shutil.copy(REPO / name, root / name)
     (root / ".gitignore").write_text((REPO / ".gitignore").read_text() + "/.venv\n/dvc_plots/\n")
