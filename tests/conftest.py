@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from ruamel.yaml import YAML
 from scipy.ndimage import gaussian_filter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,3 +32,21 @@ def smooth_images(n: int, size: int, seed: int) -> np.ndarray:
     low = blurred.min(axis=(2, 3), keepdims=True)
     high = blurred.max(axis=(2, 3), keepdims=True)
     return np.round(255 * (blurred - low) / (high - low)).astype(np.uint8)
+
+
+@contextlib.contextmanager
+def prepared_project(root: Path, params: dict[str, Any]) -> Iterator[Path]:
+    """`root` as a tiny project (dvc.yaml marks its root, params.yaml holds `params`) with its
+    prepare and train_reference outputs, entered: the working directory, with an MLflow store of
+    its own; both are restored on exit."""
+    from ganaug import cli
+
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    with open(root / "params.yaml", "w") as f:
+        YAML().dump(params, f)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.chdir(root)
+        assert cli.main(["prepare"]) == 0
+        assert cli.main(["train-reference"]) == 0
+        yield root

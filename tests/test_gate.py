@@ -19,7 +19,7 @@ from ganaug.gan.generator import TrainedGenerator
 from ganaug.gan.train import build_generator
 from ganaug.quality.gate import gate_decision, gate_summary, relative_label_fidelity
 
-from conftest import REPO
+from conftest import REPO, prepared_project
 
 LEVELS = {"label_fidelity_relative": 0.5, "coverage_domain": 0.1, "diversity": 0.5}
 GOOD = {"label_fidelity_relative": 0.97, "coverage_domain": 0.6, "diversity": 0.9, "fd_domain": 20.0}
@@ -72,15 +72,8 @@ TINY = {"data": {"image_size": 32, "phantom": {"n_images": 80}}, "reference": {"
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A prepared tiny phantom and its reference classifier (the real stages), in a folder of its own."""
-    root = tmp_path_factory.mktemp("gate")
-    (root / "dvc.yaml").write_text("stages: {}\n")  # marks the project root for MLflow's store
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        write_params(root / "params.yaml", {})
-        for stage in ("prepare", "train-reference"):
-            assert cli_main([stage]) == 0
-    return root
+    with prepared_project(tmp_path_factory.mktemp("gate"), {**TINY, "synthesize": {}}) as root:
+        return root
 
 
 def write_params(path: Path, synthesize: dict) -> None:

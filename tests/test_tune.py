@@ -19,9 +19,8 @@ import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
-from ruamel.yaml import YAML
 
-from conftest import REPO
+from conftest import REPO, prepared_project
 from ganaug import cli
 from ganaug.config import ConfigError, params_from_dict
 from ganaug.tune import storage as tune_storage
@@ -42,25 +41,8 @@ TINY = {
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A project with tiny params whose prepare and train_reference outputs exist."""
-    root = tmp_path_factory.mktemp("tune")
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")  # marks the project root
-    with open(root / "params.yaml", "w") as f:
-        YAML().dump(TINY, f)
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
-    saved, cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
-    os.environ.update(env)
-    os.chdir(root)
-    try:
-        assert cli.main(["prepare"]) == 0
-        assert cli.main(["train-reference"]) == 0
+    with prepared_project(tmp_path_factory.mktemp("tune"), TINY) as root:
         yield root
-    finally:
-        os.chdir(cwd)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def subprocess_env(root: Path, **extra: str) -> dict[str, str]:

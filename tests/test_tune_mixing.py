@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 from ruamel.yaml import YAML
 
-from conftest import REPO
+from conftest import REPO, prepared_project
 from ganaug import cli
 from ganaug.config import ConfigError, SynthesizeConfig, params_from_dict, to_dict
 from ganaug.stats.compare import VERDICTS
@@ -66,17 +66,7 @@ def project(tmp_path_factory):
     from ganaug.gan.generator import TrainedGenerator
     from ganaug.gan.train import build_generator
 
-    root = tmp_path_factory.mktemp("mixing")
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")  # marks the project root
-    with open(root / "params.yaml", "w") as f:
-        YAML().dump(TINY, f)
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
-    saved, cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
-    os.environ.update(env)
-    os.chdir(root)
-    try:
-        assert cli.main(["prepare"]) == 0
-        assert cli.main(["train-reference"]) == 0
+    with prepared_project(tmp_path_factory.mktemp("mixing"), TINY) as root:
         meta = read_meta(root / "data/prepared")
         counts = [meta["counts"]["train"]["per_class"][name] for name in meta["class_names"]]
         cfg = GANConfig(latent_dim=16, base_channels=4)
@@ -85,13 +75,6 @@ def project(tmp_path_factory):
         TrainedGenerator(network, to_dict(cfg), meta["class_names"], [int(np.argmin(counts))], False,
                          {"dataset_hash": meta["dataset_hash"]}).save(root / "models/gan/generator.pt")
         yield root
-    finally:
-        os.chdir(cwd)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 # ---------------------------------------------------------------------------------------

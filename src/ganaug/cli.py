@@ -106,6 +106,11 @@ def _tune(args: argparse.Namespace) -> int:
         else:
             from ganaug.stages import tune_mixing as module
         action = {"gan": module.main, "mixing": module.main, "show": module.show, "apply": module.apply}[args.tune_action]
+        if args.tune_action in ("gan", "mixing"):  # both studies' launch arguments, checked before any input is read
+            if args.workers < 1:
+                raise ValueError(f"--workers {args.workers}: expected at least 1 worker process")
+            if not args.study.strip():
+                raise ValueError("--study '': expected a study name")
         return action(params, args)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
         if os.environ.get("GANAUG_DEBUG"):

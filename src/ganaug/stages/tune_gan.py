@@ -81,10 +81,6 @@ def open_gan_study(params: Params, tune: TuneConfig, name: str, worker_index: in
 
 def main(params: Params, args: argparse.Namespace) -> int:
     """`ganaug tune gan`: run (or resume) the study until its budget is spent."""
-    if args.workers < 1:
-        raise ValueError(f"--workers {args.workers}: expected at least 1 worker process")
-    if not args.study.strip():
-        raise ValueError("--study '': expected a study name")
     tune = tune_config(params, args)
     root = mlflow_utils.project_root()
     require_inputs(root)

@@ -163,10 +163,6 @@ def parent_params(tune: TuneConfig, generator: Path) -> dict[str, Any]:
 def main(params: Params, args: argparse.Namespace) -> int:
     """`ganaug tune mixing`: run (or resume) the study until its budget is spent; --final then
     evaluates the best trial once on the test split."""
-    if args.workers < 1:
-        raise ValueError(f"--workers {args.workers}: expected at least 1 worker process")
-    if not args.study.strip():
-        raise ValueError("--study '': expected a study name")
     tune = tune_config(params, args)
     root = mlflow_utils.project_root()
     generator_path = require_inputs(params, root)
