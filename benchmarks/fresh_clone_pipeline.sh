@@ -10,13 +10,15 @@ git clone -q "$repo" "$work/ganaug"
 cd "$work/ganaug"
 echo "fresh clone of $(git rev-parse --short HEAD) in $work/ganaug; $(nproc) cores; $(python3 --version)"
 start=$(date +%s.%N)
+# each "Running stage" line gets the wall-clock time, so the stages' durations read off the log
+stamp() { while IFS= read -r line; do case "$line" in *"Running stage"*) echo "$(date +%T) $line" ;; *) echo "$line" ;; esac; done; }
 if [ -n "${REUSE_VENV:-}" ]; then
   mid=$(date +%s.%N)
-  PATH="$REUSE_VENV/bin:$PATH" dvc repro
+  PATH="$REUSE_VENV/bin:$PATH" dvc repro 2>&1 | stamp
 else
   make setup
   mid=$(date +%s.%N)
-  make pipeline
+  make pipeline 2>&1 | stamp
 fi
 end=$(date +%s.%N)
 python3 - "$start" "$mid" "$end" <<'PY'
