@@ -40,7 +40,7 @@ from torch import nn
 
 from ganaug.config import GANConfig, to_dict
 from ganaug.device import autocast, to_device_images
-from ganaug.gan import GANS
+from ganaug.gan import GANS, distributed
 from ganaug.gan.diffaugment import AdaptiveAugmentProbability, DiffAugment
 from ganaug.gan.ema import GeneratorEMA
 from ganaug.io import atomic_file, kill_point
@@ -227,11 +227,15 @@ def training_loop(
     batch_size = min(cfg.batch_size, n // cfg.n_critic)
     if batch_size < 2:
         raise ValueError(f"GAN training needs at least 2 images per D step (gan.n_critic={cfg.n_critic}), got {n} images")
-    images_per_step = batch_size * cfg.n_critic  # real images through D per G step
+    ranks = distributed.current()  # torchrun: this process's share of every batch (ganaug.gan.distributed)
+    distributed.local_batch_size(batch_size, ranks)  # each rank takes an equal slice of every batch
+    images_per_step = batch_size * cfg.n_critic  # real images through D per G step (all ranks)
     steps_per_epoch = n // images_per_step  # drop the ragged last batch: BatchNorm dislikes tiny batches
 
     torch.manual_seed(cfg.seed)  # network initialisation (and anything else on the global RNG)
     generator, discriminator = build_networks(cfg, resolution, n_classes, channels)
+    if ranks.active:  # BatchNorm over the global batch
+        generator, discriminator = distributed.sync_batchnorm(generator), distributed.sync_batchnorm(discriminator)
     generator.to(device, memory_format=torch.channels_last)
     discriminator.to(device, memory_format=torch.channels_last)
     ema = GeneratorEMA(generator, cfg.ema_kimg) if cfg.ema_kimg > 0 else None
@@ -241,8 +245,9 @@ def training_loop(
     policy = DiffAugment(tuple(cfg.augment_policy)) if cfg.augment != "none" else None
     ada = AdaptiveAugmentProbability(cfg.ada_target, cfg.ada_kimg) if cfg.augment == "ada" else None
     order_rng = torch.Generator().manual_seed(cfg.seed)  # data order
-    noise_rng = torch.Generator().manual_seed(cfg.seed + 1)  # latent vectors, penalty draws (on CPU: device-independent)
-    augment_rng = torch.Generator().manual_seed(cfg.seed + 2)  # augmentation parameters
+    # latent vectors, penalty draws (on CPU: device-independent); each rank its own stream
+    noise_rng = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed + 1, ranks))
+    augment_rng = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed + 2, ranks))  # augmentation parameters
     collapse_below = loss_fn.adversarial.collapse_below if cfg.collapse_epochs > 0 else None
     losses: list[dict[str, float]] = []
     quality: list[dict[str, float]] = []
@@ -254,6 +259,7 @@ def training_loop(
     if state is not None:
         if state["config"] != to_dict(cfg):
             raise ValueError(f"checkpoint {checkpoint_path} was written with another gan config; remove it to start over")
+        distributed.check_world_size(state.get("world_size", 1), ranks, checkpoint_path)
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
         if ema is not None:
@@ -261,9 +267,10 @@ def training_loop(
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         order_rng.set_state(state["order_rng"])
-        noise_rng.set_state(state["noise_rng"])
-        augment_rng.set_state(state["augment_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        own = state["rank_rngs"][ranks.rank] if ranks.active else state  # this rank's noise, augment, torch states
+        noise_rng.set_state(own["noise_rng"])
+        augment_rng.set_state(own["augment_rng"])
+        torch.set_rng_state(own["torch_rng"])
         if ada is not None:
             ada = AdaptiveAugmentProbability(**state["ada"])
         losses, quality = state["losses"], state["quality"]
@@ -271,6 +278,10 @@ def training_loop(
         train_seconds, images_seen = state.get("train_seconds", 0.0), state.get("images_seen", 0)
         extra = {**state.get("extra", {}), **extra}
     resumed_from = start_epoch
+    distributed.broadcast_state(generator, ranks)  # identical starts on every rank
+    distributed.broadcast_state(discriminator, ranks)
+    if ema is not None:
+        distributed.broadcast_state(ema.network, ranks)
     sampled = ema.network if ema is not None else generator  # what evaluations and the caller sample from
 
     x_all = torch.from_numpy(images)  # stays uint8 on CPU; batches move to the device
@@ -283,6 +294,10 @@ def training_loop(
         return batch if policy is None else policy(batch, augment_rng, p)
 
     def save_checkpoint(epoch: int) -> None:  # tensors and plain values only: it loads with weights_only=True
+        rank_rngs = distributed.gather_rng_states({"noise_rng": noise_rng.get_state(), "augment_rng": augment_rng.get_state(),
+                                                   "torch_rng": torch.get_rng_state()}, ranks)
+        if not ranks.is_main:
+            return
         save_torch_file(
             {
                 "config": to_dict(cfg), "epoch": epoch, "step": step, "collapse_streak": collapse_streak,
@@ -294,6 +309,7 @@ def training_loop(
                 "ada": dataclasses.asdict(ada) if ada is not None else None,
                 "losses": losses, "quality": quality, "train_seconds": train_seconds, "images_seen": images_seen,
                 "n_classes": n_classes, "resolution": resolution, "channels": channels, "extra": extra,
+                "world_size": ranks.world_size, "rank_rngs": rank_rngs if ranks.active else None,
             },
             checkpoint_path,
         )
@@ -318,6 +334,7 @@ def training_loop(
             # (1) Update D: n_critic steps, each on its own real batch; fakes take the batch's labels
             for j in range(cfg.n_critic):
                 idx = order[(i * cfg.n_critic + j) * batch_size : (i * cfg.n_critic + j + 1) * batch_size]
+                idx = distributed.shard(idx, ranks)  # (local_batch,): this rank's slice of the global batch
                 real = to_device_images(to_model_range(x_all[idx]), device)  # (B, C, R, R) in [-1, 1]
                 y = y_all[idx].to(device) if y_all is not None else None
                 z = torch.randn(len(idx), cfg.latent_dim, generator=noise_rng).to(device)
@@ -331,6 +348,7 @@ def training_loop(
                 loss_d = sum(terms_d.values())
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
+                distributed.average_gradients(discriminator, ranks)
                 opt_d.step()
 
                 real_logits, fake_logits = loss_fn.logits(real_out).detach(), loss_fn.logits(fake_out).detach()
@@ -340,9 +358,9 @@ def training_loop(
                            "adversarial_d": terms_d["loss_d_adv"]}
                 if ada is not None:
                     scalars["rt"] = torch.sign(real_logits).mean()  # ADA's overfitting signal
-                values = _to_floats(scalars)  # one device sync per step
+                values = _to_floats(distributed.average_scalars(scalars, ranks))  # one device sync per step
                 if ada is not None:
-                    ada.observe(values["rt"], len(idx))
+                    ada.observe(values["rt"], len(idx) * ranks.world_size)
                 for k, v in values.items():
                     d_sums[k] = d_sums.get(k, 0.0) + v
 
@@ -353,6 +371,7 @@ def training_loop(
             loss_g = sum(terms_g.values())
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
+            distributed.average_gradients(generator, ranks)
             opt_g.step()
             step += 1
             if ema is not None:
@@ -362,7 +381,7 @@ def training_loop(
 
             d_means = {k: v / cfg.n_critic for k, v in d_sums.items()}
             adversarial_d = d_means.pop("adversarial_d")
-            g_values = _to_floats({"loss_g": loss_g, **(terms_g if len(terms_g) > 1 else {})})
+            g_values = _to_floats(distributed.average_scalars({"loss_g": loss_g, **(terms_g if len(terms_g) > 1 else {})}, ranks))
             record = {"step": step, "epoch": epoch, "loss_d": d_means.pop("loss_d"), "loss_g": g_values.pop("loss_g"),
                       **d_means, **g_values}
             if ada is not None:
@@ -386,10 +405,10 @@ def training_loop(
         # divergence guard, part 2: a discriminator that is certain of every image, epoch after epoch
         collapse_streak = collapse_streak + 1 if collapsed_steps and all(collapsed_steps) else 0
         kept = last_good_path(checkpoint_path)
-        if collapse_streak == 1 and checkpoint_path.is_file():
+        if ranks.is_main and collapse_streak == 1 and checkpoint_path.is_file():  # files are rank 0's
             with atomic_file(kept) as tmp:
                 shutil.copyfile(checkpoint_path, tmp)  # the state before the collapse began
-        elif collapse_streak == 0:
+        elif ranks.is_main and collapse_streak == 0:
             kept.unlink(missing_ok=True)
         if collapse_below is not None and collapse_streak >= cfg.collapse_epochs:
             good_epoch = epoch - collapse_streak
@@ -402,16 +421,19 @@ def training_loop(
             )
 
         metrics = None
-        if evaluate is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-            generator.eval()
-            with torch.no_grad():
-                metrics = evaluate(epoch, sampled)
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            if evaluate is not None and ranks.is_main:  # under torchrun rank 0 evaluates and tells the others
+                generator.eval()
+                with torch.no_grad():
+                    metrics = evaluate(epoch, sampled)
+            metrics = distributed.broadcast_metrics(metrics, ranks)
+        if metrics is not None:
             quality.append({"epoch": epoch, **metrics})
             check_diversity(quality, cfg, last_diverse_path(checkpoint_path))  # a collapsed epoch is not saved
         epoch_bar.set_postfix(epoch_postfix(epoch_losses, quality[-1] if quality else None), refresh=False)
         save_checkpoint(epoch)
         kill_point(f"gan_checkpoint_saved:{epoch}")  # tests: the epoch is checkpointed, not yet logged
-        if metrics is not None and cfg.min_diversity > 0 and metrics.get(DIVERSITY_KEY, -1.0) >= cfg.min_diversity:
+        if ranks.is_main and metrics is not None and cfg.min_diversity > 0 and metrics.get(DIVERSITY_KEY, -1.0) >= cfg.min_diversity:
             with atomic_file(last_diverse_path(checkpoint_path)) as tmp:
                 shutil.copyfile(checkpoint_path, tmp)  # the last state that passed the diversity check
         if on_epoch_end is not None:
