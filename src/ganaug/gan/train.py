@@ -432,6 +432,7 @@ def training_loop(
             check_diversity(quality, cfg, last_diverse_path(checkpoint_path))  # a collapsed epoch is not saved
         epoch_bar.set_postfix(epoch_postfix(epoch_losses, quality[-1] if quality else None), refresh=False)
         save_checkpoint(epoch)
+        distributed.barrier(ranks)  # no rank runs ahead of the file (a resume reads it)
         kill_point(f"gan_checkpoint_saved:{epoch}")  # tests: the epoch is checkpointed, not yet logged
         if ranks.is_main and metrics is not None and cfg.min_diversity > 0 and metrics.get(DIVERSITY_KEY, -1.0) >= cfg.min_diversity:
             with atomic_file(last_diverse_path(checkpoint_path)) as tmp:

@@ -31,6 +31,7 @@ from ganaug.classify.train import extract_features, predict_proba  # noqa: E402
 from ganaug.config import GANConfig, Params, dump_yaml, flatten, to_dict  # noqa: E402
 from ganaug.data.packed import PackedDataset, load_packed, read_meta  # noqa: E402
 from ganaug.device import describe, pick_device  # noqa: E402
+from ganaug.gan import distributed  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.gan.train import EpochReport, checkpoint_generator, load_checkpoint, to_uint8, training_loop  # noqa: E402
 from ganaug.io import atomic_dir, kill_point, write_json  # noqa: E402
@@ -239,7 +240,8 @@ def main(params: Params) -> None:
     multilabel = meta["label_kind"] != "class_index"
     dataset = load_packed(paths.PREPARED)
     data = select_training_data(dataset, cfg)
-    device = pick_device(cfg.device, "gan.device")
+    # under torchrun: join the process group; this rank's device is cuda:LOCAL_RANK
+    ranks, device = distributed.init_from_env(pick_device(cfg.device, "gan.device"))
     # multi-label: no reference classifier (it takes class indices): pixel metrics per finding, the rest skipped
     inception_weights = None if multilabel else find_inception_weights(params.quality.inception_weights)
     reference, extractor = (None, "none (multi-label data)") if multilabel else load_reference(paths.REFERENCE, device)
@@ -248,6 +250,10 @@ def main(params: Params) -> None:
     work_dir = root / paths.CACHE / "train_gan" / key
     work_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = work_dir / "checkpoint.pt"
+    if not ranks.is_main:  # torchrun ranks 1..N-1 train their share; rank 0 evaluates, logs and writes
+        training_loop(data.images, data.labels, data.n_classes, cfg, checkpoint, device)
+        distributed.shutdown()
+        return
     evaluator = (MultiLabelQualityEvaluator(data.images, data.labels, dataset.class_names, cfg.n_eval, device, cfg.epochs,
                                             EVAL_SEED) if multilabel else
                  QualityEvaluator(dataset, data, reference, extractor, device, inception_weights, meta["dataset_hash"],
@@ -273,7 +279,7 @@ def main(params: Params) -> None:
                 mlflow_utils.log_dataset(data.images, None, f"{meta['source'].get('name')}-train-{minority}",
                                          "data/prepared", None, "training")
             mlflow.log_params({
-                **flatten(cfg, "gan"), **describe(device),
+                **flatten(cfg, "gan"), **describe(device), "distributed.processes": ranks.world_size,  # torchrun ranks
                 "data.n_train_images_gan": len(data.images),
                 "data.trained_classes": ",".join(dataset.class_names[c] for c in data.trained_classes),
                 "quality.feature_extractor": extractor,
@@ -296,6 +302,7 @@ def main(params: Params) -> None:
             data.images, data.labels, data.n_classes, cfg, checkpoint, device,
             evaluate=evaluator, on_epoch_end=on_epoch_end, extra_state={"mlflow_run_id": run.info.run_id},
         )
+        distributed.shutdown()  # the other ranks are done; what follows is rank 0's alone
         final = {k: v for k, v in result.quality[-1].items() if k != "epoch"} if result.quality else {}
         images_per_second = result.images_seen / max(result.train_seconds, 1e-9)  # optimisation only, all attempts
         if evaluator.final_report is None:  # the last evaluation ran before a kill: redo it (fixed noise, same result)

@@ -1,0 +1,68 @@
+"""The device-side Fréchet and kernel distances (ganaug.quality.device_metrics) equal the scipy /
+numpy ones: on CPU tensors here, on CUDA tensors where a GPU exists."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ganaug.quality.device_metrics import (
+    frechet_distance_of_features_torch,
+    frechet_distance_torch,
+    kernel_distance_torch,
+    polynomial_mmd_torch,
+)
+from ganaug.quality.frechet import feature_stats, frechet_distance, frechet_distance_of_features
+from ganaug.quality.kid import polynomial_mmd
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                 reason="no CUDA device: the GPU run is benchmarks/gpu_check.sh"))]
+
+
+def features(n: int, d: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(d, d)) / np.sqrt(d)  # correlated dimensions
+    return rng.normal(size=(n, d)) @ mixing + shift
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("n_a", "n_b", "d"), [(200, 150, 16), (40, 30, 64)])  # covariance route; N < D route
+def test_frechet_matches_scipy(device, n_a, n_b, d):
+    a, b = features(n_a, d, 0), features(n_b, d, 1, shift=0.3)
+    expected = frechet_distance_of_features(a, b)
+    got = frechet_distance_of_features_torch(torch.from_numpy(a).float().to(device), torch.from_numpy(b).float().to(device))
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert frechet_distance_of_features_torch(torch.from_numpy(a).to(device), torch.from_numpy(a).to(device)) == \
+        pytest.approx(0.0, abs=1e-6)  # a set against itself
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_frechet_of_stats_matches_scipy(device):
+    sa, sb = feature_stats(features(300, 24, 2), "f"), feature_stats(features(300, 24, 3, shift=1.0), "f")
+    on = [torch.from_numpy(x).to(device) for x in (sa.mu, sa.sigma, sb.mu, sb.sigma)]
+    assert frechet_distance_torch(*on) == pytest.approx(frechet_distance(sa, sb), rel=1e-8)
+
+
+def test_frechet_refuses_a_covariance_that_is_not_psd():
+    sigma = torch.eye(4, dtype=torch.float64)
+    bad = torch.diag(torch.tensor([1.0, 1.0, 1.0, -4.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        frechet_distance_torch(torch.zeros(4), sigma, torch.zeros(4), bad)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_kernel_distance_matches_numpy(device):
+    x, y = features(50, 32, 4), features(50, 32, 5, shift=0.2)
+    got = polynomial_mmd_torch(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
+    assert got == pytest.approx(polynomial_mmd(x, y), rel=1e-9)
+    mean, std = kernel_distance_torch(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device), 3, 20,
+                                      torch.Generator().manual_seed(0))
+    assert std > 0 and mean != pytest.approx(0.0, abs=1e-12)
+
+
+def test_bad_features_are_refused():
+    with pytest.raises(ValueError, match="real features must be float features"):
+        frechet_distance_of_features_torch(torch.zeros(1, 3), torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="contain NaN"):
+        polynomial_mmd_torch(torch.full((3, 2), float("nan")), torch.zeros(3, 2))
