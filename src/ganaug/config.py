@@ -197,6 +197,11 @@ class GANConfig:
     n_eval: int = 500  # generated images per evaluation
     seed: int = 0  # initialisation, noise and data-order seed
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA if present (bf16 autocast), else CPU
+    # CUDA only: bf16 autocast of G's and D's forward passes (gradient penalties and R1 stay float32) | fp32; CPU: fp32
+    precision: Literal["bf16", "fp32"] = "bf16"
+    compile: bool = False  # CUDA only: torch.compile G's and D's forward passes (the penalties' double backward stays eager)
+    # CUDA only: fused Adam and cudnn.benchmark (the fastest kernels; rounding then differs between runs)
+    fast_kernels: bool = True
 
 
 @dataclass(frozen=True)
@@ -701,7 +706,8 @@ def _check_ratio_spelling(raw: dict[str, Any]) -> None:
 
 
 # gan keys a study keeps fixed: what is trained and how it is measured, not how well
-TUNE_FIXED_GAN_KEYS = ("arch", "mode", "epochs", "eval_every", "n_eval", "seed", "device")
+TUNE_FIXED_GAN_KEYS = ("arch", "mode", "epochs", "eval_every", "n_eval", "seed", "device", "precision", "compile",
+                       "fast_kernels")
 
 
 def _check_search_range(name: str, space: SearchRange, gan: GANConfig) -> None:

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ganaug.config import GANConfig, to_dict
-from ganaug.device import autocast, to_device_images
+from ganaug.device import adam_options, autocast, compiled, configure_backends, on_device_uint8, to_device_images
 from ganaug.gan import GANS, distributed
 from ganaug.gan.diffaugment import AdaptiveAugmentProbability, DiffAugment
 from ganaug.gan.ema import GeneratorEMA
@@ -116,10 +116,10 @@ def build_networks(cfg: GANConfig, resolution: int, n_classes: int, channels: in
     return generator, build_discriminator(cfg, resolution, n_classes, channels)
 
 
-def build_optimizer(parameters: Any, lr: float, cfg: GANConfig) -> torch.optim.Optimizer:
+def build_optimizer(parameters: Any, lr: float, cfg: GANConfig, device: torch.device = torch.device("cpu")) -> torch.optim.Optimizer:
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(parameters, lr=lr)
-    return torch.optim.Adam(parameters, lr=lr, betas=(cfg.beta1, cfg.beta2))
+    return torch.optim.Adam(parameters, lr=lr, betas=(cfg.beta1, cfg.beta2), **adam_options(device, cfg.fast_kernels))
 
 
 def last_good_path(checkpoint_path: Path) -> Path:
@@ -240,8 +240,11 @@ def training_loop(
     discriminator.to(device, memory_format=torch.channels_last)
     ema = GeneratorEMA(generator, cfg.ema_kimg) if cfg.ema_kimg > 0 else None
     loss_fn = GANS[cfg.arch].loss(cfg)
-    opt_g = build_optimizer(generator.parameters(), cfg.lr_g, cfg)
-    opt_d = build_optimizer(discriminator.parameters(), cfg.lr_d, cfg)
+    opt_g = build_optimizer(generator.parameters(), cfg.lr_g, cfg, device)
+    opt_d = build_optimizer(discriminator.parameters(), cfg.lr_d, cfg, device)
+    configure_backends(device, cfg.fast_kernels)
+    mixed = cfg.precision == "bf16"  # autocast on CUDA only
+    g_forward, d_forward = compiled(generator, device, cfg.compile), compiled(discriminator, device, cfg.compile)
     policy = DiffAugment(tuple(cfg.augment_policy)) if cfg.augment != "none" else None
     ada = AdaptiveAugmentProbability(cfg.ada_target, cfg.ada_kimg) if cfg.augment == "ada" else None
     order_rng = torch.Generator().manual_seed(cfg.seed)  # data order
@@ -284,10 +287,10 @@ def training_loop(
         distributed.broadcast_state(ema.network, ranks)
     sampled = ema.network if ema is not None else generator  # what evaluations and the caller sample from
 
-    x_all = torch.from_numpy(images)  # stays uint8 on CPU; batches move to the device
+    x_all = on_device_uint8(images, device)  # uint8: on CUDA the whole set on the GPU, else batches move there
     y_all = None
     if labels is not None:  # class indices as int64, multi-hot as float32
-        y_all = torch.from_numpy(labels).long() if labels.ndim == 1 else torch.from_numpy(labels).float()
+        y_all = on_device_uint8(labels, device).long() if labels.ndim == 1 else on_device_uint8(labels, device).float()
 
     def augment(batch: torch.Tensor, p: float) -> torch.Tensor:
         """D's input: the batch through the DiffAugment policy (the identity when gan.augment=none)."""
@@ -324,7 +327,7 @@ def training_loop(
         discriminator.train()
         epoch_losses: list[dict[str, float]] = []
         collapsed_steps: list[bool] = []
-        order = torch.randperm(n, generator=order_rng)
+        order = torch.randperm(n, generator=order_rng).to(x_all.device)  # indexes the set where it lives
         epoch_start = time.perf_counter()
         step_bar = progress(range(steps_per_epoch), desc=f"GAN epoch {epoch}/{cfg.epochs}", unit="step")
         for i in step_bar:
@@ -338,11 +341,11 @@ def training_loop(
                 real = to_device_images(to_model_range(x_all[idx]), device)  # (B, C, R, R) in [-1, 1]
                 y = y_all[idx].to(device) if y_all is not None else None
                 z = torch.randn(len(idx), cfg.latent_dim, generator=noise_rng).to(device)
-                with autocast(device):
-                    fake = generator(z, y)
+                with autocast(device, mixed):
+                    fake = g_forward(z, y)
                     real_in, fake_in = augment(real, p), augment(fake.detach(), p)
-                    real_out = discriminator(real_in, y)
-                    fake_out = discriminator(fake_in, y)
+                    real_out = d_forward(real_in, y)
+                    fake_out = d_forward(fake_in, y)
                     terms_d = loss_fn.discriminator(real_out, fake_out, y, y)
                 terms_d |= loss_fn.penalty(discriminator, real_in, fake_in, y, noise_rng)  # float32, outside autocast
                 loss_d = sum(terms_d.values())
@@ -365,8 +368,8 @@ def training_loop(
                     d_sums[k] = d_sums.get(k, 0.0) + v
 
             # (2) Update G: D's verdict on the (augmented) fakes of the last D step
-            with autocast(device):
-                fake_out_g = discriminator(augment(fake, p), y)
+            with autocast(device, mixed):
+                fake_out_g = d_forward(augment(fake, p), y)
                 terms_g = loss_fn.generator(fake_out_g, y)
             loss_g = sum(terms_g.values())
             opt_g.zero_grad(set_to_none=True)
