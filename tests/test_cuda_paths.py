@@ -94,3 +94,18 @@ def test_resume_on_cuda_continues_the_trajectory(tmp_path):
     assert [r["loss_g"] for r in resumed.losses] == pytest.approx([r["loss_g"] for r in straight.losses], rel=1e-4)
     for (key, a), b in zip(straight.generator.state_dict().items(), resumed.generator.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=f"EMA {key} differs after resume")
+
+
+@needs_cuda
+@pytest.mark.parametrize("augmented", [False, True])  # the set on the GPU; augmented batches from the CPU
+def test_classifier_trains_on_cuda(augmented):
+    from ganaug.classify.augment import ClassicAugment
+    from ganaug.classify.train import train_classifier
+    from ganaug.config import ClassicAugmentConfig
+
+    rng = np.random.default_rng(0)
+    images, labels = tiny_images(64, 28), rng.integers(0, 2, 64)
+    augment = ClassicAugment(ClassicAugmentConfig()) if augmented else None
+    result = train_classifier(images, labels, images[:16], labels[:16], 2, "simple_cnn", 2, 16, 1e-3, 1e-4, 2, 0, CUDA,
+                              augment=augment)
+    assert all(np.isfinite(h["train_loss"]) for h in result.history)

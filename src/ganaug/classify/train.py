@@ -23,7 +23,7 @@ from torch import nn
 
 from ganaug.classify.metrics import roc_auc
 from ganaug.classify.models import create_classifier
-from ganaug.device import autocast, to_device_images
+from ganaug.device import autocast, on_device_uint8, to_device_images
 from ganaug.gan.train import to_model_range
 from ganaug.torchfile import BadFileError, load_torch_file, require_fields, save_torch_file, summary
 from ganaug.progress import progress
@@ -163,7 +163,9 @@ def train_classifier(
     n_steps = epochs * steps_per_epoch(len(train_images), batch_size)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_steps, 1), eta_min=0.0)
                  if schedule == "cosine" else None)
-    x_all, y_all = torch.from_numpy(train_images), torch.from_numpy(train_labels).long()
+    # uint8; without augmentation on CUDA the whole set lives on the GPU and batches are indexed there
+    x_all = on_device_uint8(train_images, device) if augment is None else torch.from_numpy(train_images)
+    y_all = torch.from_numpy(train_labels).long()
     weight = class_weights(train_labels, n_classes).to(device) if balance == "class_weight" else None
     y_val = torch.from_numpy(val_labels).long()
     larger_is_better = SELECTS[select]
