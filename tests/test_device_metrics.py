@@ -66,3 +66,11 @@ def test_bad_features_are_refused():
         frechet_distance_of_features_torch(torch.zeros(1, 3), torch.zeros(5, 3))
     with pytest.raises(ValueError, match="contain NaN"):
         polynomial_mmd_torch(torch.full((3, 2), float("nan")), torch.zeros(3, 2))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU run is benchmarks/gpu_check.sh")
+def test_suite_fd_of_stats_on_cuda_matches_scipy():
+    from ganaug.quality.suite import frechet_of_stats
+
+    sa, sb = feature_stats(features(400, 64, 6), "f"), feature_stats(features(400, 64, 7, shift=0.5), "f")
+    assert frechet_of_stats(sa, sb) == pytest.approx(frechet_distance(sa, sb), rel=1e-7)

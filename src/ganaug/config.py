@@ -235,6 +235,9 @@ class QualityConfig:
     inception_weights: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"  # for the Inception forward passes
     batch_size: int = 64  # images per Inception forward pass
+    # CUDA only: bf16 autocast of the Inception forward passes (faster; features, and so FID, differ slightly from
+    # pytorch-fid's fp32 ones: compare FIDs of one precision only) | fp32
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
 RANK_SEED_STRIDE = 1_000_003  # rank r's noise / augmentation seeds: the single-process seed + r * stride
@@ -170,6 +169,21 @@ def barrier(ranks: Ranks) -> None:
         dist.barrier()
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """all-reduce (sum) with a gradient: the gradient of a sum over ranks is the sum of the ranks'
+    gradients, itself through this function, so the penalties' double backward works too."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _SumOverRanks.apply(grad.contiguous())
+
+
 class CrossRankBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the batch across all ranks (one
     differentiable all-reduce of per-channel sums); the plain BatchNorm2d without a process group
@@ -182,7 +196,7 @@ class CrossRankBatchNorm2d(nn.BatchNorm2d):
         count = torch.full((1,), float(x.shape[0] * x.shape[2] * x.shape[3]), device=x.device, dtype=torch.float32)
         xf = x.float()
         local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count])  # (2C + 1,)
-        total = dist_fn.all_reduce(local)  # sums over ranks; its backward all-reduces the gradient
+        total = _SumOverRanks.apply(local)  # sums over ranks, differentiable
         channels = x.shape[1]
         n = total[-1]
         mean = total[:channels] / n

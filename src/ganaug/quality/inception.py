@@ -11,6 +11,8 @@ import pytorch_fid.inception as pfi
 import torch
 import torchvision
 
+from ganaug.device import autocast
+
 # pt_inception-2015-12-05-6726825d.pth: TF's 2015 FID Inception, ported by pytorch-fid
 FID_WEIGHTS_FILE = pfi.FID_WEIGHTS_URL.rsplit("/", 1)[-1]
 FID_FEATURE_DIM = 2048  # pool3 (final average pooling) features
@@ -133,6 +135,7 @@ def inception_features(
     images_uint8: np.ndarray,
     batch_size: int,
     device: str | torch.device,
+    mixed_precision: bool = False,  # bf16 autocast on CUDA (quality.precision=bf16); no effect on the CPU
 ) -> np.ndarray:
     """Pool3 features (N, 2048) float32 of grayscale uint8 images (N, 1, H, W)."""
     images_uint8 = np.asarray(images_uint8)
@@ -149,7 +152,7 @@ def inception_features(
     model.eval()  # BatchNorm must use its running statistics
     n = images_uint8.shape[0]
     features = np.empty((n, FID_FEATURE_DIM), dtype=np.float32)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(torch.device(device), mixed_precision):
         for start in range(0, n, batch_size):
             batch = torch.from_numpy(images_uint8[start : start + batch_size]).to(device)
             batch = batch.float() / 255.0  # (B, 1, H, W) in [0, 1], as pytorch-fid's ToTensor
@@ -158,7 +161,7 @@ def inception_features(
                 raise ValueError(
                     f"expected pool3 output (B, {FID_FEATURE_DIM}, 1, 1); got {tuple(pooled.shape)}"
                 )
-            features[start : start + len(batch)] = pooled[:, :, 0, 0].cpu().numpy()
+            features[start : start + len(batch)] = pooled[:, :, 0, 0].float().cpu().numpy()
     if not np.isfinite(features).all():
         raise FloatingPointError("Inception features contain NaN or inf")
     return features

@@ -34,11 +34,12 @@ def real_inception_features(cfg: QualityConfig, images: np.ndarray) -> tuple[np.
         return None, {"available": False, "reason": "no local pytorch-fid Inception weights (quality.inception_weights is null "
                                                     "and the torch hub cache has none)"}
     device = pick_device(cfg.device)
-    features = inception_features(load_fid_inception(weights, device), images, cfg.batch_size, device)
+    features = inception_features(load_fid_inception(weights, device), images, cfg.batch_size, device,
+                                  mixed_precision=cfg.precision == "bf16")
     return features, {
         "available": True, "extractor": FID_EXTRACTOR, "dim": FID_FEATURE_DIM, "n": int(len(features)),
         "weights_file": str(weights), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-        "device": describe(device),
+        "device": describe(device), "precision": cfg.precision if device.type == "cuda" else "fp32",
     }
 
 

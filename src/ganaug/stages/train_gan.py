@@ -110,9 +110,11 @@ class QualityEvaluator:
     """
 
     def __init__(self, dataset: PackedDataset, data: GANData, reference: torch.nn.Module, extractor: str,
-                 device: torch.device, inception_weights: Path | None, dataset_hash: str, final_epoch: int):
+                 device: torch.device, inception_weights: Path | None, dataset_hash: str, final_epoch: int,
+                 inception_batch: int = 64, inception_mixed: bool = False):  # quality.batch_size, quality.precision=bf16
         self.dataset, self.data, self.reference, self.extractor, self.device = dataset, data, reference, extractor, device
         self.final_epoch = final_epoch
+        self.inception_batch, self.inception_mixed = inception_batch, inception_mixed
         real_features = np.load(paths.REFERENCE / REAL_FEATURES_FILE)  # (N_train, D), train-split order
         self.real_features = {c: real_features[dataset.train.labels == c] for c in data.trained_classes}
         self.real_stats = {c: FeatureStats.load(stats_path(paths.REFERENCE, c)) for c in data.trained_classes}
@@ -167,7 +169,7 @@ class QualityEvaluator:
         out |= label_fidelity(predicted, fake_labels, self.dataset.class_names)
         out["label_fidelity_relative"] = relative_label_fidelity(out["label_fidelity"], self.real_hit_rate, self.data.eval_counts)
         if self.inception is not None:
-            fake_inception = inception_features(self.inception, fake, 64, self.device)
+            fake_inception = inception_features(self.inception, fake, self.inception_batch, self.device, self.inception_mixed)
             out |= feature_metrics(FeatureSet("inception", FID_EXTRACTOR, self.inception_real, fake_inception), with_ci=final, seed=epoch)
             out["inception_score"], out["inception_score_std"] = inception_score(fake_inception, self.inception_fc, splits=min(10, len(fake)))
         if final:
@@ -257,7 +259,8 @@ def main(params: Params) -> None:
     evaluator = (MultiLabelQualityEvaluator(data.images, data.labels, dataset.class_names, cfg.n_eval, device, cfg.epochs,
                                             EVAL_SEED) if multilabel else
                  QualityEvaluator(dataset, data, reference, extractor, device, inception_weights, meta["dataset_hash"],
-                                  final_epoch=cfg.epochs))
+                                  final_epoch=cfg.epochs, inception_batch=params.quality.batch_size,
+                                  inception_mixed=params.quality.precision == "bf16"))
 
     mlflow_utils.setup()
     previous = load_checkpoint(checkpoint)
