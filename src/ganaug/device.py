@@ -56,9 +56,9 @@ def on_device_uint8(array, device: torch.device) -> torch.Tensor:
     return tensor.to(device) if device.type == "cuda" else tensor
 
 
-def describe(device: torch.device) -> dict[str, str]:
-    """What ran the job, for MLflow params."""
-    info = {"device": str(device), "mixed_precision": "bf16" if device.type == "cuda" else "off"}
+def describe(device: torch.device, mixed: bool = True) -> dict[str, str]:
+    """What ran the job, for MLflow params (`mixed`: bf16 autocast asked for, as gan.precision=bf16)."""
+    info = {"device": str(device), "mixed_precision": "bf16" if device.type == "cuda" and mixed else "off"}
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
     else:

@@ -282,7 +282,7 @@ def main(params: Params) -> None:
                 mlflow_utils.log_dataset(data.images, None, f"{meta['source'].get('name')}-train-{minority}",
                                          "data/prepared", None, "training")
             mlflow.log_params({
-                **flatten(cfg, "gan"), **describe(device), "distributed.processes": ranks.world_size,  # torchrun ranks
+                **flatten(cfg, "gan"), **describe(device, cfg.precision == "bf16"), "distributed.processes": ranks.world_size,  # torchrun ranks
                 "data.n_train_images_gan": len(data.images),
                 "data.trained_classes": ",".join(dataset.class_names[c] for c in data.trained_classes),
                 "quality.feature_extractor": extractor,
@@ -350,7 +350,7 @@ def main(params: Params) -> None:
         budget = {"epochs": cfg.epochs, "steps": len(result.losses), "images_seen": result.images_seen,
                   "train_seconds": round(result.train_seconds, 1)}
         card = registry.model_card(final, flatten(cfg, "gan"), meta, [dataset.class_names[c] for c in data.trained_classes],
-                                   extractor, trained.resolution, budget, describe(device))
+                                   extractor, trained.resolution, budget, describe(device, cfg.precision == "bf16"))
         version = registered_version(run.info.run_id)  # registered before a kill: not again
         if version is None:  # a new version with its model card, as @challenger (what `ganaug promote` judges)
             info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution, data.trained_classes[0],
