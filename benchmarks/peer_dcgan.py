@@ -16,6 +16,11 @@ one-thread run much less (run with OMP_NUM_THREADS=1 for that reason). Images/s 
 through D per epoch (peer: 1000, its last batch ragged; ganaug: 960, it drops the ragged
 batch) / per-epoch time.
 
+`--quick` (for a loaded machine) replaces the 1-epoch run by a 1-step run (the peer's
+`--dry-run`, ganaug on one batch of 64 images) and the 3-epoch run by a 1-epoch run:
+images/s = (images of the epoch - 64) / (time of the epoch - time of the step), i.e. 936
+images over the peer's 15 other batches, 896 over ganaug's 14.
+
 `--variant peer-work` runs ganaug at the peer's exact networks and loss instead of its
 defaults: BatchNorm in D (`spectral_norm` false), BCE (`loss` nonsaturating), no DiffAugment,
 no EMA. The default variant is ganaug's own recipe (hinge loss, spectral norm in D without
@@ -55,8 +60,8 @@ def ganaug_config(epochs: int, variant: str):
     return cfg
 
 
-def run_ganaug(epochs: int, variant: str, workdir: Path) -> None:
-    """The child process: `epochs` epochs of ganaug's loop on 1000 random (3, 64, 64) uint8 images."""
+def run_ganaug(epochs: int, variant: str, workdir: Path, n_images: int = N_IMAGES) -> None:
+    """The child process: `epochs` epochs of ganaug's loop on `n_images` random (3, 64, 64) uint8 images."""
     import numpy as np
     import torch
 
@@ -64,7 +69,7 @@ def run_ganaug(epochs: int, variant: str, workdir: Path) -> None:
     from ganaug.gan.train import training_loop
 
     cfg = ganaug_config(epochs, variant)
-    images = np.random.default_rng(1).integers(0, 256, (N_IMAGES, CHANNELS, RESOLUTION, RESOLUTION), dtype=np.uint8)
+    images = np.random.default_rng(1).integers(0, 256, (n_images, CHANNELS, RESOLUTION, RESOLUTION), dtype=np.uint8)
     training_loop(images, None, 0, cfg, workdir / "gan.pt", pick_device(cfg.device))  # evaluate=None: no quality
     del torch
 
@@ -79,26 +84,28 @@ def timed(command: list[str], cwd: Path) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def peer_command(epochs: int, out: Path) -> list[str]:
+def peer_command(epochs: int, out: Path, one_step: bool = False) -> list[str]:
     return [sys.executable, PEER.name, "--dataset", "fake", "--imageSize", str(RESOLUTION), "--batchSize", str(BATCH),
             "--ngf", str(WIDTH), "--ndf", str(WIDTH), "--nz", "100", "--lr", "0.0002", "--beta1", "0.5",
-            "--niter", str(epochs), "--workers", "0", "--outf", str(out), "--manualSeed", "1"]
+            "--niter", str(epochs), "--workers", "0", "--outf", str(out), "--manualSeed", "1", *(["--dry-run"] if one_step else [])]
 
 
-def ganaug_command(epochs: int, variant: str, out: Path) -> list[str]:
+def ganaug_command(epochs: int, variant: str, out: Path, n_images: int = N_IMAGES) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--child-epochs", str(epochs), "--variant", variant,
-            "--workdir", str(out)]
+            "--workdir", str(out), "--child-images", str(n_images)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each: both sides at 1 and 3 epochs)")
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="defaults", help="ganaug's options (see above)")
+    parser.add_argument("--quick", action="store_true", help="1 step against 1 epoch instead of 1 against 3 epochs")
     parser.add_argument("--child-epochs", type=int, help=argparse.SUPPRESS)  # internal: run ganaug's side
+    parser.add_argument("--child-images", type=int, default=N_IMAGES, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_epochs is not None:
-        run_ganaug(args.child_epochs, args.variant, args.workdir)
+        run_ganaug(args.child_epochs, args.variant, args.workdir, args.child_images)
         return
     if not PEER.is_file():
         sys.exit(f"peer not found: {PEER} (see ../shared/peers/README.md)")
@@ -107,36 +114,43 @@ def main() -> None:
     print(f"ganaug variant {args.variant} {VARIANTS[args.variant] or '(params.yaml gan defaults)'}, base_channels {WIDTH}, "
           f"batch {BATCH}, {N_IMAGES} images {CHANNELS}x{RESOLUTION}x{RESOLUTION}; OMP_NUM_THREADS={env_threads}; "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    per_epoch: dict[str, list[tuple[float, float]]] = {"peer": [], "ganaug": []}
-    images = {"peer": N_IMAGES, "ganaug": (N_IMAGES // BATCH) * BATCH}
+    epoch_images = {"peer": N_IMAGES, "ganaug": (N_IMAGES // BATCH) * BATCH}  # the peer keeps the ragged batch
+    if args.quick:  # (short, long) runs: the peer's --dry-run / ganaug on one batch, then one epoch
+        runs = {"peer": (lambda out: peer_command(1, out, one_step=True), lambda out: peer_command(1, out)),
+                "ganaug": (lambda out: ganaug_command(1, args.variant, out, BATCH),
+                           lambda out: ganaug_command(1, args.variant, out))}
+        work = {side: n - BATCH for side, n in epoch_images.items()}  # images between the two runs
+    else:
+        runs = {"peer": (lambda out: peer_command(1, out), lambda out: peer_command(3, out)),
+                "ganaug": (lambda out: ganaug_command(1, args.variant, out), lambda out: ganaug_command(3, args.variant, out))}
+        work = {side: 2 * n for side, n in epoch_images.items()}
+    cwd = {"peer": PEER.parent, "ganaug": ROOT}
+    labels = ("1 step", "1 epoch") if args.quick else ("1 epoch", "3 epochs")
+    rates: dict[str, list[tuple[float, float]]] = {"peer": [], "ganaug": []}  # (wall, CPU) images/s per round
     with tempfile.TemporaryDirectory(prefix="peer_dcgan_") as tmp:
         for r in range(args.rounds):
             times: dict[tuple[str, int], tuple[float, float]] = {}
-            for epochs in (1, 3):
-                out = Path(tmp) / f"r{r}_e{epochs}"
-                times["peer", epochs] = timed(peer_command(epochs, out / "peer"), PEER.parent)
-                times["ganaug", epochs] = timed(ganaug_command(epochs, args.variant, out / "ganaug"), ROOT)
-            for side in per_epoch:
-                (w1, c1), (w3, c3) = times[side, 1], times[side, 3]
-                per_epoch[side].append(((w3 - w1) / 2, (c3 - c1) / 2))
-                print(f"round {r + 1} {side:6s}: 1 epoch {w1:7.1f} s wall {c1:7.1f} s CPU | 3 epochs {w3:7.1f} s wall "
-                      f"{c3:7.1f} s CPU | per epoch {(w3 - w1) / 2:6.1f} s wall {(c3 - c1) / 2:6.1f} s CPU", flush=True)
+            for k in (0, 1):  # interleaved: peer short, ganaug short, peer long, ganaug long
+                for side in ("peer", "ganaug"):
+                    times[side, k] = timed(runs[side][k](Path(tmp) / f"r{r}_{k}_{side}"), cwd[side])
+            for side in rates:
+                (w1, c1), (w2, c2) = times[side, 0], times[side, 1]
+                rates[side].append((work[side] / (w2 - w1), work[side] / (c2 - c1)))
+                extra = f" | per epoch {(w2 - w1) / 2:6.1f} s wall {(c2 - c1) / 2:6.1f} s CPU" if not args.quick else ""
+                print(f"round {r + 1} {side:6s}: {labels[0]} {w1:7.1f} s wall {c1:7.1f} s CPU | {labels[1]} {w2:7.1f} s wall "
+                      f"{c2:7.1f} s CPU{extra}", flush=True)
             print(f"round {r + 1} load average {os.getloadavg()[0]:.1f}", flush=True)
 
-    print("\n| side | images/epoch | images/s (wall), median [min, max] | images/s (CPU time) median [min, max] |")
+    print("\n| side | images between the runs | images/s (wall) median [min, max] | images/s (CPU time) median [min, max] |")
     print("|---|---|---|---|")
-    rates = {}
-    for side, values in per_epoch.items():
-        wall = [images[side] / w for w, _ in values]
-        cpu = [images[side] / c for _, c in values]
-        rates[side] = (wall, cpu)
-        print(f"| {side} | {images[side]} | {statistics.median(wall):.1f} [{min(wall):.1f}, {max(wall):.1f}] | "
+    for side, values in rates.items():
+        wall, cpu = [w for w, _ in values], [c for _, c in values]
+        print(f"| {side} | {work[side]} | {statistics.median(wall):.1f} [{min(wall):.1f}, {max(wall):.1f}] | "
               f"{statistics.median(cpu):.1f} [{min(cpu):.1f}, {max(cpu):.1f}] |")
     for k, name in ((0, "wall"), (1, "CPU")):
-        ratios = [g / p for g, p in zip(rates["ganaug"][k], rates["peer"][k], strict=True)]
+        ratios = [g[k] / p[k] for g, p in zip(rates["ganaug"], rates["peer"], strict=True)]
         print(f"ratio ganaug / peer ({name} time), per round: {', '.join(f'{x:.2f}' for x in ratios)}; "
               f"median {statistics.median(ratios):.2f}")
-
 
 if __name__ == "__main__":
     main()
