@@ -28,6 +28,9 @@ BatchNorm, DiffAugment translation/cutout/color, EMA of G), which does more work
 than the peer; see BENCHMARKS.md, "ganaug against the pytorch/examples DCGAN".
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/peer_dcgan.py --rounds 3
+
+`--profile N` instead profiles N steps of ganaug's loop in this process (torch.profiler, one
+thread) and prints the operators by self CPU time: where an epoch's time goes.
 """
 
 from __future__ import annotations
@@ -74,6 +77,22 @@ def run_ganaug(epochs: int, variant: str, workdir: Path, n_images: int = N_IMAGE
     del torch
 
 
+def profile(steps: int, variant: str) -> None:
+    """torch.profiler over `steps` steps of ganaug's loop (one epoch of steps * 64 images), one thread."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="peer_dcgan_profile_") as tmp:
+        started = time.process_time()
+        with torch.profiler.profile(activities=[ProfilerActivity.CPU]) as prof:
+            run_ganaug(1, variant, Path(tmp), steps * BATCH)
+        cpu = time.process_time() - started
+    print(f"ganaug variant {variant}: {steps} steps of {BATCH} images, {cpu:.1f} s CPU, "
+          f"{steps * BATCH / cpu:.1f} images per CPU second (start-up and checkpoint included)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
 def timed(command: list[str], cwd: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of a child process; its output is discarded."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -100,12 +119,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each: both sides at 1 and 3 epochs)")
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="defaults", help="ganaug's options (see above)")
     parser.add_argument("--quick", action="store_true", help="1 step against 1 epoch instead of 1 against 3 epochs")
+    parser.add_argument("--profile", type=int, metavar="STEPS", help="profile STEPS steps of ganaug's loop and exit")
     parser.add_argument("--child-epochs", type=int, help=argparse.SUPPRESS)  # internal: run ganaug's side
     parser.add_argument("--child-images", type=int, default=N_IMAGES, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_epochs is not None:
         run_ganaug(args.child_epochs, args.variant, args.workdir, args.child_images)
+        return
+    if args.profile:
+        profile(args.profile, args.variant)
         return
     if not PEER.is_file():
         sys.exit(f"peer not found: {PEER} (see ../shared/peers/README.md)")
