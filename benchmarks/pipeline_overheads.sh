@@ -11,11 +11,12 @@
 #    dvc init, one full `dvc repro`, then ROUNDS no-op `dvc repro` (nothing changed), timed.
 #    A no-op repro hashes the deps and outs of every stage; its time grows with their size, not
 #    with the work of the stages, so the tiny project measures DVC's fixed cost.
+#    PROJECT_DIR "-" skips this part.
 # Python: .venv/bin (this checkout's), else the python3 on PATH.
 set -euo pipefail
 
 repo=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd -P)
-project=${1:-$(mktemp -d "${TMPDIR:-/tmp}/ganaug_overheads.XXXXXX")}
+project=${1:-}
 rounds=${2:-3}
 if [ -x "$repo/.venv/bin/python" ]; then bindir="$repo/.venv/bin"; else bindir=$(dirname "$(command -v python3)"); fi
 export PATH="$bindir:$PATH"
@@ -32,6 +33,8 @@ import sys, ganaug.cli
 heavy = [m for m in ('torch', 'mlflow', 'optuna', 'dvc', 'numpy', 'sklearn', 'scipy') if m in sys.modules]
 print('heavy libraries imported by the CLI module:', heavy or 'none')"
 
+[ "$project" = "-" ] && exit 0
+[ -n "$project" ] || project=$(mktemp -d "${TMPDIR:-/tmp}/ganaug_overheads.XXXXXX")
 echo "== scratch project: $project"
 mkdir -p "$project"
 cd "$project"
