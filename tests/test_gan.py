@@ -223,3 +223,41 @@ def test_registered_generator_loads_back_as_pyfunc(tmp_path, arch, conditional):
         assert images.shape == (3, 1, 28, 28) and images.dtype == np.uint8
         np.testing.assert_array_equal(images, generator.sample({class_label: 3}, seed=5)[0])
     mlflow.set_tracking_uri(None)
+
+
+# read_every=1 reads each step's records right after it (the former behaviour); 2 and 100 leave
+# steps on the device across reads, within an epoch (6, 3 and 12 steps) and up to its end
+READ_CASES = [
+    ("dcgan", "minority", {}),
+    ("acgan", "conditional", {"loss": "wgan_gp", "n_critic": 2, "augment": "diffaugment", "ema_kimg": 0.1}),
+    ("cgan", "conditional", {"augment": "ada", "ada_kimg": 0.05, "ada_target": 0.3, "lr_d": 5e-3, "batch_size": 4}),
+]
+
+
+@pytest.mark.parametrize("arch, mode, options", READ_CASES)
+def test_loss_records_read_in_batches_equal_the_per_step_reads(tmp_path, arch, mode, options):
+    labels, n_classes = (np.arange(48) % 2, 2) if mode == "conditional" else (None, 0)
+    cfg = tiny_cfg(arch=arch, mode=mode, epochs=2, **options)
+    runs = {every: training_loop(tiny_images(48), labels, n_classes, cfg, tmp_path / f"{every}.pt", CPU, read_every=every)
+            for every in (1, 2, 100)}
+    assert len(runs[1].losses) == 2 * (48 // (cfg.batch_size * cfg.n_critic))
+    assert runs[2].losses == runs[1].losses and runs[100].losses == runs[1].losses
+    assert runs[2].augment_p == runs[1].augment_p
+    if cfg.augment == "ada":  # ADA read r_t from the batched records and moved p
+        assert runs[2].losses[-1]["ada_p"] > 0
+
+
+def test_step_records_build_the_logged_record_from_device_scalars():
+    from ganaug.gan.records import StepRecords
+
+    t = torch.tensor
+    records = StepRecords()
+    d_steps = [{"loss_d": t(1.5), "loss_d_adv": t(1.0), "d_real": t(0.75), "d_fake": t(0.25), "adversarial_d": t(1.0), "rt": t(0.5)},
+               {"loss_d": t(2.5), "loss_d_adv": t(2.0), "d_real": t(0.25), "d_fake": t(0.75), "adversarial_d": t(2.0), "rt": t(-0.5)}]
+    records.add({"step": 7, "epoch": 2, "ada_p": 0.125}, d_steps, {"loss_g": t(3.0), "loss_g_adv": t(2.0)})
+    assert len(records) == 1
+    (read,) = records.read()
+    assert len(records) == 0 and records.read() == []
+    assert read.record == {"step": 7, "epoch": 2, "loss_d": 2.0, "loss_g": 3.0, "loss_d_adv": 1.5, "d_real": 0.5,
+                           "d_fake": 0.5, "rt": 0.0, "loss_g_adv": 2.0, "ada_p": 0.125}
+    assert read.adversarial_d == 1.5 and read.rt == [0.5, -0.5]

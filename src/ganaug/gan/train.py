@@ -41,8 +41,9 @@ from torch import nn
 from ganaug.config import GANConfig, to_dict
 from ganaug.device import adam_options, autocast, compiled, configure_backends, on_device_uint8, to_device_images
 from ganaug.gan import GANS, distributed
-from ganaug.gan.diffaugment import AdaptiveAugmentProbability, DiffAugment
+from ganaug.gan.diffaugment import ADA_INTERVAL, AdaptiveAugmentProbability, DiffAugment
 from ganaug.gan.ema import GeneratorEMA
+from ganaug.gan.records import StepRecords
 from ganaug.io import atomic_file, kill_point
 from ganaug.torchfile import load_torch_file, require_fields, save_torch_file
 from ganaug.progress import progress
@@ -163,12 +164,6 @@ def check_diversity(quality: list[dict[str, float]], cfg: GANConfig, kept: Path)
     )
 
 
-def _to_floats(scalars: dict[str, torch.Tensor]) -> dict[str, float]:
-    """0-d tensors -> Python floats, with one device transfer for all of them."""
-    values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()
-    return dict(zip(scalars, values, strict=True))
-
-
 CHECKPOINT_EXPECTED = ("a GAN checkpoint written by the train_gan stage; remove it (and its folder under .ganaug/) "
                        "to train from scratch")
 CHECKPOINT_FIELDS = {
@@ -217,6 +212,7 @@ def training_loop(
     on_epoch_end: Callable[[EpochReport], None] | None = None,  # logging hook
     extra_state: dict[str, Any] | None = None,  # saved with the checkpoint (e.g. MLflow run id)
     stop_after_epoch: int | None = None,  # return early after this epoch (simulates a killed run)
+    read_every: int = 25,  # steps between reads of the loss records from the device (and at each epoch's end)
 ) -> GANTrainResult:
     """Train G and D on `images`; resume from `checkpoint_path` when it exists."""
     assert images.ndim == 4 and images.dtype == np.uint8, f"images must be (N, C, H, W) uint8, got {images.shape} {images.dtype}"
@@ -327,12 +323,13 @@ def training_loop(
         discriminator.train()
         epoch_losses: list[dict[str, float]] = []
         collapsed_steps: list[bool] = []
+        records = StepRecords()  # this epoch's per-step scalars not yet read from the device
         order = torch.randperm(n, generator=order_rng).to(x_all.device)  # indexes the set where it lives
         epoch_start = time.perf_counter()
         step_bar = progress(range(steps_per_epoch), desc=f"GAN epoch {epoch}/{cfg.epochs}", unit="step")
         for i in step_bar:
             p = ada.p if ada is not None else 1.0  # augmentation probability of this step
-            d_sums: dict[str, float] = {}
+            d_steps: list[dict[str, torch.Tensor]] = []  # each D step's scalars, on the device
 
             # (1) Update D: n_critic steps, each on its own real batch; fakes take the batch's labels
             for j in range(cfg.n_critic):
@@ -361,13 +358,12 @@ def training_loop(
                            "adversarial_d": terms_d["loss_d_adv"]}
                 if ada is not None:
                     scalars["rt"] = torch.sign(real_logits).mean()  # ADA's overfitting signal
-                values = _to_floats(distributed.average_scalars(scalars, ranks))  # one device sync per step
-                if ada is not None:
-                    ada.observe(values["rt"], len(idx) * ranks.world_size)
-                for k, v in values.items():
-                    d_sums[k] = d_sums.get(k, 0.0) + v
+                d_steps.append(distributed.average_scalars(scalars, ranks))  # device tensors: no host sync
 
-            # (2) Update G: D's verdict on the (augmented) fakes of the last D step
+            # (2) Update G: D's verdict on the (augmented) fakes of the last D step. D's weight
+            # gradients are not needed here (the next D step starts from zero): frozen, D's
+            # backward computes only the input gradients that reach G.
+            discriminator.requires_grad_(False)
             with autocast(device, mixed):
                 fake_out_g = d_forward(augment(fake, p), y)
                 terms_g = loss_fn.generator(fake_out_g, y)
@@ -375,30 +371,35 @@ def training_loop(
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             distributed.average_gradients(generator, ranks)
+            discriminator.requires_grad_(True)
             opt_g.step()
             step += 1
             if ema is not None:
                 ema.update(generator, images_per_step)
+
+            # records stay on the device; read every `read_every` steps, at the epoch's end and
+            # before ADA adjusts p (it needs the r_t of every D step since its last adjustment)
+            records.add({"step": step, "epoch": epoch, **({"ada_p": p} if ada is not None else {})},
+                        d_steps, distributed.average_scalars({"loss_g": loss_g, **(terms_g if len(terms_g) > 1 else {})}, ranks))
+            ada_adjusts = ada is not None and ada.steps_since + 1 >= ADA_INTERVAL
+            if len(records) >= read_every or i == steps_per_epoch - 1 or ada_adjusts:
+                for read in records.read():
+                    record = read.record
+                    for name in ("loss_d", "loss_g", *terms_d, *(terms_g if len(terms_g) > 1 else ())):
+                        if name in record and not math.isfinite(record[name]):
+                            raise GANDivergenceError(
+                                f"GAN diverged: {name} = {record[name]} at epoch {epoch}, step {record['step']}; "
+                                f"last good checkpoint: {last_good(epoch - 1)}. Try a lower gan.lr_d / gan.lr_g."
+                            )
+                    if ada is not None:
+                        for rt in read.rt:
+                            ada.observe(rt, batch_size)
+                    collapsed_steps.append(collapse_below is not None and read.adversarial_d < collapse_below)
+                    epoch_losses.append(record)
+                step_bar.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}",
+                                     d_real=f"{record['d_real']:.2f}", d_fake=f"{record['d_fake']:.2f}", refresh=False)
             if ada is not None:
                 ada.end_step()
-
-            d_means = {k: v / cfg.n_critic for k, v in d_sums.items()}
-            adversarial_d = d_means.pop("adversarial_d")
-            g_values = _to_floats(distributed.average_scalars({"loss_g": loss_g, **(terms_g if len(terms_g) > 1 else {})}, ranks))
-            record = {"step": step, "epoch": epoch, "loss_d": d_means.pop("loss_d"), "loss_g": g_values.pop("loss_g"),
-                      **d_means, **g_values}
-            if ada is not None:
-                record["ada_p"] = p
-            for name in ("loss_d", "loss_g", *terms_d, *(terms_g if len(terms_g) > 1 else ())):
-                if name in record and not math.isfinite(record[name]):
-                    raise GANDivergenceError(
-                        f"GAN diverged: {name} = {record[name]} at epoch {epoch}, step {step}; "
-                        f"last good checkpoint: {last_good(epoch - 1)}. Try a lower gan.lr_d / gan.lr_g."
-                    )
-            collapsed_steps.append(collapse_below is not None and adversarial_d < collapse_below)
-            epoch_losses.append(record)
-            step_bar.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}",
-                                 d_real=f"{record['d_real']:.2f}", d_fake=f"{record['d_fake']:.2f}", refresh=False)
         step_bar.close()
         losses.extend(epoch_losses)
         epoch_seconds = time.perf_counter() - epoch_start
