@@ -102,7 +102,8 @@ def discriminator_norm(cfg: GANConfig) -> str:
 
 
 def build_generator(cfg: GANConfig, resolution: int, n_classes: int, channels: int = 1) -> nn.Module:
-    return GANS[cfg.arch].generator(resolution, cfg.latent_dim, cfg.base_channels, n_classes, channels)
+    spec = GANS[cfg.arch]
+    return spec.generator(resolution, cfg.latent_dim, cfg.base_channels, n_classes, channels, **spec.generator_options(cfg))
 
 
 def build_discriminator(cfg: GANConfig, resolution: int, n_classes: int, channels: int = 1) -> nn.Module:
@@ -183,6 +184,33 @@ def checkpoint_generator(state: dict[str, Any], cfg: GANConfig) -> nn.Module:
     network = build_generator(cfg, state["resolution"], state["n_classes"], state["channels"])
     network.load_state_dict(state["ema"] if state["ema"] is not None else state["generator"])
     return network.to(memory_format=torch.channels_last).eval()
+
+
+def initialise_from(path: Path, cfg: GANConfig, generator: nn.Module, discriminator: nn.Module, ema: GeneratorEMA | None,
+                    resolution: int, n_classes: int, channels: int) -> None:
+    """Load G, D and the EMA of G (G's weights where the source kept no EMA) from the train_gan
+    checkpoint `path` (gan.init_from); anything that does not fit raises naming the key."""
+    state = load_checkpoint(path)
+    if state is None:
+        raise FileNotFoundError(f"gan.init_from={str(path)!r}: no such checkpoint (expected a train_gan checkpoint, "
+                                "e.g. .ganaug/gan/checkpoint.pt of a previous run)")
+    source_arch = state["config"].get("arch")
+    found = {"gan.arch": source_arch, "resolution": state.get("resolution"), "classes": state.get("n_classes"),
+             "channels": state.get("channels")}
+    wanted = {"gan.arch": cfg.arch, "resolution": resolution, "classes": n_classes, "channels": channels}
+    differ = [f"{k} {found[k]} (this run: {wanted[k]})" for k in wanted if found[k] != wanted[k]]
+    if differ:
+        raise ValueError(f"gan.init_from={str(path)!r} cannot initialise this run: its {', '.join(differ)}; expected a "
+                         "checkpoint of the same arch, resolution, class count and channels")
+    try:
+        generator.load_state_dict(state["generator"])
+        discriminator.load_state_dict(state["discriminator"])
+        if ema is not None:
+            ema.network.load_state_dict(state["ema"] if state["ema"] is not None else state["generator"])
+    except RuntimeError as exc:  # other widths (gan.base_channels, gan.latent_dim, gan.stylegan2.*)
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"gan.init_from={str(path)!r}: its networks have other sizes than this run's "
+                         f"(gan.base_channels, gan.latent_dim or the arch's own keys differ): {first}") from None
 
 
 PROGRESS_QUALITY = ("fd_domain", "label_fidelity", "diversity")  # shown beside the losses, when measured
@@ -266,10 +294,13 @@ def training_loop(
         torch.set_rng_state(state["torch_rng"])
         if ada is not None:
             ada = AdaptiveAugmentProbability(**state["ada"])
+        loss_fn.load_state_dict(state.get("loss_state", {}))  # lazy-regularisation counters, path-length mean
         losses, quality = state["losses"], state["quality"]
         start_epoch, step, collapse_streak = state["epoch"], state["step"], state["collapse_streak"]
         train_seconds, images_seen = state.get("train_seconds", 0.0), state.get("images_seen", 0)
         extra = {**state.get("extra", {}), **extra}
+    elif cfg.init_from is not None:  # transfer learning: a previous run's weights, fresh optimisers and schedule
+        initialise_from(Path(cfg.init_from), cfg, generator, discriminator, ema, resolution, n_classes, channels)
     resumed_from = start_epoch
     sampled = ema.network if ema is not None else generator  # what evaluations and the caller sample from
 
@@ -293,6 +324,7 @@ def training_loop(
                 "augment_rng": augment_rng.get_state(), "torch_rng": torch.get_rng_state(),
                 "ada": dataclasses.asdict(ada) if ada is not None else None,
                 "losses": losses, "quality": quality, "train_seconds": train_seconds, "images_seen": images_seen,
+                "loss_state": loss_fn.state_dict(),
                 "n_classes": n_classes, "resolution": resolution, "channels": channels, "extra": extra,
             },
             checkpoint_path,
@@ -350,6 +382,7 @@ def training_loop(
             with autocast(device):
                 fake_out_g = discriminator(augment(fake, p), y)
                 terms_g = loss_fn.generator(fake_out_g, y)
+            terms_g |= loss_fn.generator_penalty(generator, y, batch_size, noise_rng)  # lazy G regularisation (StyleGAN2)
             loss_g = sum(terms_g.values())
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
