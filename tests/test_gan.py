@@ -43,7 +43,7 @@ ONE_STEP_CASES = [
     ("acgan", "conditional", {}),
     ("acgan", "conditional", {"loss": "wgan_gp", "augment": "diffaugment", "ema_kimg": 1.0}),
     ("stylegan2", "minority", {}),
-    ("stylegan2", "conditional", {"loss": "hinge", "spectral_norm": True, "augment": "diffaugment", "ema_kimg": 1.0,
+    ("stylegan2", "conditional", {"spectral_norm": True, "augment": "diffaugment", "ema_kimg": 1.0,
                                   "stylegan2": {"r1_interval": 1, "pl_weight": 2.0, "pl_interval": 1}}),
 ]
 
@@ -100,10 +100,10 @@ RESUME_CASES = [
     # a fast D and ADA: p has moved before the kill (step 6), and its 4-step window straddles it
     ("acgan", {"augment": "ada", "ada_kimg": 0.05, "ada_target": 0.3, "lr_d": 5e-3, "batch_size": 4, "ema_kimg": 0.1}),
     ("cgan", {"augment": "diffaugment", "loss": "wgan_gp", "spectral_norm": True, "r1_gamma": 0.5, "ema_kimg": 0.1}),
-    # lazy R1 every 2 D steps and path length every 2 G steps: 3 steps per epoch, so the kill (step 3) falls between
-    # regularisation steps and the counters and the path-length mean must come back from the checkpoint
-    ("stylegan2", {"augment": "ada", "ada_kimg": 0.05, "ada_target": 0.3, "ema_kimg": 0.1,
-                   "stylegan2": {"r1_gamma": 1.0, "r1_interval": 2, "pl_weight": 1.0, "pl_interval": 2}}),
+    # lazy R1 every 4 D steps and path length every 4 G steps: the kill (step 6) falls between regularisation steps,
+    # so the counters and the path-length mean must come back from the checkpoint
+    ("stylegan2", {"augment": "ada", "ada_kimg": 0.05, "ada_target": 0.05, "batch_size": 4, "ema_kimg": 0.1,
+                   "stylegan2": {"r1_gamma": 1.0, "r1_interval": 4, "pl_weight": 1.0, "pl_interval": 4}}),
 ]
 
 
@@ -125,10 +125,10 @@ def test_resumed_run_continues_exactly(tmp_path, arch, options):
     resumed_state = torch.load(tmp_path / "resume.pt", weights_only=True)["loss_state"]
     assert full_state.keys() == resumed_state.keys() and all(
         torch.equal(torch.as_tensor(full_state[k]), torch.as_tensor(resumed_state[k])) for k in full_state)
-    if arch == "stylegan2":  # regularised at steps 2, 4, 6, 8 (R1 and path length): both on either side of the kill
-        assert [r["step"] for r in full.losses if r["penalty_r1"] > 0] == [2, 4, 6, 8]
-        assert [r["step"] for r in full.losses if r["penalty_pl"] > 0] == [2, 4, 6, 8]
-        assert full_state["d_steps"] == full_state["g_steps"] == 9 and full_state["pl_mean"] > 0
+    if arch == "stylegan2":  # regularised at steps 4, 8, 12, 16 (R1 and path length): on either side of the kill
+        assert [r["step"] for r in full.losses if r["penalty_r1"] > 0] == [4, 8, 12, 16]
+        assert [r["step"] for r in full.losses if r["penalty_pl"] > 0] == [4, 8, 12, 16]
+        assert full_state["d_steps"] == full_state["g_steps"] == 18 and full_state["pl_mean"] > 0
     if cfg.augment == "ada":  # the adaptive probability had moved when the run was killed
         assert killed.losses[-1]["ada_p"] > 0 and killed.losses[-1]["step"] % 4 != 0
 
