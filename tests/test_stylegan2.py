@@ -159,7 +159,18 @@ def test_init_from_loads_a_previous_checkpoint_and_refuses_a_mismatch(tmp_path):
         training_loop(images, labels, 2, dataclasses.replace(cfg, arch="cgan"), tmp_path / "cgan.pt", CPU)
     with pytest.raises(ValueError, match=r"gan.init_from=.*other sizes.*gan.base_channels"):
         training_loop(images, labels, 2, dataclasses.replace(cfg, base_channels=8), tmp_path / "wide.pt", CPU)
-    with pytest.raises(FileNotFoundError, match=r"gan.init_from=.*missing.pt.*no such checkpoint"):
+    # a generator file: G and its EMA come from it, D keeps its random initialisation
+    TrainedGenerator(result.generator, dataclasses.asdict(cfg), ["a", "b"], [0, 1], True, {}).save(tmp_path / "g.pt")
+    g2, d2 = build_networks(cfg, 28, 2)
+    d_initial = {k: v.clone() for k, v in d2.state_dict().items()}
+    ema2 = GeneratorEMA(g2, cfg.ema_kimg)
+    assert "generator file" in initialise_from(tmp_path / "g.pt", cfg, g2, d2, ema2, 28, 2, 1)
+    for network in (g2, ema2.network):
+        assert all(torch.equal(v, result.generator.state_dict()[k]) for k, v in network.state_dict().items())
+    assert all(torch.equal(v, d_initial[k]) for k, v in d2.state_dict().items())
+    with pytest.raises(ValueError, match=r"gan.init_from=.*g.pt.*classes 2 \(this run: 3\)"):
+        initialise_from(tmp_path / "g.pt", cfg, *build_networks(cfg, 28, 3), None, 28, 3, 1)
+    with pytest.raises(FileNotFoundError, match=r"gan.init_from=.*missing.pt.*no such file"):
         training_loop(images, labels, 2, dataclasses.replace(cfg, init_from=str(tmp_path / "missing.pt")),
                       tmp_path / "none.pt", CPU)
 

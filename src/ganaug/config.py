@@ -213,8 +213,9 @@ class GANConfig:
     seed: int = 0  # initialisation, noise and data-order seed
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA if present (bf16 autocast), else CPU
     stylegan2: StyleGAN2Config = field(default_factory=StyleGAN2Config)  # gan.arch=stylegan2's own keys
-    # a train_gan checkpoint (.ganaug/gan/checkpoint.pt of a previous run) of the same arch, resolution and classes to
-    # initialise G, D and the EMA of G from (transfer learning to a small set); null = random initialisation
+    # weights to start from (transfer learning to a small set), of the same arch, resolution and classes: a generator
+    # file (a copy of a previous run's models/gan/generator.pt: G and its EMA; D starts fresh) or a train_gan
+    # checkpoint (.ganaug/train_gan/<key>/checkpoint.pt of an unfinished run: G, D and EMA); null = random init
     init_from: str | None = None
 
     def __post_init__(self) -> None:

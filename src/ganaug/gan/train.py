@@ -187,30 +187,43 @@ def checkpoint_generator(state: dict[str, Any], cfg: GANConfig) -> nn.Module:
 
 
 def initialise_from(path: Path, cfg: GANConfig, generator: nn.Module, discriminator: nn.Module, ema: GeneratorEMA | None,
-                    resolution: int, n_classes: int, channels: int) -> None:
-    """Load G, D and the EMA of G (G's weights where the source kept no EMA) from the train_gan
-    checkpoint `path` (gan.init_from); anything that does not fit raises naming the key."""
-    state = load_checkpoint(path)
-    if state is None:
-        raise FileNotFoundError(f"gan.init_from={str(path)!r}: no such checkpoint (expected a train_gan checkpoint, "
-                                "e.g. .ganaug/gan/checkpoint.pt of a previous run)")
-    source_arch = state["config"].get("arch")
-    found = {"gan.arch": source_arch, "resolution": state.get("resolution"), "classes": state.get("n_classes"),
-             "channels": state.get("channels")}
+                    resolution: int, n_classes: int, channels: int) -> str:
+    """Load weights from `path` (gan.init_from): a train_gan checkpoint gives G, D and the EMA of G
+    (G's weights where it kept no EMA); a generator file (models/gan/generator.pt) gives G and its
+    EMA, and D starts from its random initialisation. Anything that does not fit raises naming the
+    key. Returns what was loaded, for the log."""
+    if not path.is_file():
+        raise FileNotFoundError(f"gan.init_from={str(path)!r}: no such file (expected a generator file such as a copy of "
+                                "models/gan/generator.pt, or a train_gan checkpoint)")
+    blob = load_torch_file(path, "gan.init_from file", "a generator file or a train_gan checkpoint")
+    if "format" in blob:  # a generator file: the sampled network (the EMA when it was kept) and its classes
+        config, state_g, state_d, state_ema = blob.get("config", {}), blob.get("state_dict"), None, blob.get("state_dict")
+        source_classes = len(blob.get("class_names", [])) if blob.get("conditional") else 0
+        loaded = "G and the EMA of G from a generator file (D from its random initialisation)"
+    else:
+        state = require_fields(blob, path, "gan.init_from checkpoint", CHECKPOINT_EXPECTED, CHECKPOINT_FIELDS)
+        config, state_g, state_d = state["config"], state["generator"], state["discriminator"]
+        state_ema = state["ema"] if state["ema"] is not None else state["generator"]
+        source_classes = state.get("n_classes")
+        loaded = "G, D and the EMA of G from a train_gan checkpoint"
+    found = {"gan.arch": config.get("arch"), "resolution": blob.get("resolution"), "classes": source_classes,
+             "channels": blob.get("channels")}
     wanted = {"gan.arch": cfg.arch, "resolution": resolution, "classes": n_classes, "channels": channels}
     differ = [f"{k} {found[k]} (this run: {wanted[k]})" for k in wanted if found[k] != wanted[k]]
     if differ:
-        raise ValueError(f"gan.init_from={str(path)!r} cannot initialise this run: its {', '.join(differ)}; expected a "
-                         "checkpoint of the same arch, resolution, class count and channels")
+        raise ValueError(f"gan.init_from={str(path)!r} cannot initialise this run: its {', '.join(differ)}; expected "
+                         "weights of the same arch, resolution, class count and channels")
     try:
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
+        generator.load_state_dict(state_g)
+        if state_d is not None:
+            discriminator.load_state_dict(state_d)
         if ema is not None:
-            ema.network.load_state_dict(state["ema"] if state["ema"] is not None else state["generator"])
-    except RuntimeError as exc:  # other widths (gan.base_channels, gan.latent_dim, gan.stylegan2.*)
+            ema.network.load_state_dict(state_ema)
+    except (RuntimeError, TypeError) as exc:  # other widths (gan.base_channels, gan.latent_dim, gan.stylegan2.*)
         first = str(exc).strip().splitlines()[0]
         raise ValueError(f"gan.init_from={str(path)!r}: its networks have other sizes than this run's "
                          f"(gan.base_channels, gan.latent_dim or the arch's own keys differ): {first}") from None
+    return loaded
 
 
 PROGRESS_QUALITY = ("fd_domain", "label_fidelity", "diversity")  # shown beside the losses, when measured
@@ -300,7 +313,8 @@ def training_loop(
         train_seconds, images_seen = state.get("train_seconds", 0.0), state.get("images_seen", 0)
         extra = {**state.get("extra", {}), **extra}
     elif cfg.init_from is not None:  # transfer learning: a previous run's weights, fresh optimisers and schedule
-        initialise_from(Path(cfg.init_from), cfg, generator, discriminator, ema, resolution, n_classes, channels)
+        loaded = initialise_from(Path(cfg.init_from), cfg, generator, discriminator, ema, resolution, n_classes, channels)
+        print(f"gan.init_from: {loaded} {cfg.init_from}")
     resumed_from = start_epoch
     sampled = ema.network if ema is not None else generator  # what evaluations and the caller sample from
 
