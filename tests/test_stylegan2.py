@@ -186,3 +186,14 @@ def test_params_accept_both_modes_and_name_the_truncation_key():
     with pytest.raises(ConfigError, match=r"synthesize.truncation_psi=1.5: expected >= 0 and <= 1"):
         params_from_dict({"gan": {"arch": "stylegan2"}, "synthesize": {"truncation_psi": 1.5}})
     assert GANConfig(**dataclasses.asdict(sg2_cfg())).stylegan2 == sg2_cfg().stylegan2  # as read back from a file
+
+
+def test_model_card_says_when_a_generator_was_initialised_from_another():
+    from ganaug.tracking.registry import model_card
+
+    data = {"dataset_hash": "abc123", "source": {"name": "phantom"}}
+    for init_from, said in (("/runs/mri/generator.pt", True), (None, False)):
+        tags, text = model_card({}, {"gan.arch": "stylegan2", "gan.mode": "minority", "gan.init_from": init_from}, data,
+                                ["normal"], "simple_cnn", 64, {"epochs": 1}, {"device": "cpu"})
+        assert ("Initialised from /runs/mri/generator.pt (gan.init_from" in text) == said
+        assert tags["gan.init_from"] == str(init_from)
