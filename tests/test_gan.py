@@ -85,7 +85,9 @@ def test_wgan_gp_takes_n_critic_d_steps_per_g_step(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 autocast, channels_last)")
 @pytest.mark.parametrize("arch, options", [("dcgan", {}), ("cgan", {"loss": "wgan_gp", "augment": "diffaugment"}),
-                                           ("acgan", {"augment": "ada", "ema_kimg": 1.0, "r1_gamma": 1.0})])
+                                           ("acgan", {"augment": "ada", "ema_kimg": 1.0, "r1_gamma": 1.0}),
+                                           ("stylegan2", {"augment": "ada", "ema_kimg": 1.0,
+                                                          "stylegan2": {"r1_interval": 1, "pl_weight": 2.0, "pl_interval": 1}})])
 def test_cuda_mixed_precision_step_is_finite_and_trains(tmp_path, arch, options):
     cfg = tiny_cfg(arch=arch, mode="conditional", epochs=2, **options)
     result = training_loop(tiny_images(16), np.arange(16) % 2, 2, cfg, tmp_path / "c.pt", torch.device("cuda"))
