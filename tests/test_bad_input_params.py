@@ -147,7 +147,7 @@ def single_class_prepared(root: Path) -> None:
     save_packed(PackedDataset(splits, ["normal"], {"name": "folders"}, {"image_size": 32}), root / "data" / "prepared")
 
 
-@pytest.mark.parametrize("arch", ["acgan", "cgan", "dcgan"])
+@pytest.mark.parametrize("arch", ["acgan", "cgan", "dcgan", "stylegan2"])
 def test_conditional_gan_on_one_class_fails_before_training(arch, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     single_class_prepared(tmp_path)

@@ -42,6 +42,9 @@ ONE_STEP_CASES = [
     ("cgan", "conditional", {"loss": "hinge", "spectral_norm": True, "augment": "diffaugment"}),
     ("acgan", "conditional", {}),
     ("acgan", "conditional", {"loss": "wgan_gp", "augment": "diffaugment", "ema_kimg": 1.0}),
+    ("stylegan2", "minority", {}),
+    ("stylegan2", "conditional", {"spectral_norm": True, "augment": "diffaugment", "ema_kimg": 1.0,
+                                  "stylegan2": {"r1_interval": 1, "pl_weight": 2.0, "pl_interval": 1}}),
 ]
 
 
@@ -61,7 +64,7 @@ def test_one_training_step_changes_both_networks(tmp_path, arch, mode, options):
         assert not unchanged, f"parameters not updated by one step: {unchanged}"
 
 
-@pytest.mark.parametrize("arch", ["dcgan", "cgan", "acgan"])
+@pytest.mark.parametrize("arch", ["dcgan", "cgan", "acgan", "stylegan2"])
 def test_multi_hot_labels_train_every_conditional_arch(tmp_path, arch):
     multi_hot = np.array([[1, 0, 0, 1], [0, 0, 0, 0], [0, 1, 1, 0], [1, 1, 0, 1]] * 2, dtype=np.uint8)  # NIH-style findings
     cfg = tiny_cfg(arch=arch, mode="conditional", epochs=2, batch_size=4)
@@ -82,7 +85,9 @@ def test_wgan_gp_takes_n_critic_d_steps_per_g_step(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 autocast, channels_last)")
 @pytest.mark.parametrize("arch, options", [("dcgan", {}), ("cgan", {"loss": "wgan_gp", "augment": "diffaugment"}),
-                                           ("acgan", {"augment": "ada", "ema_kimg": 1.0, "r1_gamma": 1.0})])
+                                           ("acgan", {"augment": "ada", "ema_kimg": 1.0, "r1_gamma": 1.0}),
+                                           ("stylegan2", {"augment": "ada", "ema_kimg": 1.0,
+                                                          "stylegan2": {"r1_interval": 1, "pl_weight": 2.0, "pl_interval": 1}})])
 def test_cuda_mixed_precision_step_is_finite_and_trains(tmp_path, arch, options):
     cfg = tiny_cfg(arch=arch, mode="conditional", epochs=2, **options)
     result = training_loop(tiny_images(16), np.arange(16) % 2, 2, cfg, tmp_path / "c.pt", torch.device("cuda"))
@@ -97,6 +102,10 @@ RESUME_CASES = [
     # a fast D and ADA: p has moved before the kill (step 6), and its 4-step window straddles it
     ("acgan", {"augment": "ada", "ada_kimg": 0.05, "ada_target": 0.3, "lr_d": 5e-3, "batch_size": 4, "ema_kimg": 0.1}),
     ("cgan", {"augment": "diffaugment", "loss": "wgan_gp", "spectral_norm": True, "r1_gamma": 0.5, "ema_kimg": 0.1}),
+    # lazy R1 every 4 D steps and path length every 4 G steps: the kill (step 6) falls between regularisation steps,
+    # so the counters and the path-length mean must come back from the checkpoint
+    ("stylegan2", {"augment": "ada", "ada_kimg": 0.05, "ada_target": 0.05, "batch_size": 4, "ema_kimg": 0.1,
+                   "stylegan2": {"r1_gamma": 1.0, "r1_interval": 4, "pl_weight": 1.0, "pl_interval": 4}}),
 ]
 
 
@@ -114,6 +123,14 @@ def test_resumed_run_continues_exactly(tmp_path, arch, options):
     for network in ("generator", "trained_generator", "discriminator"):  # generator = the EMA when it is on
         for a, b in zip(getattr(full, network).state_dict().values(), getattr(resumed, network).state_dict().values(), strict=True):
             assert torch.equal(a, b), network
+    full_state = torch.load(tmp_path / "full.pt", weights_only=True)["loss_state"]
+    resumed_state = torch.load(tmp_path / "resume.pt", weights_only=True)["loss_state"]
+    assert full_state.keys() == resumed_state.keys() and all(
+        torch.equal(torch.as_tensor(full_state[k]), torch.as_tensor(resumed_state[k])) for k in full_state)
+    if arch == "stylegan2":  # regularised at steps 4, 8, 12, 16 (R1 and path length): on either side of the kill
+        assert [r["step"] for r in full.losses if r["penalty_r1"] > 0] == [4, 8, 12, 16]
+        assert [r["step"] for r in full.losses if r["penalty_pl"] > 0] == [4, 8, 12, 16]
+        assert full_state["d_steps"] == full_state["g_steps"] == 18 and full_state["pl_mean"] > 0
     if cfg.augment == "ada":  # the adaptive probability had moved when the run was killed
         assert killed.losses[-1]["ada_p"] > 0 and killed.losses[-1]["step"] % 4 != 0
 
@@ -124,7 +141,8 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
         training_loop(tiny_images(8), None, 0, tiny_cfg(lr_g=1e-3), tmp_path / "c.pt", CPU)
 
 
-@pytest.mark.parametrize("arch, mode", [("dcgan", "minority"), ("cgan", "conditional"), ("acgan", "conditional")])
+@pytest.mark.parametrize("arch, mode", [("dcgan", "minority"), ("cgan", "conditional"), ("acgan", "conditional"),
+                                        ("stylegan2", "conditional")])
 def test_divergence_guard_names_step_and_checkpoint(tmp_path, monkeypatch, arch, mode):
     from ganaug.gan import losses
 
@@ -180,7 +198,7 @@ def trained_generator(tmp_path, conditional: bool, arch: str = "dcgan", **option
     return TrainedGenerator(result.generator, dataclasses.asdict(cfg), ["normal", "bacterial", "viral"], classes, conditional, {})
 
 
-@pytest.mark.parametrize("arch", ["dcgan", "cgan", "acgan"])
+@pytest.mark.parametrize("arch", ["dcgan", "cgan", "acgan", "stylegan2"])
 def test_sampling_is_a_pure_function_of_seed_and_counts(tmp_path, arch):
     generator = trained_generator(tmp_path, True, arch, ema_kimg=0.1, spectral_norm=True)
     generator.save(tmp_path / "generator.pt")
@@ -209,7 +227,8 @@ def test_unconditional_generator_refuses_other_classes(tmp_path):
         generator.sample({2: 1}, seed=0)
 
 
-@pytest.mark.parametrize("arch, conditional", [("dcgan", True), ("dcgan", False), ("cgan", True), ("acgan", True)])
+@pytest.mark.parametrize("arch, conditional", [("dcgan", True), ("dcgan", False), ("cgan", True), ("acgan", True),
+                                                  ("stylegan2", True), ("stylegan2", False)])
 def test_registered_generator_loads_back_as_pyfunc(tmp_path, arch, conditional):
     generator = trained_generator(tmp_path, conditional, arch)
     generator.save(tmp_path / "generator.pt")

@@ -30,11 +30,14 @@ def cfg(**overrides) -> GANConfig:
 @pytest.mark.parametrize("resolution", RESOLUTIONS)
 @pytest.mark.parametrize("arch, conditioning", [("dcgan", "none"), ("dcgan", "index"), ("dcgan", "multi_hot"),
                                                 ("cgan", "index"), ("cgan", "multi_hot"),
-                                                ("acgan", "index"), ("acgan", "multi_hot")])
+                                                ("acgan", "index"), ("acgan", "multi_hot"),
+                                                ("stylegan2", "none"), ("stylegan2", "index"), ("stylegan2", "multi_hot")])
 def test_forward_shapes(arch, conditioning, resolution):
     labels = CONDITIONING[conditioning]
     n_classes = 0 if labels is None else 3
     g, d = build_networks(cfg(arch=arch), resolution, n_classes)
+    if arch == "stylegan2":
+        g.eval()  # its output is linear while training and clamped to [-1, 1] when sampled
     images = g(torch.randn(2, 8), labels)
     assert images.shape == (2, 1, resolution, resolution)
     assert images.min() >= -1 and images.max() <= 1
@@ -159,6 +162,10 @@ def test_loss_from_config_uses_gp_only_with_wgan_gp():
         ({"ema_kimg": -1}, "gan.ema_kimg=-1: expected >= 0"),
         ({"spectral_norm": "yes"}, "gan.spectral_norm='yes': expected true or false"),
         ({"optimizer": "sgd"}, "gan.optimizer='sgd': expected one of 'adam', 'rmsprop'"),
+        ({"arch": "stylegan2", "loss": "wgan_gp"}, "gan.arch=stylegan2 with gan.loss=wgan_gp"),
+        ({"arch": "stylegan2", "r1_gamma": 1.0}, "gan.r1_gamma=1.0 with gan.arch=stylegan2: .*gan.stylegan2.r1_gamma"),
+        ({"arch": "stylegan2", "stylegan2": {"r1_interval": 0}}, r"gan.stylegan2.r1_interval=0: expected >= 1"),
+        ({"arch": "stylegan2", "stylegan2": {"mapping_depth": 2}}, "unknown params key 'gan.stylegan2.mapping_depth'"),
     ],
 )
 def test_bad_gan_params_name_the_key(gan, message):

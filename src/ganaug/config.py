@@ -161,8 +161,23 @@ class ReferenceConfig:
 
 
 @dataclass(frozen=True)
+class StyleGAN2Config:
+    # --- StyleGAN2 (gan.arch=stylegan2) ---
+    mapping_layers: int = 2  # depth of the mapping net z -> w (the paper: 8; StyleGAN2-ADA's small-set configs: 2)
+    w_dim: int = 128  # size of w and of the label embedding (the paper: 512; smaller trains on a CPU)
+    style_mixing: float = 0.9  # probability that a training batch mixes two ws at a random layer
+    # R1 weight gamma on real images, applied lazily (every r1_interval D steps, scaled by it); StyleGAN2-ADA's
+    # heuristic 0.0002 * R^2 / batch gives 0.005 at 28 px and 0.03 at 64 px with batch 32
+    r1_gamma: float = 0.05
+    r1_interval: int = 16  # D steps between lazy R1 penalties
+    pl_weight: float = 0.0  # path-length regularisation weight (the paper: 2); 0 = off
+    pl_interval: int = 4  # G steps between lazy path-length penalties
+
+
+@dataclass(frozen=True)
 class GANConfig:
-    arch: Literal["dcgan", "cgan", "acgan"] = "dcgan"  # registry ganaug.gan.GANS; cgan and acgan need mode=conditional
+    # registry ganaug.gan.GANS; cgan and acgan need mode=conditional; stylegan2 takes both modes (gan.stylegan2)
+    arch: Literal["dcgan", "cgan", "acgan", "stylegan2"] = "dcgan"
     mode: Literal["minority", "conditional"] = "minority"  # minority: the minority class only | conditional: all
     latent_dim: int = 100  # length of the noise vector z
     base_channels: int = 32  # DCGAN's ngf / ndf
@@ -202,6 +217,15 @@ class GANConfig:
     compile: bool = False  # CUDA only: torch.compile G's and D's forward passes (the penalties' double backward stays eager)
     # CUDA only: fused Adam and cudnn.benchmark (the fastest kernels; rounding then differs between runs)
     fast_kernels: bool = True
+    stylegan2: StyleGAN2Config = field(default_factory=StyleGAN2Config)  # gan.arch=stylegan2's own keys
+    # weights to start from (transfer learning to a small set), of the same arch, resolution and classes: a generator
+    # file (a copy of a previous run's models/gan/generator.pt: G and its EMA; D starts fresh) or a train_gan
+    # checkpoint (.ganaug/train_gan/<key>/checkpoint.pt of an unfinished run: G, D and EMA); null = random init
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stylegan2, dict):  # GANConfig(**saved_dict): a checkpoint's or generator file's config
+            object.__setattr__(self, "stylegan2", StyleGAN2Config(**self.stylegan2))
 
 
 @dataclass(frozen=True)
@@ -226,6 +250,9 @@ class SynthesizeConfig:
     min_coverage: float = 0.1  # coverage_domain: share of real images with a sample among their nearest neighbours
     min_diversity: float = 0.25  # diversity: spread of the samples / spread of the real images of their class
     override_gate: bool = False  # true: write the set anyway (recorded in the manifest and shown by evaluate)
+    # StyleGAN2 truncation: w = mean w of the class + psi * (w - mean); 1 = off, < 1 trades diversity for fidelity
+    # (and more near-copies: the memorisation audit sees it); gan.arch=stylegan2 only
+    truncation_psi: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -474,6 +501,14 @@ for _cls in (ClassifierConfig, ReferenceConfig):
     _CHECKS[(_cls, "weight_decay")] = _WEIGHT_DECAY
     _CHECKS[(_cls, "patience")] = _EPOCHS
 _CHECKS[(ReferenceConfig, "seed")] = _SEED
+_CHECKS[(StyleGAN2Config, "mapping_layers")] = _between(1, 16)
+_CHECKS[(StyleGAN2Config, "w_dim")] = _between(1, 2048)
+_CHECKS[(StyleGAN2Config, "style_mixing")] = _PROBABILITY
+_CHECKS[(StyleGAN2Config, "r1_gamma")] = _between(0, 1000)
+_CHECKS[(StyleGAN2Config, "r1_interval")] = _between(1, 10_000)
+_CHECKS[(StyleGAN2Config, "pl_weight")] = _between(0, 1000)
+_CHECKS[(StyleGAN2Config, "pl_interval")] = _between(1, 10_000)
+_CHECKS[(SynthesizeConfig, "truncation_psi")] = _between(0, 1)
 _CHECKS[(GANConfig, "min_diversity")] = _between(0, 2)
 _CHECKS[(GANConfig, "diversity_evals")] = _between(1, 1000)
 for _name in ("min_label_fidelity", "min_coverage"):
@@ -616,6 +651,14 @@ def _check_gan(gan: GANConfig) -> None:
             f"gan.arch={gan.arch} is class-conditional but gan.mode={gan.mode}: expected gan.mode=conditional "
             "(train on all classes with their labels), or gan.arch=dcgan for a minority-class GAN"
         )
+    if gan.arch == "stylegan2":
+        if gan.loss == "wgan_gp":
+            raise ConfigError("gan.arch=stylegan2 with gan.loss=wgan_gp: its D's minibatch standard deviation mixes samples, "
+                              "which WGAN-GP's per-sample gradient penalty forbids; expected gan.loss=nonsaturating "
+                              "(StyleGAN2's logistic loss) or hinge")
+        if gan.r1_gamma > 0:
+            raise ConfigError(f"gan.r1_gamma={gan.r1_gamma} with gan.arch=stylegan2: its R1 is lazy and set by "
+                              "gan.stylegan2.r1_gamma (every gan.stylegan2.r1_interval steps); expected gan.r1_gamma=0")
     if gan.augment == "ada" and gan.loss == "wgan_gp":
         raise ConfigError(
             "gan.augment=ada with gan.loss=wgan_gp: ADA reads sign(D(real)), which means nothing for a "
@@ -813,6 +856,9 @@ def _check_cross_field(params: Params) -> None:
     _check_tune(params)
     _check_gan_resolution(params)
     _check_arms(params)
+    if params.synthesize.truncation_psi != 1.0 and params.gan.arch != "stylegan2":
+        raise ConfigError(f"synthesize.truncation_psi={params.synthesize.truncation_psi}: truncation needs a StyleGAN2 "
+                          f"generator, but gan.arch={params.gan.arch}; expected gan.arch=stylegan2 or truncation_psi: 1.0")
     data = params.data
     if data.val_fraction + data.test_fraction >= 0.9:
         raise ConfigError(

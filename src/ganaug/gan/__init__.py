@@ -8,6 +8,7 @@ Every architecture shares `gan.train.training_loop`; they differ in networks and
 - discriminator(resolution, base_channels, n_classes, channels, norm, spectral_norm):
   images [+ labels] -> whatever the loss reads (logits (N,), or (logits, class logits))
 - loss(gan config) -> a `GANLoss` turning D's outputs into named loss terms
+- generator_options(gan config) -> the arch's own generator keyword arguments (its params section)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from ganaug.gan import acgan, cgan, dcgan
+from ganaug.gan import acgan, cgan, dcgan, stylegan2
 from ganaug.gan.losses import ACGANLoss, GANLoss
 
 
@@ -27,10 +28,19 @@ class GANSpec:
     generator: Callable[..., nn.Module]  # (resolution, latent_dim, base_channels, n_classes, channels)
     discriminator: Callable[..., nn.Module]  # (resolution, base_channels, n_classes, channels, norm, spectral_norm)
     loss: Callable[[Any], GANLoss]  # GANConfig -> loss (adversarial loss, penalties, auxiliary terms)
+    generator_options: Callable[[Any], dict[str, Any]] = lambda cfg: {}  # GANConfig -> extra generator kwargs
+
+
+def _stylegan2_options(cfg: Any) -> dict[str, Any]:
+    """gan.stylegan2's network keys (the rest are the loss's)."""
+    s = cfg.stylegan2
+    return {"mapping_layers": s.mapping_layers, "w_dim": s.w_dim, "style_mixing": s.style_mixing}
 
 
 GANS: dict[str, GANSpec] = {
     "dcgan": GANSpec(dcgan.Generator, dcgan.Discriminator, GANLoss.from_config),
     "cgan": GANSpec(cgan.Generator, cgan.Discriminator, GANLoss.from_config),
     "acgan": GANSpec(acgan.Generator, acgan.Discriminator, ACGANLoss.from_config),
+    "stylegan2": GANSpec(stylegan2.Generator, stylegan2.Discriminator, stylegan2.StyleGAN2Loss.from_config,
+                         _stylegan2_options),
 }

@@ -12,6 +12,7 @@ findings) also samples from an array of multi-hot label vectors (N, K), one imag
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class TrainedGenerator:
     conditional: bool  # True: G takes class labels; False: G models trained_classes[0] only
     info: dict[str, Any]  # data hash, epochs, final metrics…
     label_kind: str = "class_index"  # "multi_hot": trained on (N, K) finding vectors; class_names are the findings
+    truncation_psi: float = 1.0  # StyleGAN2 truncation of every sample (synthesize.truncation_psi); 1 = off
 
     def __post_init__(self) -> None:
         assert self.label_kind in LABEL_KINDS, f"label_kind must be one of {LABEL_KINDS}, got {self.label_kind!r}"
@@ -109,6 +111,22 @@ class TrainedGenerator:
         return cls(network, blob["config"], blob["class_names"], blob["trained_classes"], blob["conditional"], blob["info"],
                    label_kind)
 
+    def with_truncation(self, psi: float) -> "TrainedGenerator":
+        """This generator sampling with truncation psi (w pulled towards its class's mean w); 1 = off.
+        Only StyleGAN2 generators have a w to truncate: others raise naming synthesize.truncation_psi."""
+        if psi != 1.0 and self.config.get("arch") != "stylegan2":
+            raise ValueError(f"synthesize.truncation_psi={psi}: truncation needs a StyleGAN2 generator (gan.arch=stylegan2), "
+                             f"this one is gan.arch={self.config.get('arch')}; expected synthesize.truncation_psi=1.0")
+        if not 0.0 <= psi <= 1.0:
+            raise ValueError(f"synthesize.truncation_psi={psi}: expected a value in [0, 1]")
+        return dataclasses.replace(self, truncation_psi=psi)
+
+    def _generate(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """G(z, y) in [-1, 1], truncated when truncation_psi != 1."""
+        if self.truncation_psi != 1.0:
+            return self.network(z, y, truncation_psi=self.truncation_psi)
+        return self.network(z, y)
+
     @property
     def multilabel(self) -> bool:
         return self.label_kind == "multi_hot"
@@ -143,7 +161,7 @@ class TrainedGenerator:
                 b = min(batch_size, remaining)
                 z = torch.randn(b, latent_dim, generator=noise_rng).to(device)
                 y = torch.full((b,), class_index, dtype=torch.long, device=device) if self.conditional else None
-                images.append(to_uint8(self.network(z, y)).cpu().numpy())
+                images.append(to_uint8(self._generate(z, y)).cpu().numpy())
                 labels.append(np.full(b, class_index, dtype=np.int64))
                 remaining -= b
         if not images:
@@ -167,7 +185,7 @@ class TrainedGenerator:
         for start in range(0, len(vectors), batch_size):
             y = torch.from_numpy(vectors[start : start + batch_size]).float().to(device)  # (B, K) as in training
             z = torch.randn(len(y), self.network.latent_dim, generator=noise_rng).to(device)
-            images.append(to_uint8(self.network(z, y)).cpu().numpy())
+            images.append(to_uint8(self._generate(z, y)).cpu().numpy())
         if not images:
             return np.zeros((0, self.channels, self.resolution, self.resolution), np.uint8), vectors
         return np.concatenate(images), vectors
@@ -195,7 +213,7 @@ class TrainedGenerator:
                 for chunk in range(first // NOISE_CHUNK, (first + block) // NOISE_CHUNK)
             ]).to(device)  # (block, latent_dim)
             y = torch.full((block,), class_index, dtype=torch.long, device=device) if self.conditional else None
-            images = to_uint8(self.network(z, y)).cpu().numpy()  # (block, C, R, R)
+            images = to_uint8(self._generate(z, y)).cpu().numpy()  # (block, C, R, R)
             out.append(images[max(start - first, 0):start + n - first])
         if not out:
             return np.zeros((0, self.channels, self.resolution, self.resolution), np.uint8)

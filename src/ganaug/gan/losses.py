@@ -112,6 +112,18 @@ class GANLoss:
             terms["penalty_r1"] = 0.5 * self.r1_gamma * grad.pow(2).sum(dim=1).mean()
         return terms
 
+    def generator_penalty(self, generator: nn.Module, labels: torch.Tensor | None, batch_size: int,
+                          rng: torch.Generator) -> dict[str, torch.Tensor]:
+        """Regularisation terms of the G step (StyleGAN2's path length); {} for the other losses."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a loss keeps between steps (lazy-regularisation counters, running means), for the checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        assert not state, f"{type(self).__name__} keeps no state, got {sorted(state)}"
+
 
 def class_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy for class indices (N,); binary cross-entropy per finding for multi-hot (N, K)."""

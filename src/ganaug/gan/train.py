@@ -103,7 +103,8 @@ def discriminator_norm(cfg: GANConfig) -> str:
 
 
 def build_generator(cfg: GANConfig, resolution: int, n_classes: int, channels: int = 1) -> nn.Module:
-    return GANS[cfg.arch].generator(resolution, cfg.latent_dim, cfg.base_channels, n_classes, channels)
+    spec = GANS[cfg.arch]
+    return spec.generator(resolution, cfg.latent_dim, cfg.base_channels, n_classes, channels, **spec.generator_options(cfg))
 
 
 def build_discriminator(cfg: GANConfig, resolution: int, n_classes: int, channels: int = 1) -> nn.Module:
@@ -178,6 +179,46 @@ def checkpoint_generator(state: dict[str, Any], cfg: GANConfig) -> nn.Module:
     network = build_generator(cfg, state["resolution"], state["n_classes"], state["channels"])
     network.load_state_dict(state["ema"] if state["ema"] is not None else state["generator"])
     return network.to(memory_format=torch.channels_last).eval()
+
+
+def initialise_from(path: Path, cfg: GANConfig, generator: nn.Module, discriminator: nn.Module, ema: GeneratorEMA | None,
+                    resolution: int, n_classes: int, channels: int) -> str:
+    """Load weights from `path` (gan.init_from): a train_gan checkpoint gives G, D and the EMA of G
+    (G's weights where it kept no EMA); a generator file (models/gan/generator.pt) gives G and its
+    EMA, and D starts from its random initialisation. Anything that does not fit raises naming the
+    key. Returns what was loaded, for the log."""
+    if not path.is_file():
+        raise FileNotFoundError(f"gan.init_from={str(path)!r}: no such file (expected a generator file such as a copy of "
+                                "models/gan/generator.pt, or a train_gan checkpoint)")
+    blob = load_torch_file(path, "gan.init_from file", "a generator file or a train_gan checkpoint")
+    if "format" in blob:  # a generator file: the sampled network (the EMA when it was kept) and its classes
+        config, state_g, state_d, state_ema = blob.get("config", {}), blob.get("state_dict"), None, blob.get("state_dict")
+        source_classes = len(blob.get("class_names", [])) if blob.get("conditional") else 0
+        loaded = "G and the EMA of G from a generator file (D from its random initialisation)"
+    else:
+        state = require_fields(blob, path, "gan.init_from checkpoint", CHECKPOINT_EXPECTED, CHECKPOINT_FIELDS)
+        config, state_g, state_d = state["config"], state["generator"], state["discriminator"]
+        state_ema = state["ema"] if state["ema"] is not None else state["generator"]
+        source_classes = state.get("n_classes")
+        loaded = "G, D and the EMA of G from a train_gan checkpoint"
+    found = {"gan.arch": config.get("arch"), "resolution": blob.get("resolution"), "classes": source_classes,
+             "channels": blob.get("channels")}
+    wanted = {"gan.arch": cfg.arch, "resolution": resolution, "classes": n_classes, "channels": channels}
+    differ = [f"{k} {found[k]} (this run: {wanted[k]})" for k in wanted if found[k] != wanted[k]]
+    if differ:
+        raise ValueError(f"gan.init_from={str(path)!r} cannot initialise this run: its {', '.join(differ)}; expected "
+                         "weights of the same arch, resolution, class count and channels")
+    try:
+        generator.load_state_dict(state_g)
+        if state_d is not None:
+            discriminator.load_state_dict(state_d)
+        if ema is not None:
+            ema.network.load_state_dict(state_ema)
+    except (RuntimeError, TypeError) as exc:  # other widths (gan.base_channels, gan.latent_dim, gan.stylegan2.*)
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"gan.init_from={str(path)!r}: its networks have other sizes than this run's "
+                         f"(gan.base_channels, gan.latent_dim or the arch's own keys differ): {first}") from None
+    return loaded
 
 
 PROGRESS_QUALITY = ("fd_domain", "label_fidelity", "diversity")  # shown beside the losses, when measured
@@ -272,10 +313,14 @@ def training_loop(
         torch.set_rng_state(own["torch_rng"])
         if ada is not None:
             ada = AdaptiveAugmentProbability(**state["ada"])
+        loss_fn.load_state_dict(state.get("loss_state", {}))  # lazy-regularisation counters, path-length mean
         losses, quality = state["losses"], state["quality"]
         start_epoch, step, collapse_streak = state["epoch"], state["step"], state["collapse_streak"]
         train_seconds, images_seen = state.get("train_seconds", 0.0), state.get("images_seen", 0)
         extra = {**state.get("extra", {}), **extra}
+    elif cfg.init_from is not None:  # transfer learning: a previous run's weights, fresh optimisers and schedule
+        loaded = initialise_from(Path(cfg.init_from), cfg, generator, discriminator, ema, resolution, n_classes, channels)
+        print(f"gan.init_from: {loaded} {cfg.init_from}")
     resumed_from = start_epoch
     distributed.broadcast_state(generator, ranks)  # identical starts on every rank
     distributed.broadcast_state(discriminator, ranks)
@@ -307,6 +352,7 @@ def training_loop(
                 "augment_rng": augment_rng.get_state(), "torch_rng": torch.get_rng_state(),
                 "ada": dataclasses.asdict(ada) if ada is not None else None,
                 "losses": losses, "quality": quality, "train_seconds": train_seconds, "images_seen": images_seen,
+                "loss_state": loss_fn.state_dict(),
                 "n_classes": n_classes, "resolution": resolution, "channels": channels, "extra": extra,
                 "world_size": ranks.world_size, "rank_rngs": rank_rngs if ranks.active else None,
             },
@@ -367,6 +413,7 @@ def training_loop(
             with autocast(device, mixed):
                 fake_out_g = d_forward(augment(fake, p), y)
                 terms_g = loss_fn.generator(fake_out_g, y)
+            terms_g |= loss_fn.generator_penalty(generator, y, batch_size, noise_rng)  # lazy G regularisation (StyleGAN2)
             loss_g = sum(terms_g.values())
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()

@@ -87,7 +87,7 @@ def main(params: Params) -> None:
     cfg = params.synthesize
     meta = read_meta(paths.PREPARED)
     generator_file = paths.GAN / "generator.pt"
-    generator = TrainedGenerator.load(generator_file)
+    generator = TrainedGenerator.load(generator_file).with_truncation(cfg.truncation_psi)
     if generator.info.get("dataset_hash") != meta["dataset_hash"]:
         raise ValueError(f"{generator_file} was trained on another data set than {paths.PREPARED}; rerun train_gan")
     gate = check_gate(generator, str(generator_file), cfg)  # before any sampling or writing
@@ -127,6 +127,7 @@ def main(params: Params) -> None:
         "generator_mlflow_run_id": generator.info.get("mlflow_run_id"),
         "dataset_hash": meta["dataset_hash"],
         "seed": cfg.seed,
+        "truncation_psi": cfg.truncation_psi,  # < 1: samples pulled towards their class's mean w (StyleGAN2)
         "pool_ratio": cfg.pool_ratio,
         "counts": {meta["class_names"][c]: n for c, n in counts.items()},
         # the pool the arms draw from: per class, in this order, the first images of the class's stream;

@@ -80,6 +80,8 @@ def model_card(final: Mapping[str, float], gan_params: Mapping[str, Any], data_m
         f"Budget: {budget.get('epochs')} epochs, {budget.get('steps')} steps, {budget.get('images_seen')} real images "
         f"through D in {float(budget.get('train_seconds', 0)):.0f} s on {device.get('device')}"
         f"{' (' + device['device_name'] + ')' if 'device_name' in device else ''}.",
+        *([f"Initialised from {init_from} (gan.init_from: transfer learning), not from random weights."]
+          if (init_from := gan_params.get("gan.init_from", gan_params.get("init_from"))) not in (None, "None") else []),
         f"Quality (against the train split, features {extractor}): {quality_note(final)}",
         memorisation_note(final),
     ]
