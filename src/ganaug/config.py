@@ -161,8 +161,24 @@ class ReferenceConfig:
 
 
 @dataclass(frozen=True)
+class CycleGANConfig:
+    # the class translated from (a class name of the train split); null = the largest class
+    source_class: str | None = None
+    # the class translated into, the one synthesize makes; null = the smallest class
+    target_class: str | None = None
+    lambda_cycle: float = 10.0  # weight of the cycle-consistency L1 loss (A -> B -> A and B -> A -> B)
+    # weight of the identity L1 loss (G_AB(b) ~ b), relative to lambda_cycle as in the paper's code; 0 = off
+    lambda_identity: float = 0.5
+    pool_size: int = 50  # past fakes D also sees (image pool); 0 = off
+    decay_start: float = 0.5  # share of gan.epochs at constant learning rate; then linear decay towards 0
+    n_res_blocks: int = 0  # residual blocks in G; 0 = by resolution (3 up to 32 px, 6 up to 128, 9 above)
+
+
+@dataclass(frozen=True)
 class GANConfig:
-    arch: Literal["dcgan", "cgan", "acgan"] = "dcgan"  # registry ganaug.gan.GANS; cgan and acgan need mode=conditional
+    # registry ganaug.gan.GANS; cgan and acgan need mode=conditional; cyclegan (a translator between two classes,
+    # gan.cyclegan) needs mode=minority
+    arch: Literal["dcgan", "cgan", "acgan", "cyclegan"] = "dcgan"
     mode: Literal["minority", "conditional"] = "minority"  # minority: the minority class only | conditional: all
     latent_dim: int = 100  # length of the noise vector z
     base_channels: int = 32  # DCGAN's ngf / ndf
@@ -197,6 +213,9 @@ class GANConfig:
     n_eval: int = 500  # generated images per evaluation
     seed: int = 0  # initialisation, noise and data-order seed
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA if present (bf16 autocast), else CPU
+    # gan.arch=cyclegan only (it reads base_channels, epochs, batch_size, lr_g, lr_d, beta1, beta2, eval_every,
+    # n_eval, seed; its loss is least squares, without augmentation or EMA)
+    cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
 
 
 @dataclass(frozen=True)
@@ -220,6 +239,9 @@ class SynthesizeConfig:
     min_label_fidelity: float = 0.0
     min_coverage: float = 0.1  # coverage_domain: share of real images with a sample among their nearest neighbours
     min_diversity: float = 0.25  # diversity: spread of the samples / spread of the real images of their class
+    # gan.arch=cyclegan only: translation_change (mean absolute difference between a translated image and its
+    # source, 0-1 units) at least this; a translator that returns its input unchanged scores 0
+    min_translation_change: float = 0.01
     override_gate: bool = False  # true: write the set anyway (recorded in the manifest and shown by evaluate)
 
 
@@ -467,10 +489,16 @@ for _cls in (ClassifierConfig, ReferenceConfig):
     _CHECKS[(_cls, "patience")] = _EPOCHS
 _CHECKS[(ReferenceConfig, "seed")] = _SEED
 _CHECKS[(GANConfig, "min_diversity")] = _between(0, 2)
+_CHECKS[(CycleGANConfig, "lambda_cycle")] = _between(0, 1000)
+_CHECKS[(CycleGANConfig, "lambda_identity")] = _between(0, 100)
+_CHECKS[(CycleGANConfig, "pool_size")] = _between(0, 10_000)
+_CHECKS[(CycleGANConfig, "decay_start")] = _PROBABILITY
+_CHECKS[(CycleGANConfig, "n_res_blocks")] = _between(0, 64)
 _CHECKS[(GANConfig, "diversity_evals")] = _between(1, 1000)
 for _name in ("min_label_fidelity", "min_coverage"):
     _CHECKS[(SynthesizeConfig, _name)] = _PROBABILITY
 _CHECKS[(SynthesizeConfig, "min_diversity")] = _between(0, 2)
+_CHECKS[(SynthesizeConfig, "min_translation_change")] = _PROBABILITY
 _CHECKS[(TuneConfig, "n_trials")] = _between(1, 100_000)
 _CHECKS[(TuneConfig, "timeout")] = _between(0, 10 * 365 * 86_400)
 _CHECKS[(TuneConfig, "epochs")] = (lambda v: v is None or 1 <= v <= MAX_EPOCHS, f"null or an integer in [1, {MAX_EPOCHS}]")
@@ -608,6 +636,16 @@ def _check_gan(gan: GANConfig) -> None:
             f"gan.arch={gan.arch} is class-conditional but gan.mode={gan.mode}: expected gan.mode=conditional "
             "(train on all classes with their labels), or gan.arch=dcgan for a minority-class GAN"
         )
+    if gan.arch == "cyclegan":
+        if gan.mode != "minority":
+            raise ConfigError(
+                f"gan.arch=cyclegan translates gan.cyclegan.source_class into gan.cyclegan.target_class (one class made) "
+                f"but gan.mode={gan.mode}: expected gan.mode=minority"
+            )
+        cc = gan.cyclegan
+        if cc.source_class is not None and cc.source_class == cc.target_class:
+            raise ConfigError(f"gan.cyclegan.source_class and gan.cyclegan.target_class are both {cc.source_class!r}: "
+                              "expected two different classes")
     if gan.augment == "ada" and gan.loss == "wgan_gp":
         raise ConfigError(
             "gan.augment=ada with gan.loss=wgan_gp: ADA reads sign(D(real)), which means nothing for a "
@@ -798,9 +836,19 @@ def _check_tune(params: Params) -> None:
         )
 
 
+def _check_cyclegan_synthesis(params: Params) -> None:
+    if params.gan.arch == "cyclegan" and params.synthesize.filter != "none":
+        raise ConfigError(
+            f"synthesize.filter={params.synthesize.filter} with gan.arch=cyclegan: a translator makes one image per "
+            "source image (its provenance is recorded), so a filter has no further candidates to draw; expected "
+            "synthesize.filter=none"
+        )
+
+
 def _check_cross_field(params: Params) -> None:
     _check_data(params.data)
     _check_gan(params.gan)
+    _check_cyclegan_synthesis(params)
     _check_tune(params)
     _check_gan_resolution(params)
     _check_arms(params)
@@ -873,6 +921,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     params = params_from_dict(raw)
     _check_files(params)
     return params
+
+
+def gan_config_from_dict(raw: dict[str, Any]) -> GANConfig:
+    """A gan section as saved with a checkpoint or generator file (`to_dict`), validated again."""
+    gan = _build(GANConfig, raw, "gan")
+    _check_gan(gan)
+    return gan
 
 
 def to_dict(obj: Any) -> Any:

@@ -40,7 +40,7 @@ from torch import nn
 
 from ganaug.config import GANConfig, to_dict
 from ganaug.device import autocast, to_device_images
-from ganaug.gan import GANS
+from ganaug.gan import GANS, cyclegan
 from ganaug.gan.diffaugment import AdaptiveAugmentProbability, DiffAugment
 from ganaug.gan.ema import GeneratorEMA
 from ganaug.io import atomic_file, kill_point
@@ -102,6 +102,8 @@ def discriminator_norm(cfg: GANConfig) -> str:
 
 
 def build_generator(cfg: GANConfig, resolution: int, n_classes: int, channels: int = 1) -> nn.Module:
+    if cfg.arch == "cyclegan":  # the translator G_AB: images in, images out (gan.cyclegan sizes it)
+        return cyclegan.build_translator(cfg, resolution, channels)
     return GANS[cfg.arch].generator(resolution, cfg.latent_dim, cfg.base_channels, n_classes, channels)
 
 
@@ -219,6 +221,10 @@ def training_loop(
     stop_after_epoch: int | None = None,  # return early after this epoch (simulates a killed run)
 ) -> GANTrainResult:
     """Train G and D on `images`; resume from `checkpoint_path` when it exists."""
+    if cfg.arch == "cyclegan":  # a translator: labels 0 = source class, 1 = target class; its own loop
+        assert labels is not None and labels.ndim == 1 and set(np.unique(labels)) <= {0, 1}, "cyclegan takes labels 0/1"
+        return cyclegan.translation_loop(images[labels == 0], images[labels == 1], cfg, checkpoint_path, device,
+                                         evaluate, on_epoch_end, extra_state, stop_after_epoch)
     assert images.ndim == 4 and images.dtype == np.uint8, f"images must be (N, C, H, W) uint8, got {images.shape} {images.dtype}"
     assert (labels is None) == (n_classes == 0), "labels go with n_classes > 0 (conditional) and only then"
     n, channels, resolution = len(images), images.shape[1], images.shape[-1]

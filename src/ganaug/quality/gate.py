@@ -16,6 +16,7 @@ GATE_METRICS = (
     ("label_fidelity_relative", "min_label_fidelity"),
     ("coverage_domain", "min_coverage"),
     ("diversity", "min_diversity"),
+    ("translation_change", "min_translation_change"),  # translators only (gan.arch=cyclegan): ganaug.quality.translation
 )
 OVERRIDE_KEY = "synthesize.override_gate"
 
