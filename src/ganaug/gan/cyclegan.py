@@ -185,6 +185,31 @@ class ImagePool:
         self.rng.set_state(state["rng"])
 
 
+def translation_classes(class_names: list[str], train_counts: list[int], cfg: GANConfig) -> tuple[int, int]:
+    """(source, target) class indices from gan.cyclegan.source_class / target_class (class names;
+    null = the largest / smallest class of the train split). A name the data set lacks, the same
+    class twice, or a class without training images raises ValueError naming the key."""
+    cc = cfg.cyclegan
+    chosen = {}
+    for key, name, default in (("source_class", cc.source_class, int(np.argmax(train_counts))),
+                                ("target_class", cc.target_class, int(np.argmin(train_counts)))):
+        if name is None:
+            chosen[key] = default
+        elif name not in class_names:
+            raise ValueError(f"gan.cyclegan.{key}={name!r}: not a class of the prepared data set; expected one of {class_names}")
+        else:
+            chosen[key] = class_names.index(name)
+        if train_counts[chosen[key]] == 0:
+            raise ValueError(f"gan.cyclegan.{key}: class {class_names[chosen[key]]!r} has no training images")
+    source, target = chosen["source_class"], chosen["target_class"]
+    if source == target:
+        raise ValueError(
+            f"gan.cyclegan.source_class and gan.cyclegan.target_class both resolve to {class_names[source]!r} "
+            f"(train counts {dict(zip(class_names, train_counts))}; null = largest / smallest class): expected two classes"
+        )
+    return source, target
+
+
 @torch.no_grad()
 def translate(network: nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """(N, C, R, R) uint8 source images -> (N, C, R, R) uint8 translations (network in eval mode)."""

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganaug.config import ConfigError, GANConfig, gan_config_from_dict
+from ganaug.config import GANConfig, gan_config_from_dict
 from ganaug.gan import GANS
 from ganaug.gan.train import build_generator, to_uint8
 from ganaug.torchfile import BadFileError, load_torch_file, require_fields, save_torch_file, summary
@@ -92,7 +92,7 @@ class TrainedGenerator:
             cfg = gan_config_from_dict(blob["config"])
             n_cond = len(blob["class_names"]) if blob["conditional"] else 0
             network = build_generator(cfg, blob["resolution"], n_cond, blob["channels"])
-        except (TypeError, ValueError, RuntimeError, ConfigError) as exc:  # unknown config keys, impossible sizes
+        except (TypeError, ValueError, RuntimeError) as exc:  # unknown config keys, impossible sizes
             raise BadFileError(f"generator file {str(path)!r} has a gan config this version cannot build ({summary(exc)}); "
                                "rerun the train_gan stage") from exc
         try:

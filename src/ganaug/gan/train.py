@@ -182,6 +182,10 @@ CHECKPOINT_FIELDS = {
 
 def checkpoint_generator(state: dict[str, Any], cfg: GANConfig) -> nn.Module:
     """The network a checkpoint samples from (the EMA of G when kept, else G), in eval mode, on CPU."""
+    if cfg.arch == "cyclegan":  # the translator G_AB (no EMA)
+        network = build_generator(cfg, state["resolution"], 0, state["channels"])
+        network.load_state_dict(state["g_ab"])
+        return network.eval()
     network = build_generator(cfg, state["resolution"], state["n_classes"], state["channels"])
     network.load_state_dict(state["ema"] if state["ema"] is not None else state["generator"])
     return network.to(memory_format=torch.channels_last).eval()
