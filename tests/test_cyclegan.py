@@ -216,3 +216,48 @@ def test_translate_pool_records_which_train_image_each_translation_came_from(tmp
     smaller = translate_pool(translator, train, [4, 6], dataclasses.replace(cfg, pool_ratio=0.5))
     np.testing.assert_array_equal(smaller[3], sources[:3])  # a smaller pool is a prefix
     assert not np.array_equal(translate_pool(translator, train, [4, 6], dataclasses.replace(cfg, seed=4))[3], sources)
+
+
+TINY_STAGES = {
+    "data": {"image_size": 32, "phantom": {"n_images": 120}},
+    "reference": {"epochs": 1},
+    "gan": {"arch": "cyclegan", "epochs": 1, "base_channels": 4, "batch_size": 16, "eval_every": 1, "n_eval": 16,
+            "device": "cpu", "min_diversity": 0.0},
+    "synthesize": {"pool_ratio": 1.0, "min_coverage": 0.0, "min_diversity": 0.0, "min_translation_change": 0.0},
+}
+
+
+@pytest.mark.slow
+def test_stages_train_a_translator_and_synthesize_records_provenance(tmp_path):
+    from conftest import prepared_project
+
+    from ganaug.cli import main as cli_main
+    from ganaug.data.packed import load_packed
+    from ganaug.data.synthetic import MANIFEST_FILE, SYNTHETIC_FILE
+    from ganaug.tracking import pyfunc_generator
+
+    with prepared_project(tmp_path, TINY_STAGES) as root:
+        assert cli_main(["train-gan"]) == 0
+        assert cli_main(["synthesize"]) == 0
+        meta = json.loads((root / "data/prepared/meta.json").read_text())
+        counts = meta["counts"]["train"]["per_class"]
+        source = max(counts, key=counts.get)
+        target = min(counts, key=counts.get)
+        generator = TrainedGenerator.load(root / "models/gan/generator.pt")
+        assert generator.translator and generator.class_names[generator.info["source_class"]] == source
+        quality = json.loads((root / "models/gan/quality.json").read_text())
+        assert {"translation_change", "translation_ssim_to_source", "label_fidelity", "fd_domain",
+                "memorisation_pixel_copy_rate"} <= set(quality)
+        manifest = json.loads((root / "data/synthetic" / MANIFEST_FILE).read_text())
+        provenance = manifest["provenance"]
+        assert (provenance["source_class"], provenance["target_class"]) == (source, target)
+        train = load_packed(root / "data/prepared").train
+        sources = np.array(provenance["source_train_index"])
+        assert (train.labels[sources] == meta["class_names"].index(source)).all()
+        synthetic = np.load(root / "data/synthetic" / SYNTHETIC_FILE)
+        assert len(sources) == len(synthetic["images"]) == max(counts.values())
+        np.testing.assert_array_equal(synthetic["images"], cyclegan.translate(generator.network, train.images[sources]))
+        assert manifest["translation"]["translation_change"] > 0
+        # the registered model is the translator: images in, images out
+        model = mlflow.pyfunc.load_model(f"models:/{pyfunc_generator.REGISTERED_NAME}@challenger")
+        np.testing.assert_array_equal(model.predict(train.images[sources[:3]]), synthetic["images"][:3])
