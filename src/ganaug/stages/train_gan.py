@@ -330,8 +330,10 @@ def main(params: Params) -> None:
         if run_id is None:
             if data.n_classes:  # the whole train split
                 mlflow_utils.log_split(meta, "train", data.images, data.labels, "training")
-            else:  # one class of it: its own name, and a digest MLflow computes from the images
+            else:  # one class of it (cyclegan: its source and target classes): its own name, and a digest MLflow computes
                 minority = metric_key(dataset.class_names[data.trained_classes[0]])
+                if data.source_class is not None:
+                    minority = f"{metric_key(dataset.class_names[data.source_class])}-and-{minority}"
                 mlflow_utils.log_dataset(data.images, None, f"{meta['source'].get('name')}-train-{minority}",
                                          "data/prepared", None, "training")
             mlflow.log_params({
