@@ -97,6 +97,14 @@ def test_one_training_step_changes_every_network(tmp_path):
     assert {"loss_cycle", "loss_identity", "loss_g_adv", "loss_d_a", "loss_d_b"} <= set(result.losses[0])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_translation_epoch_is_finite_and_trains(tmp_path):
+    result = training_loop(tiny_images(16), np.arange(16) % 2, 0, tiny_cfg(epochs=2, device="cuda"), tmp_path / "c.pt",
+                           torch.device("cuda"))
+    assert all(np.isfinite(r[k]) for r in result.losses for k in ("loss_d", "loss_g", "loss_cycle"))
+    assert result.losses[-1]["loss_cycle"] < result.losses[0]["loss_cycle"]
+
+
 def test_learning_rate_is_constant_then_decays_linearly():
     factors = [cyclegan.lr_factor(e, 10, 0.5) for e in range(1, 11)]
     assert factors[:5] == [1.0] * 5
