@@ -392,7 +392,8 @@ def translation_loop(
         order_b = torch.cat([torch.randperm(n_b, generator=order_rng) for _ in range(-(-max(n_a, n_b) // n_b))])
         epoch_losses: list[dict[str, float]] = []
         epoch_start = time.perf_counter()
-        for i in range(steps_per_epoch):
+        step_bar = progress(range(steps_per_epoch), desc=f"CycleGAN epoch {epoch}/{cfg.epochs}", unit="step")
+        for i in step_bar:
             batch = slice(i * batch_size, (i + 1) * batch_size)
             real_a = to_model_range(x_a[order_a[batch]]).to(device)  # (B, C, R, R) in [-1, 1]
             real_b = to_model_range(x_b[order_b[batch]]).to(device)
@@ -405,6 +406,9 @@ def translation_loop(
                     raise GANDivergenceError(f"CycleGAN diverged: {name} = {record[name]} at epoch {epoch}, step {step}; "
                                              f"last good checkpoint: {last}. Try a lower gan.lr_d / gan.lr_g.")
             epoch_losses.append(record)
+            step_bar.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}",
+                                 cycle=f"{record['loss_cycle']:.3f}", refresh=False)
+        step_bar.close()
         losses.extend(epoch_losses)
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
