@@ -106,17 +106,30 @@ RESUME_CASES = [
     # so the counters and the path-length mean must come back from the checkpoint
     ("stylegan2", {"augment": "ada", "ada_kimg": 0.05, "ada_target": 0.05, "batch_size": 4, "ema_kimg": 0.1,
                    "stylegan2": {"r1_gamma": 1.0, "r1_interval": 4, "pl_weight": 1.0, "pl_interval": 4}}),
+    # a translator: a pool that is full before the kill (its content and RNG resume), learning-rate decay across it
+    ("cyclegan", {"batch_size": 4, "mode": "minority", "cyclegan": {"pool_size": 6, "decay_start": 0.3}}),
 ]
+
+
+def training_data(arch: str, n: int, n_classes: int) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(labels, n_classes) for training_loop: class labels, or for cyclegan source (0) / target (1) domains."""
+    return (np.arange(n) % 2, 0) if arch == "cyclegan" else (np.arange(n) % n_classes, n_classes)
+
+
+def arch_cfg(arch: str, **options) -> GANConfig:
+    cc = options.pop("cyclegan", {})
+    cfg = tiny_cfg(arch=arch, **options)
+    return dataclasses.replace(cfg, cyclegan=dataclasses.replace(cfg.cyclegan, **cc)) if cc else cfg
 
 
 @pytest.mark.parametrize("arch, options", RESUME_CASES)
 def test_resumed_run_continues_exactly(tmp_path, arch, options):
-    images, labels = tiny_images(24), np.arange(24) % 3
-    cfg = tiny_cfg(arch=arch, mode="conditional", epochs=3, **options)
-    full = training_loop(images, labels, 3, cfg, tmp_path / "full.pt", CPU)
-    killed = training_loop(images, labels, 3, cfg, tmp_path / "resume.pt", CPU, stop_after_epoch=1)
+    images, (labels, n_classes) = tiny_images(24), training_data(arch, 24, 3)
+    cfg = arch_cfg(arch, **{"mode": "conditional", "epochs": 3, **options})
+    full = training_loop(images, labels, n_classes, cfg, tmp_path / "full.pt", CPU)
+    killed = training_loop(images, labels, n_classes, cfg, tmp_path / "resume.pt", CPU, stop_after_epoch=1)
     assert killed.losses == full.losses[: len(killed.losses)]
-    resumed = training_loop(images, labels, 3, cfg, tmp_path / "resume.pt", CPU)
+    resumed = training_loop(images, labels, n_classes, cfg, tmp_path / "resume.pt", CPU)
     assert resumed.resumed_from_epoch == 1
     assert resumed.losses == full.losses  # bit-identical loss trajectory
     assert resumed.augment_p == full.augment_p
@@ -142,22 +155,27 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("arch, mode", [("dcgan", "minority"), ("cgan", "conditional"), ("acgan", "conditional"),
-                                        ("stylegan2", "conditional")])
+                                        ("stylegan2", "conditional"), ("cyclegan", "minority")])
 def test_divergence_guard_names_step_and_checkpoint(tmp_path, monkeypatch, arch, mode):
-    from ganaug.gan import losses
+    from ganaug.gan import cyclegan, losses
 
     calls = {"n": 0}
-    original = losses.NonSaturatingLoss.generator
+    loss_class = cyclegan.LeastSquaresLoss if arch == "cyclegan" else losses.NonSaturatingLoss
+    original = loss_class.generator
 
     def poisoned(self, fake_logits):
         calls["n"] += 1
         loss = original(self, fake_logits)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(losses.NonSaturatingLoss, "generator", poisoned)
+    monkeypatch.setattr(loss_class, "generator", poisoned)
     labels, n_classes = (np.arange(16) % 2, 2) if mode == "conditional" else (None, 0)
+    if arch == "cyclegan":  # two adversarial terms per step (D_B, D_A): the third call is step 2's first
+        labels, n_classes, calls["n"] = np.arange(16) % 2, 0, -2
     with pytest.raises(GANDivergenceError, match=r"loss_g = nan at epoch 2, step 3; last good checkpoint: .*c.pt \(epoch 1\)"):
-        training_loop(tiny_images(16), labels, n_classes, tiny_cfg(arch=arch, mode=mode, epochs=3), tmp_path / "c.pt", CPU)
+        training_loop(tiny_images(16), labels, n_classes, tiny_cfg(arch=arch, mode=mode, epochs=3,
+                                                                   batch_size=4 if arch == "cyclegan" else 8),  # 2 steps an epoch
+                      tmp_path / "c.pt", CPU)
     assert torch.load(tmp_path / "c.pt", weights_only=True)["epoch"] == 1  # the good state is kept
 
 

@@ -175,9 +175,24 @@ class StyleGAN2Config:
 
 
 @dataclass(frozen=True)
+class CycleGANConfig:
+    # the class translated from (a class name of the train split); null = the largest class
+    source_class: str | None = None
+    # the class translated into, the one synthesize makes; null = the smallest class
+    target_class: str | None = None
+    lambda_cycle: float = 10.0  # weight of the cycle-consistency L1 loss (A -> B -> A and B -> A -> B)
+    # weight of the identity L1 loss (G_AB(b) ~ b), relative to lambda_cycle as in the paper's code; 0 = off
+    lambda_identity: float = 0.5
+    pool_size: int = 50  # past fakes D also sees (image pool); 0 = off
+    decay_start: float = 0.5  # share of gan.epochs at constant learning rate; then linear decay towards 0
+    n_res_blocks: int = 0  # residual blocks in G; 0 = by resolution (3 up to 32 px, 6 up to 128, 9 above)
+
+
+@dataclass(frozen=True)
 class GANConfig:
-    # registry ganaug.gan.GANS; cgan and acgan need mode=conditional; stylegan2 takes both modes (gan.stylegan2)
-    arch: Literal["dcgan", "cgan", "acgan", "stylegan2"] = "dcgan"
+    # registry ganaug.gan.GANS; cgan and acgan need mode=conditional; stylegan2 takes both modes (gan.stylegan2);
+    # cyclegan (a translator between two classes, gan.cyclegan) needs mode=minority
+    arch: Literal["dcgan", "cgan", "acgan", "stylegan2", "cyclegan"] = "dcgan"
     mode: Literal["minority", "conditional"] = "minority"  # minority: the minority class only | conditional: all
     latent_dim: int = 100  # length of the noise vector z
     base_channels: int = 32  # DCGAN's ngf / ndf
@@ -222,10 +237,15 @@ class GANConfig:
     # file (a copy of a previous run's models/gan/generator.pt: G and its EMA; D starts fresh) or a train_gan
     # checkpoint (.ganaug/train_gan/<key>/checkpoint.pt of an unfinished run: G, D and EMA); null = random init
     init_from: str | None = None
+    # gan.arch=cyclegan only (it reads base_channels, epochs, batch_size, lr_g, lr_d, beta1, beta2, eval_every,
+    # n_eval, seed; its loss is least squares, without augmentation or EMA)
+    cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.stylegan2, dict):  # GANConfig(**saved_dict): a checkpoint's or generator file's config
             object.__setattr__(self, "stylegan2", StyleGAN2Config(**self.stylegan2))
+        if isinstance(self.cyclegan, dict):
+            object.__setattr__(self, "cyclegan", CycleGANConfig(**self.cyclegan))
 
 
 @dataclass(frozen=True)
@@ -249,6 +269,9 @@ class SynthesizeConfig:
     min_label_fidelity: float = 0.0
     min_coverage: float = 0.1  # coverage_domain: share of real images with a sample among their nearest neighbours
     min_diversity: float = 0.25  # diversity: spread of the samples / spread of the real images of their class
+    # gan.arch=cyclegan only: translation_change (mean absolute difference between a translated image and its
+    # source, 0-1 units) at least this; a translator that returns its input unchanged scores 0
+    min_translation_change: float = 0.01
     override_gate: bool = False  # true: write the set anyway (recorded in the manifest and shown by evaluate)
     # StyleGAN2 truncation: w = mean w of the class + psi * (w - mean); 1 = off, < 1 trades diversity for fidelity
     # (and more near-copies: the memorisation audit sees it); gan.arch=stylegan2 only
@@ -510,10 +533,16 @@ _CHECKS[(StyleGAN2Config, "pl_weight")] = _between(0, 1000)
 _CHECKS[(StyleGAN2Config, "pl_interval")] = _between(1, 10_000)
 _CHECKS[(SynthesizeConfig, "truncation_psi")] = _between(0, 1)
 _CHECKS[(GANConfig, "min_diversity")] = _between(0, 2)
+_CHECKS[(CycleGANConfig, "lambda_cycle")] = _between(0, 1000)
+_CHECKS[(CycleGANConfig, "lambda_identity")] = _between(0, 100)
+_CHECKS[(CycleGANConfig, "pool_size")] = _between(0, 10_000)
+_CHECKS[(CycleGANConfig, "decay_start")] = _PROBABILITY
+_CHECKS[(CycleGANConfig, "n_res_blocks")] = _between(0, 64)
 _CHECKS[(GANConfig, "diversity_evals")] = _between(1, 1000)
 for _name in ("min_label_fidelity", "min_coverage"):
     _CHECKS[(SynthesizeConfig, _name)] = _PROBABILITY
 _CHECKS[(SynthesizeConfig, "min_diversity")] = _between(0, 2)
+_CHECKS[(SynthesizeConfig, "min_translation_change")] = _PROBABILITY
 _CHECKS[(TuneConfig, "n_trials")] = _between(1, 100_000)
 _CHECKS[(TuneConfig, "timeout")] = _between(0, 10 * 365 * 86_400)
 _CHECKS[(TuneConfig, "epochs")] = (lambda v: v is None or 1 <= v <= MAX_EPOCHS, f"null or an integer in [1, {MAX_EPOCHS}]")
@@ -659,6 +688,16 @@ def _check_gan(gan: GANConfig) -> None:
         if gan.r1_gamma > 0:
             raise ConfigError(f"gan.r1_gamma={gan.r1_gamma} with gan.arch=stylegan2: its R1 is lazy and set by "
                               "gan.stylegan2.r1_gamma (every gan.stylegan2.r1_interval steps); expected gan.r1_gamma=0")
+    if gan.arch == "cyclegan":
+        if gan.mode != "minority":
+            raise ConfigError(
+                f"gan.arch=cyclegan translates gan.cyclegan.source_class into gan.cyclegan.target_class (one class made) "
+                f"but gan.mode={gan.mode}: expected gan.mode=minority"
+            )
+        cc = gan.cyclegan
+        if cc.source_class is not None and cc.source_class == cc.target_class:
+            raise ConfigError(f"gan.cyclegan.source_class and gan.cyclegan.target_class are both {cc.source_class!r}: "
+                              "expected two different classes")
     if gan.augment == "ada" and gan.loss == "wgan_gp":
         raise ConfigError(
             "gan.augment=ada with gan.loss=wgan_gp: ADA reads sign(D(real)), which means nothing for a "
@@ -850,9 +889,19 @@ def _check_tune(params: Params) -> None:
         )
 
 
+def _check_cyclegan_synthesis(params: Params) -> None:
+    if params.gan.arch == "cyclegan" and params.synthesize.filter != "none":
+        raise ConfigError(
+            f"synthesize.filter={params.synthesize.filter} with gan.arch=cyclegan: a translator makes one image per "
+            "source image (its provenance is recorded), so a filter has no further candidates to draw; expected "
+            "synthesize.filter=none"
+        )
+
+
 def _check_cross_field(params: Params) -> None:
     _check_data(params.data)
     _check_gan(params.gan)
+    _check_cyclegan_synthesis(params)
     _check_tune(params)
     _check_gan_resolution(params)
     _check_arms(params)
@@ -928,6 +977,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     params = params_from_dict(raw)
     _check_files(params)
     return params
+
+
+def gan_config_from_dict(raw: dict[str, Any]) -> GANConfig:
+    """A gan section as saved with a checkpoint or generator file (`to_dict`): its nested
+    gan.cyclegan block back into its dataclass (files from before the block get the defaults).
+    Unknown keys raise TypeError; values are not range-checked again (they were when trained)."""
+    nested = raw.get("cyclegan")
+    return GANConfig(**{**raw, **({"cyclegan": CycleGANConfig(**nested)} if isinstance(nested, dict) else {})})
 
 
 def to_dict(obj: Any) -> Any:

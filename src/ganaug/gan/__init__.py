@@ -9,6 +9,11 @@ Every architecture shares `gan.train.training_loop`; they differ in networks and
   images [+ labels] -> whatever the loss reads (logits (N,), or (logits, class logits))
 - loss(gan config) -> a `GANLoss` turning D's outputs into named loss terms
 - generator_options(gan config) -> the arch's own generator keyword arguments (its params section)
+
+`cyclegan` is a translator, not a noise-driven generator: G maps images (N, C, R, R) to images
+of another class, D is a PatchGAN, and it trains in its own loop (`cyclegan.translation_loop`,
+which `gan.train.training_loop` hands it to); its spec builds the networks with gan.cyclegan's
+defaults (`gan.train.build_generator` passes the whole config).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from ganaug.gan import acgan, cgan, dcgan, stylegan2
+from ganaug.gan import acgan, cgan, cyclegan, dcgan, stylegan2
 from ganaug.gan.losses import ACGANLoss, GANLoss
 
 
@@ -43,4 +48,10 @@ GANS: dict[str, GANSpec] = {
     "acgan": GANSpec(acgan.Generator, acgan.Discriminator, ACGANLoss.from_config),
     "stylegan2": GANSpec(stylegan2.Generator, stylegan2.Discriminator, stylegan2.StyleGAN2Loss.from_config,
                          _stylegan2_options),
+    "cyclegan": GANSpec(
+        lambda resolution, latent_dim, base_channels, n_classes, channels: cyclegan.ResnetGenerator(resolution, base_channels, channels),
+        lambda resolution, base_channels, n_classes, channels, norm, spectral_norm: cyclegan.PatchDiscriminator(
+            resolution, base_channels, channels),
+        lambda cfg: cyclegan.LeastSquaresLoss(),
+    ),
 }

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganaug.config import GANConfig
+from ganaug.config import GANConfig, gan_config_from_dict
 from ganaug.gan import GANS
 from ganaug.gan.train import build_generator, to_uint8
 from ganaug.torchfile import BadFileError, load_torch_file, require_fields, save_torch_file, summary
@@ -91,7 +91,7 @@ class TrainedGenerator:
             raise BadFileError(f"generator file {str(path)!r} has gan.arch={arch!r}; this version builds {sorted(GANS)}: "
                                "rerun the train_gan stage")
         try:
-            cfg = GANConfig(**blob["config"])
+            cfg = gan_config_from_dict(blob["config"])
             n_cond = len(blob["class_names"]) if blob["conditional"] else 0
             network = build_generator(cfg, blob["resolution"], n_cond, blob["channels"])
         except (TypeError, ValueError, RuntimeError) as exc:  # unknown config keys, impossible sizes
@@ -131,6 +131,16 @@ class TrainedGenerator:
     def multilabel(self) -> bool:
         return self.label_kind == "multi_hot"
 
+    @property
+    def translator(self) -> bool:
+        """gan.arch=cyclegan: the network translates images (`ganaug.gan.cyclegan.translate`), it takes no noise."""
+        return self.config.get("arch") == "cyclegan"
+
+    def _require_noise_driven(self) -> None:
+        if self.translator:
+            raise ValueError("this generator is a CycleGAN translator: it takes source images, not noise "
+                             "(ganaug.gan.cyclegan.translate, or the synthesize stage)")
+
     @torch.no_grad()
     def sample(self, counts: dict[int, int] | list[tuple[int, int]] | np.ndarray, seed: int,
                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +150,7 @@ class TrainedGenerator:
         A multi-hot generator also takes an array of label vectors (N, K) of 0/1 -> (images, the
         vectors as (N, K) uint8), one image per row; there a class-index request for finding k
         means the vector with finding k alone."""
+        self._require_noise_driven()
         if isinstance(counts, np.ndarray):
             return self._sample_vectors(counts, seed, batch_size)
         requests = list(counts.items()) if isinstance(counts, dict) else [(int(c), int(n)) for c, n in counts]
@@ -198,6 +209,7 @@ class TrainedGenerator:
         and every forward pass covers one whole aligned block of the stream (batch_size rounded up
         to a multiple of NOISE_CHUNK), so image i is the same, bit for bit, whatever `start` and `n`
         ask for it: the first m images of a class are a prefix of the first m' > m."""
+        self._require_noise_driven()
         if class_index not in self.trained_classes:
             raise ValueError(f"generator cannot produce classes {[class_index]}; it was trained for "
                              f"{[self.class_names[c] for c in self.trained_classes]}")

@@ -40,7 +40,7 @@ from torch import nn
 
 from ganaug.config import GANConfig, to_dict
 from ganaug.device import adam_options, autocast, compiled, configure_backends, on_device_uint8, to_device_images
-from ganaug.gan import GANS, distributed
+from ganaug.gan import GANS, cyclegan, distributed
 from ganaug.gan.diffaugment import ADA_INTERVAL, AdaptiveAugmentProbability, DiffAugment
 from ganaug.gan.ema import GeneratorEMA
 from ganaug.gan.records import StepRecords
@@ -103,6 +103,8 @@ def discriminator_norm(cfg: GANConfig) -> str:
 
 
 def build_generator(cfg: GANConfig, resolution: int, n_classes: int, channels: int = 1) -> nn.Module:
+    if cfg.arch == "cyclegan":  # the translator G_AB: images in, images out (gan.cyclegan sizes it)
+        return cyclegan.build_translator(cfg, resolution, channels)
     spec = GANS[cfg.arch]
     return spec.generator(resolution, cfg.latent_dim, cfg.base_channels, n_classes, channels, **spec.generator_options(cfg))
 
@@ -176,6 +178,10 @@ CHECKPOINT_FIELDS = {
 
 def checkpoint_generator(state: dict[str, Any], cfg: GANConfig) -> nn.Module:
     """The network a checkpoint samples from (the EMA of G when kept, else G), in eval mode, on CPU."""
+    if cfg.arch == "cyclegan":  # the translator G_AB (no EMA)
+        network = build_generator(cfg, state["resolution"], 0, state["channels"])
+        network.load_state_dict(state["g_ab"])
+        return network.eval()
     network = build_generator(cfg, state["resolution"], state["n_classes"], state["channels"])
     network.load_state_dict(state["ema"] if state["ema"] is not None else state["generator"])
     return network.to(memory_format=torch.channels_last).eval()
@@ -256,6 +262,10 @@ def training_loop(
     read_every: int = 25,  # steps between reads of the loss records from the device (and at each epoch's end)
 ) -> GANTrainResult:
     """Train G and D on `images`; resume from `checkpoint_path` when it exists."""
+    if cfg.arch == "cyclegan":  # a translator: labels 0 = source class, 1 = target class; its own loop
+        assert labels is not None and labels.ndim == 1 and set(np.unique(labels)) <= {0, 1}, "cyclegan takes labels 0/1"
+        return cyclegan.translation_loop(images[labels == 0], images[labels == 1], cfg, checkpoint_path, device,
+                                         evaluate, on_epoch_end, extra_state, stop_after_epoch)
     assert images.ndim == 4 and images.dtype == np.uint8, f"images must be (N, C, H, W) uint8, got {images.shape} {images.dtype}"
     assert (labels is None) == (n_classes == 0), "labels go with n_classes > 0 (conditional) and only then"
     n, channels, resolution = len(images), images.shape[1], images.shape[-1]

@@ -16,7 +16,9 @@ GATE_METRICS = (
     ("label_fidelity_relative", "min_label_fidelity"),
     ("coverage_domain", "min_coverage"),
     ("diversity", "min_diversity"),
+    ("translation_change", "min_translation_change"),  # translators only (gan.arch=cyclegan): ganaug.quality.translation
 )
+TRANSLATOR_ONLY = ("translation_change",)  # checked and recorded only when the caller gives a level (a translator)
 OVERRIDE_KEY = "synthesize.override_gate"
 
 
@@ -56,6 +58,8 @@ def gate_decision(final_quality: dict[str, float], levels: dict[str, float]) -> 
     values: dict[str, float | None] = {}
     failures = []
     for metric, key in GATE_METRICS:
+        if metric in TRANSLATOR_ONLY and metric not in levels:
+            continue  # a noise-driven generator: not part of its record
         level = levels.get(metric, 0.0)
         value = final_quality.get(metric)
         values[metric] = None if value is None else float(value)
@@ -65,7 +69,7 @@ def gate_decision(final_quality: dict[str, float], levels: dict[str, float]) -> 
             failures.append(f"{metric} was not measured (synthesize.{key}={level})")
         elif not value >= level:  # NaN fails too
             failures.append(f"{metric} {value:.3f} < synthesize.{key}={level}")
-    return GateDecision(values, {m: levels.get(m, 0.0) for m, _ in GATE_METRICS}, failures)
+    return GateDecision(values, {m: levels.get(m, 0.0) for m, _ in GATE_METRICS if m in values}, failures)
 
 
 def gate_message(decision: GateDecision, generator: str) -> str:

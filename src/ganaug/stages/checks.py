@@ -44,3 +44,15 @@ def require_classes_to_condition_on(meta: dict[str, Any], gan: GANConfig) -> Non
             f"(source {meta['source'].get('name')!r}) has {len(names)}: {names}; "
             "use gan.arch=dcgan with gan.mode=minority, or prepare a data set with more classes"
         )
+
+
+def require_translation_classes(meta: dict[str, Any], gan: GANConfig) -> tuple[int, int]:
+    """gan.arch=cyclegan: (source, target) class indices of the prepared data set, from meta.json,
+    before the images are loaded; a missing or repeated class names its gan.cyclegan key."""
+    from ganaug.gan.cyclegan import translation_classes
+
+    names = meta["class_names"]
+    try:
+        return translation_classes(names, [meta["counts"]["train"]["per_class"][n] for n in names], gan)
+    except ValueError as exc:
+        raise StageInputError(f"{exc} (source {meta['source'].get('name')!r})") from None

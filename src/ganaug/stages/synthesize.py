@@ -4,6 +4,10 @@ seed, counts, filter statistics, memorisation audit and SSIM likeness of the wri
 of the unfiltered candidates when a filter ran). A pure function of (generator file, seed,
 counts, filter).
 
+A translator (gan.arch=cyclegan) makes its pool from real *train* images of its source class
+instead of noise (`translate_pool`): the manifest's `provenance` says which train image each
+synthetic image was translated from, and `translation` how much the set changed from them.
+
 Quality gate first: a generator whose final evaluation is below `synthesize.min_*`
 (`ganaug.quality.gate`) stops the stage before anything is sampled or written, unless
 `synthesize.override_gate` is true; the manifest records the decision either way."""
@@ -24,12 +28,14 @@ from ganaug.classify.train import extract_features  # noqa: E402
 from ganaug.config import Params, SynthesizeConfig, flatten  # noqa: E402
 from ganaug.data.packed import Split, load_packed, read_meta  # noqa: E402
 from ganaug.data.synthetic import MANIFEST_FILE, SYNTHETIC_FILE  # noqa: E402
+from ganaug.gan import cyclegan  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.io import atomic_dir, write_json  # noqa: E402
 from ganaug.quality.memorisation import closest_pairs_grid  # noqa: E402
 from ganaug.quality.gate import GateDecision, QualityGateError, gate_decision, gate_message  # noqa: E402
 from ganaug.quality.filters import FilteredDraw, Scorer, draw_filtered, reference_confidence_scorer, ssim_likeness_scorer  # noqa: E402
 from ganaug.quality.suite import likeness_summary, memorisation, ssim_likeness_values  # noqa: E402
+from ganaug.quality.translation import change_metrics, unchanged_message  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference  # noqa: E402
 from ganaug.tracking import mlflow_utils, runs  # noqa: E402
@@ -55,6 +61,21 @@ def synthesize(generator: TrainedGenerator, train_counts: list[int], cfg: Synthe
     return np.concatenate(images), np.concatenate(labels), counts
 
 
+def translate_pool(generator: TrainedGenerator, train: Split, train_counts: list[int],
+                   cfg: SynthesizeConfig) -> tuple[np.ndarray, np.ndarray, dict[int, int], np.ndarray]:
+    """A translator's pool: as many images of its target class as `synthetic_counts` asks, each
+    the translation of a source-class train image taken in a seeded order (`cyclegan.source_indices`,
+    repeated when the pool is larger than the class). Returns (images, labels, counts, sources)
+    with sources (N,) the train-split positions of the source images: a pure function of
+    (generator file, train split, seed, counts), and a smaller pool is a prefix of a larger one."""
+    source, (target,) = generator.info["source_class"], generator.trained_classes
+    counts = synthetic_counts(train_counts, [target], cfg.pool_ratio)
+    positions = np.flatnonzero(train.labels == source)  # the source class in train-split order
+    sources = positions[cyclegan.source_indices(len(positions), counts[target], cfg.seed)]
+    images = cyclegan.translate(generator.network, train.images[sources], cfg.batch_size)
+    return images, np.full(len(images), target, np.int64), counts, sources
+
+
 def filter_scorer(cfg: SynthesizeConfig, train: Split, reference: torch.nn.Module, device: torch.device) -> Scorer:
     if cfg.filter == "ssim_likeness":
         return ssim_likeness_scorer(train.images, train.labels)
@@ -75,6 +96,11 @@ def check_gate(generator: TrainedGenerator, generator_file: str, cfg: Synthesize
     and synthesize.override_gate is false."""
     levels = {"label_fidelity_relative": cfg.min_label_fidelity, "coverage_domain": cfg.min_coverage,
               "diversity": cfg.min_diversity}
+    if generator.translator:  # a translator that returns its input unchanged fails here
+        levels["translation_change"] = cfg.min_translation_change
+        warning = unchanged_message(generator.info.get("final_quality") or {}, cfg.min_translation_change)
+        if warning:
+            print(f"WARNING: {warning}")
     decision = gate_decision(generator.info.get("final_quality") or {}, levels)
     if not decision.passed and not cfg.override_gate:
         raise QualityGateError(gate_message(decision, generator_file))
@@ -97,7 +123,10 @@ def main(params: Params) -> None:
     cpu = torch.device("cpu")
     reference, extractor = load_reference(paths.REFERENCE, cpu)
     draw = None
-    if cfg.filter == "none":
+    sources = None
+    if generator.translator:  # config refuses a filter with gan.arch=cyclegan
+        images, labels, counts, sources = translate_pool(generator, train, train_counts, cfg)
+    elif cfg.filter == "none":
         images, labels, counts = synthesize(generator, train_counts, cfg)
     else:
         draw = synthesize_filtered(generator, train_counts, cfg, filter_scorer(cfg, train, reference, cpu))
@@ -146,6 +175,16 @@ def main(params: Params) -> None:
         "unfiltered_candidates": unfiltered or None,
         "quality_gate": gate.record(overridden=not gate.passed),
     }
+    translation = {}
+    if sources is not None:  # which real train image each synthetic image was translated from, and how far it moved
+        translation = change_metrics(train.images[sources], images)
+        source_name = meta["class_names"][generator.info["source_class"]]
+        manifest["pool"]["order"] = ("translations of source-class train images in a seeded order "
+                                     "(ganaug.gan.cyclegan.source_indices), repeated when the pool is larger than the class")
+        manifest["provenance"] = {"kind": "translation", "split": "train", "source_class": source_name,
+                                  "target_class": meta["class_names"][generator.trained_classes[0]],
+                                  "source_train_index": [int(i) for i in sources]}  # row i <- train split image sources[i]
+        manifest["translation"] = translation
     mlflow_utils.setup()
     key = runs.input_key(synthesize=flatten(cfg, "synthesize"), data=meta["dataset_hash"], generator=manifest["generator_sha256"])
     name = mlflow_utils.unique_run_name("synthesize", {"synthesize": flatten(cfg), "generator": manifest["generator_sha256"]})
@@ -153,7 +192,7 @@ def main(params: Params) -> None:
             "synthetic.generator_run_id": str(generator.info.get("mlflow_run_id"))})):
         mlflow.log_params(flatten(cfg, "synthesize") | {f"synthetic.n_{metric_key(k)}": v for k, v in manifest["counts"].items()}
                           | {"synthetic.quality_gate": "passed" if gate.passed else "overridden"})
-        mlflow.log_metrics(audit | likeness | unfiltered)
+        mlflow.log_metrics(audit | likeness | unfiltered | translation)
         if draw is not None:
             mlflow.log_metrics({f"filter_acceptance_{metric_key(c)}": s["acceptance"] for c, s in manifest["filter"]["per_class"].items()})
         with atomic_dir(paths.SYNTHETIC) as tmp:

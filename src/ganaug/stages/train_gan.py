@@ -31,7 +31,7 @@ from ganaug.classify.train import extract_features, predict_proba  # noqa: E402
 from ganaug.config import GANConfig, Params, dump_yaml, flatten, to_dict  # noqa: E402
 from ganaug.data.packed import PackedDataset, load_packed, read_meta  # noqa: E402
 from ganaug.device import describe, pick_device  # noqa: E402
-from ganaug.gan import distributed  # noqa: E402
+from ganaug.gan import cyclegan, distributed  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.gan.train import EpochReport, checkpoint_generator, load_checkpoint, to_uint8, training_loop  # noqa: E402
 from ganaug.io import atomic_dir, kill_point, write_json  # noqa: E402
@@ -50,10 +50,11 @@ from ganaug.quality.memorisation import MemorisationReport, closest_pairs_grid  
 from ganaug.quality.multilabel import SKIPPED_REASON, MultiLabelQualityEvaluator  # noqa: E402
 from ganaug.quality.suite import FeatureSet, feature_metrics, label_fidelity, memorisation, pixel_metrics  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
-from ganaug.stages.checks import require_classes_to_condition_on, require_gan_labels  # noqa: E402
+from ganaug.quality.translation import change_metrics, unchanged_message  # noqa: E402
+from ganaug.stages.checks import require_classes_to_condition_on, require_gan_labels, require_translation_classes  # noqa: E402
 from ganaug.stages.real_features import load_real_inception  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference, stats_path  # noqa: E402
-from ganaug.tracking import mlflow_utils, pyfunc_generator, registry, runs, summaries  # noqa: E402
+from ganaug.tracking import mlflow_utils, pyfunc_generator, pyfunc_translator, registry, runs, summaries  # noqa: E402
 from ganaug.tracking.mlflow_utils import metric_key  # noqa: E402
 
 EVAL_SEED = 20_240_601  # fixed noise for evaluations and sample grids: epochs stay comparable
@@ -61,22 +62,36 @@ GRID_SIZE = 64
 QUALITY_FILE = "quality.json"  # the final evaluation in full (metrics/gan.json keeps a summary)
 SHOWN = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain", "diversity", "ssim_real_fake", "label_fidelity",
          "label_fidelity_relative",
-         "fid_inception", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate")  # printed each evaluation
+         "fid_inception", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate",
+         "translation_change", "translation_ssim_to_source")  # printed each evaluation
 
 
 @dataclass(frozen=True)
 class GANData:
     images: np.ndarray  # (N, C, H, W) uint8: what the GAN trains on
-    labels: np.ndarray | None  # (N,) class indices or (N, K) multi-hot findings for a conditional GAN
-    n_classes: int  # 0 = unconditional; K findings on multi-label data
+    labels: np.ndarray | None  # (N,) class indices or (N, K) multi-hot findings for a conditional GAN; cyclegan: 0 source, 1 target
+    n_classes: int  # 0 = unconditional (and cyclegan); K findings on multi-label data
     trained_classes: list[int]  # classes the generator will produce (multi-label: every finding)
     eval_counts: dict[int, int]  # images per class for each evaluation
+    source_class: int | None = None  # cyclegan: the class it translates from (trained_classes[0] is the target)
+
+    @property
+    def source_images(self) -> np.ndarray:
+        """cyclegan: the source class's train images (N_A, C, R, R) uint8."""
+        assert self.source_class is not None, "only a translator (gan.arch=cyclegan) has source images"
+        return self.images[self.labels == 0]
 
 
 def select_training_data(dataset: PackedDataset, cfg: GANConfig) -> GANData:
     """Minority mode: the smallest class of the train split only; conditional: all classes (on
-    multi-label data the whole train split with its multi-hot finding vectors)."""
+    multi-label data the whole train split with its multi-hot finding vectors); cyclegan: the
+    source class's images (label 0) then the target class's (label 1)."""
     counts = dataset.train.class_counts(dataset.n_classes)
+    if cfg.arch == "cyclegan":
+        source, target = cyclegan.translation_classes(dataset.class_names, list(counts), cfg)
+        a, b = dataset.train.of_class(source), dataset.train.of_class(target)
+        domains = np.concatenate([np.zeros(len(a), np.int64), np.ones(len(b), np.int64)])
+        return GANData(np.concatenate([a, b]), domains, 0, [target], {target: cfg.n_eval}, source)
     if cfg.mode == "minority":
         minority = int(np.argmin(counts))
         images = dataset.train.of_class(minority)
@@ -181,8 +196,52 @@ class QualityEvaluator:
         return out
 
 
+class TranslationEvaluator(QualityEvaluator):
+    """A translator's evaluation (gan.arch=cyclegan): n_eval source-class train images (a fixed
+    draw) translated into the target class, then every metric of `QualityEvaluator` against the
+    target class (label fidelity = read as the target class; memorisation against its train
+    images), plus how much each image changed from its source (`ganaug.quality.translation`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        n_source = len(self.data.source_images)
+        self.sources = self.data.source_images[cyclegan.source_indices(n_source, min(n_source, self.data.eval_counts[
+            self.data.trained_classes[0]]), EVAL_SEED)]  # (n, C, R, R) uint8, each source at most once
+        self.last_change: dict[str, float] = {}
+
+    def sample(self, generator: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        translated = cyclegan.translate(generator, self.sources)
+        self.last_change = change_metrics(self.sources, translated)
+        return translated, np.full(len(translated), self.data.trained_classes[0])
+
+    def __call__(self, epoch: int, generator: torch.nn.Module) -> dict[str, float]:
+        out = super().__call__(epoch, generator)
+        warning = unchanged_message(self.last_change, UNCHANGED_WARN_BELOW)
+        if warning:
+            print(f"WARNING (epoch {epoch}): {warning}")
+        return out | self.last_change
+
+
+UNCHANGED_WARN_BELOW = 0.01  # translation_change below which each evaluation warns (the gate's default level)
+
+
+def translation_grid(generator: torch.nn.Module, data: GANData, device: torch.device) -> np.ndarray:
+    """GRID_SIZE // 2 fixed source images and their translations as (H, W) uint8: rows alternate
+    source, translated (8 per row)."""
+    sources = data.source_images[cyclegan.source_indices(len(data.source_images), min(len(data.source_images), GRID_SIZE // 2),
+                                                         EVAL_SEED + 1)]
+    translated = cyclegan.translate(generator, sources)
+    rows = [block for i in range(0, len(sources), 8) for block in (sources[i:i + 8], translated[i:i + 8])]
+    images = torch.from_numpy(np.concatenate(rows)).float()
+    grid = make_grid(images, nrow=8, normalize=True, value_range=(0, 255), padding=2)
+    return (grid[0] * 255).round().to(torch.uint8).numpy()
+
+
 def sample_grid(generator: torch.nn.Module, data: GANData, device: torch.device) -> np.ndarray:
-    """A fixed-noise grid of GRID_SIZE samples as (H, W) uint8, classes in rows for a cGAN."""
+    """A fixed-noise grid of GRID_SIZE samples as (H, W) uint8, classes in rows for a cGAN; for a
+    translator, sources and their translations (`translation_grid`)."""
+    if data.source_class is not None:
+        return translation_grid(generator, data, device)
     rng = torch.Generator().manual_seed(EVAL_SEED + 1)
     per_class = GRID_SIZE // len(data.trained_classes)
     z = torch.randn(per_class * len(data.trained_classes), generator.latent_dim, generator=rng).to(device)
@@ -239,6 +298,8 @@ def main(params: Params) -> None:
     meta = read_meta(paths.PREPARED)
     require_gan_labels(meta, cfg)  # multi-label data: gan.mode=conditional on the multi-hot vectors
     require_classes_to_condition_on(meta, cfg)
+    if cfg.arch == "cyclegan":
+        require_translation_classes(meta, cfg)
     multilabel = meta["label_kind"] != "class_index"
     dataset = load_packed(paths.PREPARED)
     data = select_training_data(dataset, cfg)
@@ -258,12 +319,13 @@ def main(params: Params) -> None:
         return
     evaluator = (MultiLabelQualityEvaluator(data.images, data.labels, dataset.class_names, cfg.n_eval, device, cfg.epochs,
                                             EVAL_SEED) if multilabel else
-                 QualityEvaluator(dataset, data, reference, extractor, device, inception_weights, meta["dataset_hash"],
-                                  final_epoch=cfg.epochs, inception_batch=params.quality.batch_size,
-                                  inception_mixed=params.quality.precision == "bf16"))
+                 (TranslationEvaluator if cfg.arch == "cyclegan" else QualityEvaluator)(
+                     dataset, data, reference, extractor, device, inception_weights, meta["dataset_hash"],
+                     final_epoch=cfg.epochs, inception_batch=params.quality.batch_size,
+                     inception_mixed=params.quality.precision == "bf16"))
 
     mlflow_utils.setup()
-    previous = load_checkpoint(checkpoint)
+    previous = (cyclegan.load_translation_checkpoint if cfg.arch == "cyclegan" else load_checkpoint)(checkpoint)
     run_id = previous["extra"].get("mlflow_run_id") if previous else None
     if previous:
         print(f"resuming GAN training from {checkpoint} (epoch {previous['epoch']}/{cfg.epochs})")
@@ -277,14 +339,17 @@ def main(params: Params) -> None:
         if run_id is None:
             if data.n_classes:  # the whole train split
                 mlflow_utils.log_split(meta, "train", data.images, data.labels, "training")
-            else:  # one class of it: its own name, and a digest MLflow computes from the images
+            else:  # one class of it (cyclegan: its source and target classes): its own name, and a digest MLflow computes
                 minority = metric_key(dataset.class_names[data.trained_classes[0]])
+                if data.source_class is not None:
+                    minority = f"{metric_key(dataset.class_names[data.source_class])}-and-{minority}"
                 mlflow_utils.log_dataset(data.images, None, f"{meta['source'].get('name')}-train-{minority}",
                                          "data/prepared", None, "training")
             mlflow.log_params({
                 **flatten(cfg, "gan"), **describe(device, cfg.precision == "bf16"), "distributed.processes": ranks.world_size,  # torchrun ranks
                 "data.n_train_images_gan": len(data.images),
                 "data.trained_classes": ",".join(dataset.class_names[c] for c in data.trained_classes),
+                **({"data.source_class": dataset.class_names[data.source_class]} if data.source_class is not None else {}),
                 "quality.feature_extractor": extractor,
                 "quality.fid_inception": "on" if inception_weights else "off (no local pytorch-fid weights)",
             })
@@ -315,7 +380,8 @@ def main(params: Params) -> None:
         trained = TrainedGenerator(  # result.generator is the EMA of G when gan.ema_kimg > 0
             result.generator.cpu(), to_dict(cfg), dataset.class_names, data.trained_classes, data.n_classes > 0,
             {"dataset_hash": meta["dataset_hash"], "epochs": cfg.epochs, "mlflow_run_id": run.info.run_id,
-             "feature_extractor": extractor, "final_quality": final, **({"quality_skipped": SKIPPED_REASON} if multilabel else {})},
+             "feature_extractor": extractor, "final_quality": final,
+             **({"source_class": data.source_class} if data.source_class is not None else {}), **({"quality_skipped": SKIPPED_REASON} if multilabel else {})},
             label_kind=meta["label_kind"],  # multi_hot: the generator samples from finding vectors
         )
         fig = loss_figure(result.losses, result.quality)
@@ -353,8 +419,11 @@ def main(params: Params) -> None:
                                    extractor, trained.resolution, budget, describe(device, cfg.precision == "bf16"))
         version = registered_version(run.info.run_id)  # registered before a kill: not again
         if version is None:  # a new version with its model card, as @challenger (what `ganaug promote` judges)
-            info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution, data.trained_classes[0],
-                                                  register=False)
+            if trained.translator:  # images in, images out (README, "The generator as a model")
+                info = pyfunc_translator.log_translator(out / "generator.pt", trained.channels, trained.resolution, register=False)
+            else:
+                info = pyfunc_generator.log_generator(out / "generator.pt", trained.channels, trained.resolution,
+                                                      data.trained_classes[0], register=False)
             version = registry.register_generator(info.model_uri, *card)
             kill_point("train_gan_registered")  # tests: registered, the run not finished
         else:

@@ -22,7 +22,7 @@ from ganaug.config import Params, TuneConfig, to_dict
 from ganaug.data.packed import load_packed, read_meta
 from ganaug.device import pick_device
 from ganaug.stages import paths
-from ganaug.stages.checks import require_classes_to_condition_on, require_single_label
+from ganaug.stages.checks import StageInputError, require_classes_to_condition_on, require_single_label
 from ganaug.stages.train_gan import select_training_data
 from ganaug.stages.train_reference import MODEL_FILE, load_reference
 from ganaug.tracking import mlflow_utils
@@ -51,6 +51,9 @@ def load_study_data(params: Params, meta: dict) -> StudyData:
     """Train images for the GAN and validation features to score it, from train and val only."""
     require_single_label(meta, "tune gan")
     require_classes_to_condition_on(meta, params.gan)
+    if params.gan.arch == "cyclegan":  # its trials sample noise-driven generators: not built for a translator yet
+        raise StageInputError("tune gan: gan.arch=cyclegan is a translator, which the GAN study does not search yet: "
+                              "expected gan.arch dcgan, cgan or acgan")
     dataset = load_packed(paths.PREPARED, splits=SPLITS_READ)
     data = select_training_data(dataset, params.gan)
     device = pick_device(params.gan.device, "gan.device")

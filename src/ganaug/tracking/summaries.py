@@ -17,7 +17,8 @@ from ganaug.tracking.mlflow_utils import metric_key
 
 # quality of the trained generator: distance, coverage, label fidelity, diversity, copies
 GAN_KEYS = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain", "label_fidelity",
-            "diversity", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate")
+            "diversity", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate",
+            "translation_change", "translation_ssim_to_source")  # the last two: translators (gan.arch=cyclegan) only
 REFERENCE_KEYS = ("val_balanced_accuracy", "val_accuracy", "val_roc_auc", "best_epoch")
 CLASSIFIER_KEYS = ("balanced_accuracy", "accuracy", "roc_auc")  # test split, mean and std over seeds
 SUMMARY_REFERENCE = "real"  # evaluate's summary: every arm against this reference arm
