@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[100, 101], help="gan seeds (not used by the study's trials)")
     parser.add_argument("--out", default="tune_confirm.json")
+    parser.add_argument("--only", choices=("default", "best"), help="one of the two configurations (two processes at once)")
     args = parser.parse_args()
 
     params = load_params(args.params)
@@ -51,6 +52,8 @@ def main() -> None:
     data = load_study_data(params, read_meta(paths.PREPARED))
     key = objective_key(tune)
     configs = {"default": {}, f"best (trial {best.number})": params_to_gan(best.params)}
+    if args.only:
+        configs = {k: v for k, v in configs.items() if k.startswith(args.only)}
     rows = []
     for label, sampled in configs.items():
         for seed in args.seeds:
