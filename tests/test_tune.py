@@ -6,6 +6,7 @@ worker SIGKILLed mid-trial leaves its trial failed and retried."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -19,12 +20,14 @@ import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
+from ruamel.yaml import YAML
 
 from conftest import REPO, prepared_project
 from ganaug import cli
 from ganaug.config import ConfigError, params_from_dict
 from ganaug.tune import storage as tune_storage
-from ganaug.tune.study import PARENT_RUN_ATTR, apply_command, open_study
+from ganaug.tune.study import (EPOCHS_RUN_ATTR, LAUNCHED_WORKER_ENV, PARENT_RUN_ATTR, SETTINGS_ATTR, StudyProgress,
+                               apply_command, open_study, run_worker, show, summary, time_left)
 from postgres_server import postgres_server  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow
@@ -182,6 +185,124 @@ def test_a_clearly_bad_configuration_is_pruned_at_its_first_evaluation(project):
     assert set(bad.intermediate_values) == {1} and bad.intermediate_values[1] > good.intermediate_values[1]
     run = mlflow.MlflowClient().get_run(bad.user_attrs["mlflow_run_id"])
     assert run.data.tags["optuna.state"] == "pruned"
+
+
+def test_a_multi_objective_study_has_a_pareto_front_and_apply_asks_for_a_trial(project, capsys):
+    """tune.multi_objective=copy_rate_pixel: every trial returns (validation FD, copy rate against
+    the train split), nothing is reported for pruning (the configured median pruner is named as
+    unused), the parent run holds the Pareto front (PNG and CSV), `tune show` lists it and
+    `tune apply` refuses to pick a trial without --trial."""
+    params = {**TINY, "tune": {**TINY["tune"], "multi_objective": "copy_rate_pixel", "population": 2, "n_trials": 3}}
+    with open(project / "params_multi.yaml", "w") as f:
+        YAML().dump(params, f)
+    storage = f"journal:{project / 'multi.log'}"
+    base = ["--params", "params_multi.yaml", "--study", "multi", "--storage", storage]
+    capsys.readouterr()
+    assert cli.main(["tune", "gan", *base]) == 0
+    out = capsys.readouterr().out
+    assert "samples with NSGA-II (population 2) and prunes nothing" in out and "tune.pruner=median not used" in out
+    study = optuna.load_study(study_name="multi", storage=tune_storage.open_storage(storage, 1, 1))
+    assert study.metric_names == ["fd_domain_val", "copy_rate_pixel"]
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 3 and all(len(t.values) == 2 and 0.0 <= t.values[1] <= 1.0 for t in complete)
+    assert all(not t.intermediate_values for t in complete)  # no report: Optuna's pruners are single-objective
+    assert all(t.user_attrs["epochs_run"] == 2 for t in complete)
+    client = mlflow.MlflowClient()
+    run = client.get_run(complete[0].user_attrs["mlflow_run_id"])
+    assert run.data.metrics["copy_rate_pixel"] == pytest.approx(complete[0].values[1])
+    assert run.data.metrics["objective"] == pytest.approx(complete[0].values[0])
+    parent = study.user_attrs[PARENT_RUN_ATTR]
+    artifacts = {a.path for a in client.list_artifacts(parent)}
+    assert {"pareto_front.png", "pareto_front.csv", "trials.csv", "summary.json"} <= artifacts
+    front = sorted(t.number for t in study.best_trials)
+    assert client.get_run(parent).data.tags["pareto.trials"] == ",".join(
+        str(t.number) for t in sorted(study.best_trials, key=lambda t: (t.values[0], t.number)))
+    assert client.get_run(parent).data.params["tune.multi_objective"] == "copy_rate_pixel"
+
+    assert cli.main(["tune", "show", "gan", *base[2:]]) == 0
+    shown = capsys.readouterr().out
+    assert "no pruning (multi-objective)" in shown
+    assert f"Pareto front: {len(front)} of 3 complete trials (fd_domain_val, copy_rate_pixel" in shown
+    for number in front:
+        assert f"  trial {number}: fd_domain_val " in shown
+    assert cli.main(["tune", "apply", "gan", *base[2:]]) == 1
+    err = capsys.readouterr().err
+    assert "is multi-objective" in err and "choose one with --trial N" in err
+    assert cli.main(["tune", "apply", "gan", *base[2:], "--trial", str(front[0])]) == 0
+    assert f"dvc exp run --name multi-trial-{front[0]} -S gan.lr_g=" in capsys.readouterr().out
+    # the single-objective study of the same space is another study: refused under this name
+    with pytest.raises(ValueError, match="exists with direction"):
+        open_study("multi", tune_storage.open_storage(storage, 1, 1), {}, optuna.samplers.RandomSampler(),
+                   optuna.pruners.NopPruner())
+
+
+def test_show_reports_the_pruned_fraction_and_the_trial_epochs_pruning_saved():
+    """10 epochs a trial: a complete one (10), one pruned at its epoch-4 report (attribute of older
+    code absent: its last report counts), one stopped after 6 (attribute): 20 of 30 trial-epochs."""
+    study = optuna.create_study(study_name="epochs", direction="minimize")
+    study.set_user_attr(SETTINGS_ATTR, {"epochs": 10})
+    dist = {"lr_g": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)}
+    study.add_trial(optuna.trial.create_trial(params={"lr_g": 2e-4}, distributions=dist, value=5.0,
+                                              user_attrs={EPOCHS_RUN_ATTR: 10}))
+    study.add_trial(optuna.trial.create_trial(params={"lr_g": 1e-2}, distributions=dist, state=TrialState.PRUNED,
+                                              intermediate_values={2: 90.0, 4: 80.0}))
+    study.add_trial(optuna.trial.create_trial(params={"lr_g": 5e-3}, distributions=dist, state=TrialState.PRUNED,
+                                              intermediate_values={2: 70.0, 4: 60.0}, user_attrs={EPOCHS_RUN_ATTR: 6}))
+    info = summary(study)
+    assert info["pruned_fraction"] == pytest.approx(2 / 3)
+    assert (info["trial_epochs_run"], info["trial_epochs_without_pruning"]) == (20, 30)
+    assert info["trial_epochs_saved_fraction"] == pytest.approx(1 / 3)
+    shown = show(study)
+    assert "pruned fraction 0.67" in shown and "trial-epochs: 20 run of 30 without pruning (33 % saved)" in shown
+
+
+# ---------------------------------------------------------------------------------------
+# the study's progress bar
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_time_left_is_the_pace_so_far_capped_by_the_timeout():
+    assert time_left(budget=10, finished=0, finished_at_start=0, elapsed=5.0, timeout=0) is None  # no pace yet
+    assert time_left(budget=10, finished=0, finished_at_start=0, elapsed=5.0, timeout=60) == 55.0
+    assert time_left(budget=10, finished=4, finished_at_start=2, elapsed=60.0, timeout=0) == pytest.approx(180.0)
+    assert time_left(budget=10, finished=4, finished_at_start=2, elapsed=60.0, timeout=100) == pytest.approx(40.0)
+    assert time_left(budget=10, finished=12, finished_at_start=0, elapsed=60.0, timeout=0) == 0.0
+
+
+def _trials_up_to(study: optuna.Study, bar: StudyProgress) -> None:
+    run_worker(study, lambda trial: trial.suggest_float("x", 0.0, 1.0), budget=bar.budget, timeout=0, max_retries=0,
+               on_trial=bar.trial_finished)
+
+
+def test_the_study_bar_shows_trials_best_and_time_left_on_a_terminal_only(monkeypatch, capsys):
+    monkeypatch.delenv(LAUNCHED_WORKER_ENV, raising=False)
+    study = optuna.create_study(study_name="bar", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=1)  # a resumed study: 1 of 3 done
+    terminal = Terminal()
+    with StudyProgress(study, budget=3, timeout=0, stream=terminal) as bar:
+        assert bar.enabled
+        _trials_up_to(study, bar)
+    drawn = terminal.getvalue()
+    best = f"best {study.best_value:.4g} (trial {study.best_trial.number})"
+    assert "study bar: 1/3 trials" in drawn and "time left: estimated after the first trial" in drawn
+    assert "study bar: 3/3 trials" in drawn and best in drawn and "~0m00s left" in drawn
+    assert "tune: trial 2 complete" in drawn  # the trial lines go above the bar
+    assert "tune: trial" not in capsys.readouterr().out
+
+    log = io.StringIO()  # not a terminal (CI, a log file): no bar, the lines alone
+    with StudyProgress(study, budget=5, timeout=0, stream=log) as bar:
+        assert not bar.enabled
+        _trials_up_to(study, bar)
+    assert log.getvalue() == ""
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[-1].startswith("tune: trial 4 complete") and lines[-1].endswith("5/5 trials")
+
+    monkeypatch.setenv(LAUNCHED_WORKER_ENV, "1")  # workers started by --workers share one terminal: no bars
+    assert not StudyProgress(study, budget=5, timeout=0, stream=Terminal()).enabled
 
 
 # ---------------------------------------------------------------------------------------

@@ -370,6 +370,10 @@ class TuneConfig:
     timeout: float = 0.0  # seconds after which a worker starts no new trial (the running one finishes); 0 = no limit
     epochs: int | None = None  # GAN epochs per trial (pruning looks at every gan.eval_every of them); null = gan.epochs
     objective: Literal["fd_domain", "kd_domain"] = "fd_domain"  # minimised, on the *validation* split's reference features
+    # a second objective minimised with tune.objective (a multi-objective study: NSGA-II, no pruning, a Pareto front):
+    # none | copy_rate_pixel | copy_rate_domain (memorisation copy rate of the last evaluation's samples vs the train split)
+    multi_objective: Literal["none", "copy_rate_pixel", "copy_rate_domain"] = "none"
+    population: int = 8  # NSGA-II population of a multi-objective study (its first generation is drawn at random)
     sampler: Literal["tpe", "gp"] = "tpe"  # tpe: multivariate TPE | gp: Gaussian-process sampler; seeded by tune.seed
     pruner: Literal["median", "hyperband", "none"] = "median"  # stops trials whose evaluations are clearly worse
     warmup_epochs: int = 10  # no trial is pruned before this epoch (median: n_warmup_steps; hyperband: min_resource)
@@ -548,6 +552,7 @@ _CHECKS[(TuneConfig, "timeout")] = _between(0, 10 * 365 * 86_400)
 _CHECKS[(TuneConfig, "epochs")] = (lambda v: v is None or 1 <= v <= MAX_EPOCHS, f"null or an integer in [1, {MAX_EPOCHS}]")
 _CHECKS[(TuneConfig, "warmup_epochs")] = _between(0, MAX_EPOCHS)
 _CHECKS[(TuneConfig, "startup_trials")] = _between(0, 10_000)
+_CHECKS[(TuneConfig, "population")] = _between(2, 10_000)
 _CHECKS[(TuneConfig, "seed")] = _SEED
 _CHECKS[(TuneConfig, "heartbeat_s")] = _between(1, 3600)
 _CHECKS[(TuneConfig, "max_retries")] = _between(0, 100)

@@ -14,11 +14,11 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from ganaug.classify.train import extract_features
 from ganaug.config import Params, TuneConfig, to_dict
+from ganaug.data.leakage import duplicate_groups
 from ganaug.data.packed import load_packed, read_meta
 from ganaug.device import pick_device
 from ganaug.stages import paths
@@ -27,7 +27,7 @@ from ganaug.stages.train_gan import select_training_data
 from ganaug.stages.train_reference import MODEL_FILE, load_reference
 from ganaug.tracking import mlflow_utils
 from ganaug.tune import study as studies
-from ganaug.tune.objective import StudyData, run_trial
+from ganaug.tune.objective import StudyData, objective_names, run_trial
 from ganaug.tune.storage import open_storage, redact, resolve_storage_url
 
 SPLITS_READ = ("train", "val")  # never "test"
@@ -65,8 +65,13 @@ def load_study_data(params: Params, meta: dict) -> StudyData:
             raise ValueError(f"class {dataset.class_names[c]!r} has {len(images)} validation image(s): a study's "
                              "Fréchet distance needs at least 2 (raise data.val_fraction)")
         val_features[c] = extract_features(reference, images, device)
+    groups = train_features = None
+    if params.tune.multi_objective != "none":  # the copy rate's reference: the GAN's own train images
+        groups = duplicate_groups(data.images)
+        if params.tune.multi_objective == "copy_rate_domain":
+            train_features = extract_features(reference, data.images, device)
     return StudyData(data.images, data.labels, data.n_classes, data.eval_counts, val_features, reference, extractor,
-                     device, meta["dataset_hash"])
+                     device, meta["dataset_hash"], groups, train_features)
 
 
 def open_gan_study(params: Params, tune: TuneConfig, name: str, worker_index: int, meta: dict, extractor: str):
@@ -77,8 +82,9 @@ def open_gan_study(params: Params, tune: TuneConfig, name: str, worker_index: in
     gan_fixed = {k: v for k, v in to_dict(params.gan).items() if k not in tune.gan_space and k != "seed"}
     gan_fixed["epochs"] = epochs
     settings = studies.study_settings(tune, gan_fixed, meta["dataset_hash"], extractor)
-    study = studies.open_study(name, storage, settings, studies.make_sampler(tune, worker_index),
-                               studies.make_pruner(tune, epochs))
+    sampler = studies.make_sampler(tune, worker_index, multi_objective=tune.multi_objective != "none")
+    study = studies.open_study(name, storage, settings, sampler, studies.make_pruner(tune, epochs),
+                               objectives=objective_names(tune))
     return study, url
 
 
@@ -98,6 +104,8 @@ def main(params: Params, args: argparse.Namespace) -> int:
     parent = studies.ensure_parent_run(study, url, tune, mlflow_utils.lineage_tags("tune_gan", meta))
     print(f"tune: study {study.study_name!r} in {redact(url)}; budget {tune.n_trials} trials; "
           f"{len(study.trials)} trial(s) so far; MLflow parent run {parent}")
+    if tune.multi_objective != "none":
+        print(studies.multi_objective_note(tune, objective_names(tune)))
     if args.workers > 1:
         argv = ["tune", "gan", "--params", args.params, "--study", study.study_name, "--storage", url,
                 "--trials", str(tune.n_trials), "--timeout", str(tune.timeout)]
@@ -105,14 +113,10 @@ def main(params: Params, args: argparse.Namespace) -> int:
     else:
         work_root = root / paths.CACHE / "tune" / study.study_name
         work_root.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-
-        def report(study_, trial):
-            print(studies.progress_line(study_, trial, tune.n_trials, started, tune.timeout), flush=True)
-
-        studies.run_worker(study, lambda trial: run_trial(trial, study, params.gan, tune, data, parent, work_root,
-                                                                 args.worker_index),
-                           tune.n_trials, tune.timeout, tune.max_retries, on_trial=report)
+        with studies.StudyProgress(study, tune.n_trials, tune.timeout) as bar:
+            studies.run_worker(study, lambda trial: run_trial(trial, study, params.gan, tune, data, parent, work_root,
+                                                              args.worker_index),
+                               tune.n_trials, tune.timeout, tune.max_retries, on_trial=bar.trial_finished)
         code = 0
     studies.log_study_summary(study)
     print(studies.show(study))

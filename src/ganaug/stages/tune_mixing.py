@@ -19,7 +19,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -181,14 +180,11 @@ def main(params: Params, args: argparse.Namespace) -> int:
         code = studies.launch_workers(argv, args.workers, env=dict(os.environ))
     else:
         data, pool, _ = load_study_data(params, meta, generator)
-        started = time.monotonic()
-
-        def report(study_, trial):
-            print(studies.progress_line(study_, trial, tune.n_trials, started, tune.timeout), flush=True)
-
-        studies.run_worker(study, lambda trial: mixing.run_trial(trial, study, tune, params.classifier, params.synthesize,
-                                                                 default_ratio(params), data, pool, parent, args.worker_index),
-                           tune.n_trials, tune.timeout, tune.max_retries, on_trial=report)
+        with studies.StudyProgress(study, tune.n_trials, tune.timeout) as bar:
+            studies.run_worker(study, lambda trial: mixing.run_trial(trial, study, tune, params.classifier,
+                                                                     params.synthesize, default_ratio(params), data,
+                                                                     pool, parent, args.worker_index),
+                               tune.n_trials, tune.timeout, tune.max_retries, on_trial=bar.trial_finished)
     studies.log_study_summary(study, studies.MIXING_STUDY)
     print(studies.show(study, kind=studies.MIXING_STUDY))
     if args.final and code == 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -29,15 +30,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from ganaug.config import TuneConfig  # noqa: E402
+from ganaug.progress import is_terminal  # noqa: E402
 from ganaug.tune.space import params_to_gan, params_to_mixing, space_as_dict  # noqa: E402
 from ganaug.tune.storage import fail_dead_trials, open_storage, redact, resolve_storage_url  # noqa: E402
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attribute
 SETTINGS_ATTR = "ganaug.settings"  # study user attribute: what the study searches and measures
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+EPOCHS_RUN_ATTR = "epochs_run"  # GAN trial user attribute: epochs trained before it completed or was stopped
+LAUNCHED_WORKER_ENV = "GANAUG_TUNE_LAUNCHED_WORKER"  # set by launch_workers: the workers share one terminal
 
 
 @dataclass(frozen=True)
@@ -54,10 +60,13 @@ GAN_STUDY = StudyKind("gan", "minimize", params_to_gan, "gan")
 MIXING_STUDY = StudyKind("mixing", "maximize", params_to_mixing, "mixing")
 
 
-def make_sampler(tune: TuneConfig, worker_index: int) -> optuna.samplers.BaseSampler:
+def make_sampler(tune: TuneConfig, worker_index: int, multi_objective: bool = False) -> optuna.samplers.BaseSampler:
     """TPE (multivariate, constant liar for parallel workers) or GP, seeded by tune.seed and
-    the worker's index (identical seeds would make parallel workers propose identical trials)."""
+    the worker's index (identical seeds would make parallel workers propose identical trials);
+    NSGA-II (population tune.population) for a multi-objective study."""
     seed = tune.seed + 1000 * worker_index
+    if multi_objective:
+        return optuna.samplers.NSGAIISampler(population_size=tune.population, seed=seed)
     if tune.sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=tune.startup_trials)
     return optuna.samplers.TPESampler(multivariate=True, constant_liar=True, seed=seed,
@@ -65,8 +74,11 @@ def make_sampler(tune: TuneConfig, worker_index: int) -> optuna.samplers.BaseSam
 
 
 def make_pruner(tune: TuneConfig, epochs: int) -> optuna.pruners.BasePruner:
-    """Median (after tune.startup_trials trials and tune.warmup_epochs epochs), Hyperband
-    (resources = epochs, from tune.warmup_epochs) or none."""
+    """The GAN study's pruner: median (after tune.startup_trials trials and tune.warmup_epochs epochs), Hyperband
+    (resources = epochs, from tune.warmup_epochs) or none; none for a multi-objective study
+    (Optuna's pruners are single-objective: `multi_objective_note` says so)."""
+    if tune.multi_objective != "none":
+        return optuna.pruners.NopPruner()
     if tune.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_epochs)
     if tune.pruner == "hyperband":
@@ -75,23 +87,40 @@ def make_pruner(tune: TuneConfig, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def multi_objective_note(tune: TuneConfig, objectives: list[str]) -> str:
+    """What a multi-objective study does instead of the configured sampler and pruner."""
+    unused = [f"tune.{key}={getattr(tune, key)}" for key, default in (("sampler", "tpe"), ("pruner", "none"))
+              if getattr(tune, key) != default]
+    return (f"tune: a multi-objective study (minimises {' and '.join(objectives)}) samples with NSGA-II "
+            f"(population {tune.population}) and prunes nothing: Optuna's pruners are single-objective"
+            + (f" ({', '.join(unused)} not used)" if unused else ""))
+
+
 def study_settings(tune: TuneConfig, gan_fixed: dict[str, Any], dataset_hash: str, extractor: str) -> dict[str, Any]:
-    """What makes trials of one study comparable: space, objective, fixed gan values, data, features."""
-    return {"space": space_as_dict(tune.gan_space), "objective": tune.objective, "gan_fixed": gan_fixed,
-            "dataset_hash": dataset_hash, "extractor": extractor, "epochs": gan_fixed.get("epochs")}
+    """What makes trials of one study comparable: space, objective(s), fixed gan values, data, features."""
+    settings = {"space": space_as_dict(tune.gan_space), "objective": tune.objective, "gan_fixed": gan_fixed,
+                "dataset_hash": dataset_hash, "extractor": extractor, "epochs": gan_fixed.get("epochs")}
+    if tune.multi_objective != "none":  # absent otherwise: single-objective studies made before the key stay loadable
+        settings |= {"multi_objective": tune.multi_objective, "population": tune.population}
+    return settings
 
 
 def open_study(name: str, storage: optuna.storages.BaseStorage, settings: dict[str, Any],
                sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
-               kind: StudyKind = GAN_STUDY) -> optuna.Study:
+               kind: StudyKind = GAN_STUDY, objectives: list[str] | None = None) -> optuna.Study:
     """Create the study, or load it (`load_if_exists`) after checking that it optimises in the
-    kind's direction and was made with the same settings; a mismatch raises ValueError naming
-    what differs."""
+    kind's direction (each of `objectives`, their names stored as the study's metric names) and
+    was made with the same settings; a mismatch raises ValueError naming what differs."""
+    directions = [kind.direction] * (len(objectives) if objectives else 1)
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction=kind.direction, load_if_exists=True)
-    if study.directions != [optuna.study.StudyDirection[kind.direction.upper()]]:
+                                directions=directions, load_if_exists=True)
+    if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
         raise ValueError(f"study {name!r} exists with direction(s) {[d.name for d in study.directions]}: "
-                         f"a {kind.name} study {kind.direction}s; use another --study name")
+                         f"this {kind.name} study {kind.direction}s {len(directions)} objective(s); "
+                         "use another --study name")
+    if objectives and len(objectives) > 1 and study.metric_names is None:
+        with _quiet_experimental():
+            study.set_metric_names(objectives)
     stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
         study.set_user_attr(SETTINGS_ATTR, settings)
@@ -111,6 +140,7 @@ def ensure_parent_run(study: optuna.Study, storage_url: str, tune: TuneConfig, t
         return run_id
     if logged is None:
         logged = {"tune.pruner": tune.pruner, "tune.objective": f"{tune.objective} (validation split)",
+                  "tune.multi_objective": tune.multi_objective,
                   "tune.warmup_epochs": tune.warmup_epochs, "tune.gan_space": json.dumps(space_as_dict(tune.gan_space))}
     with mlflow.start_run(run_name=f"tune-{study.study_name}", tags={**tags, "optuna.study": study.study_name}) as run:
         mlflow.log_params({"tune.study": study.study_name, "tune.storage": redact(storage_url), "tune.sampler": tune.sampler,
@@ -170,18 +200,126 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
 def progress_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, budget: int, started: float, timeout: float) -> str:
     """One line per finished trial: state, value, best so far, budget and time left."""
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-    try:
-        best = f"{study.best_value:.4g} (trial {study.best_trial.number})"
-    except ValueError:
-        best = "none yet"
-    value = f"{trial.value:.4g}" if trial.value is not None else "-"
+    value = "-" if trial.values is None else "/".join(f"{v:.4g}" for v in trial.values)
     left = f", {max(0.0, timeout - (time.monotonic() - started)):.0f} s of --timeout left" if timeout else ""
-    return f"tune: trial {trial.number} {trial.state.name.lower()} value={value}; best {best}; {finished}/{budget} trials{left}"
+    return (f"tune: trial {trial.number} {trial.state.name.lower()} value={value}; best {best_so_far(study)}; "
+            f"{finished}/{budget} trials{left}")
+
+
+def best_so_far(study: optuna.Study) -> str:
+    """The best value and its trial (a multi-objective study: the size of its Pareto front)."""
+    if len(study.directions) > 1:
+        front = study.best_trials
+        return f"Pareto front of {len(front)} trial(s)" if front else "none yet"
+    try:
+        return f"{study.best_value:.4g} (trial {study.best_trial.number})"
+    except ValueError:
+        return "none yet"
+
+
+def time_left(budget: int, finished: int, finished_at_start: int, elapsed: float, timeout: float) -> float | None:
+    """Seconds left in the budget: the trials still to run at this worker's pace so far, capped by
+    what is left of `timeout` (0 = none); None while no trial has finished here (no pace yet)."""
+    left_of_timeout = max(0.0, timeout - elapsed) if timeout else None
+    done_here = finished - finished_at_start
+    if done_here <= 0:
+        return left_of_timeout
+    estimate = max(0, budget - finished) * elapsed / done_here
+    return estimate if left_of_timeout is None else min(estimate, left_of_timeout)
+
+
+class StudyProgress:
+    """A one-line bar for a study on a terminal: finished trials / budget, the best value so far and
+    the time left in the budget (`time_left`); the per-trial lines (`progress_line`) are written
+    above it. Not a terminal (CI, a log file) or a worker started by `--workers` (they share one
+    terminal): no bar, the per-trial lines alone, which say the same. The GAN's epoch and step
+    bars open below it while a trial trains."""
+
+    def __init__(self, study: optuna.Study, budget: int, timeout: float, stream: Any = None):
+        self.budget, self.timeout = budget, timeout
+        self.started = time.monotonic()
+        self.finished_at_start = len(study.get_trials(deepcopy=False, states=FINISHED))
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = is_terminal(self.stream) and not os.environ.get(LAUNCHED_WORKER_ENV)
+        self.bar = tqdm(total=budget, initial=min(self.finished_at_start, budget), desc=f"study {study.study_name}",
+                        unit="trial", file=self.stream, leave=True, dynamic_ncols=True, disable=not self.enabled,
+                        bar_format="{desc}: {n_fmt}/{total_fmt} trials |{bar}|{postfix}")
+        self.bar.set_postfix_str(self.postfix(study), refresh=True)
+
+    def postfix(self, study: optuna.Study) -> str:
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        left = time_left(self.budget, finished, self.finished_at_start, time.monotonic() - self.started, self.timeout)
+        shown = "time left: estimated after the first trial" if left is None else f"~{_duration(left)} left"
+        return f"best {best_so_far(study)}; {shown}"
+
+    def trial_finished(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """The `run_worker` callback: the trial's line, then the bar redrawn."""
+        line = progress_line(study, trial, self.budget, self.started, self.timeout)
+        if not self.enabled:
+            print(line, flush=True)
+            return
+        self.bar.write(line, file=self.stream)
+        self.bar.n = min(len(study.get_trials(deepcopy=False, states=FINISHED)), self.budget)
+        self.bar.set_postfix_str(self.postfix(study), refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __enter__(self) -> StudyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def trials_table(study: optuna.Study):
     """Every trial: number, state, value, params, duration, retry and run attributes (a DataFrame)."""
     return study.trials_dataframe(attrs=("number", "state", "value", "params", "duration", "user_attrs", "system_attrs"))
+
+
+def is_multi_objective(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
+def value_names(study: optuna.Study) -> list[str]:
+    """The names of a study's values (its metric names; "value" for a study made without them)."""
+    names = study.metric_names
+    return list(names) if names else (["value"] if not is_multi_objective(study) else
+                                      [f"value {i}" for i in range(len(study.directions))])
+
+
+def trial_epochs(study: optuna.Study) -> dict[str, Any] | None:
+    """The compute pruning saved in a GAN study: epochs its finished trials trained against the
+    epochs they would have trained without pruning (every trial to the study's `epochs`).
+    A trial's epochs: its EPOCHS_RUN_ATTR attribute, else (trials of older code) the study's epochs
+    for a complete trial and its last reported epoch for a pruned one. None without a
+    per-trial epoch budget (the mixing study)."""
+    epochs = study.user_attrs.get(SETTINGS_ATTR, {}).get("epochs")
+    if not epochs:
+        return None
+    run = 0
+    finished = study.get_trials(deepcopy=False, states=FINISHED)
+    for t in finished:
+        if EPOCHS_RUN_ATTR in t.user_attrs:
+            run += int(t.user_attrs[EPOCHS_RUN_ATTR])
+        elif t.state == TrialState.COMPLETE:
+            run += int(epochs)
+        else:
+            run += max(t.intermediate_values, default=0)
+    without = len(finished) * int(epochs)
+    return {"trial_epochs_run": run, "trial_epochs_without_pruning": without,
+            "trial_epochs_saved_fraction": 1 - run / without if without else 0.0}
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """A multi-objective study's non-dominated complete trials, by their first value."""
+    return sorted(study.best_trials, key=lambda t: (t.values[0], t.number))
 
 
 def summary(study: optuna.Study, kind: StudyKind = GAN_STUDY) -> dict[str, Any]:
@@ -190,30 +328,43 @@ def summary(study: optuna.Study, kind: StudyKind = GAN_STUDY) -> dict[str, Any]:
     finished = counts["complete"] + counts["pruned"]
     out: dict[str, Any] = {"study": study.study_name, "trials": len(trials), **counts,
                            "pruned_fraction": counts["pruned"] / finished if finished else 0.0}
-    if counts["complete"]:
+    out |= trial_epochs(study) or {}
+    if not counts["complete"]:
+        return out
+    if is_multi_objective(study):
+        names = value_names(study)
+        out["pareto_front"] = [{"trial": t.number, **dict(zip(names, t.values)), "params": kind.decode(t.params)}
+                               for t in pareto_front(study)]
+    else:
         best = study.best_trial
         out |= {"best_value": best.value, "best_trial": best.number, "best_params": kind.decode(best.params)}
     return out
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
-    """fANOVA importances of the params over complete trials ({} with fewer than 2 or one value)."""
+    """PED-ANOVA importances (Optuna 5.0's default evaluator) of the params over complete trials
+    ({} with fewer than 2 or one value); a multi-objective study: for its first value (minimised)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2:
         return {}
+    target = (lambda t: t.values[0]) if is_multi_objective(study) else None
     try:
-        return dict(optuna.importance.get_param_importances(study))
+        with warnings.catch_warnings():  # "computes the importances of params to achieve low target values": wanted
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes", category=UserWarning)
+            return dict(optuna.importance.get_param_importances(study, target=target))
     except (RuntimeError, ValueError):  # e.g. every complete trial has the same params
         return {}
 
 
 def log_study_summary(study: optuna.Study, kind: StudyKind = GAN_STUDY) -> None:
-    """Parent run artifacts: optimisation history and param importances (PNG), all trials (CSV),
-    summary (JSON); the best value as a metric (step = finished trials), best params as tags."""
+    """Parent run artifacts: optimisation history (a multi-objective study: the Pareto front) and
+    param importances (PNG), all trials (CSV), summary (JSON); the best value as a metric (step =
+    finished trials), best params as tags (a multi-objective study: the front's size)."""
     run_id = study.user_attrs.get(PARENT_RUN_ATTR)
     if run_id is None:
         return
     info = summary(study, kind)
+    multi = is_multi_objective(study)
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -221,16 +372,32 @@ def log_study_summary(study: optuna.Study, kind: StudyKind = GAN_STUDY) -> None:
         (out / "summary.json").write_text(json.dumps({**info, "importances": importances(study)}, indent=2, default=str))
         if info["complete"]:
             with _quiet_experimental():
-                ax = optuna.visualization.matplotlib.plot_optimization_history(study)
-                ax.figure.savefig(out / "optimization_history.png", dpi=100, bbox_inches="tight")
-                plt.close(ax.figure)
+                if multi:
+                    ax = optuna.visualization.matplotlib.plot_pareto_front(study, target_names=value_names(study))
+                    ax.figure.savefig(out / "pareto_front.png", dpi=100, bbox_inches="tight")
+                    plt.close(ax.figure)
+                    pd.DataFrame([{k: v for k, v in row.items() if k != "params"} | row["params"]
+                                  for row in info["pareto_front"]]).to_csv(out / "pareto_front.csv", index=False)
+                else:
+                    ax = optuna.visualization.matplotlib.plot_optimization_history(study)
+                    ax.figure.savefig(out / "optimization_history.png", dpi=100, bbox_inches="tight")
+                    plt.close(ax.figure)
                 if importances(study):
-                    ax = optuna.visualization.matplotlib.plot_param_importances(study)
+                    target = (lambda t: t.values[0]) if multi else None
+                    warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes", category=UserWarning)
+                    ax = optuna.visualization.matplotlib.plot_param_importances(
+                        study, target=target, target_name=value_names(study)[0])
                     ax.figure.savefig(out / "param_importances.png", dpi=100, bbox_inches="tight")
                     plt.close(ax.figure)
         client.log_artifacts(run_id, str(out))
     finished = info["complete"] + info["pruned"]
     client.log_metric(run_id, "pruned_fraction", info["pruned_fraction"], step=finished)
+    if "trial_epochs_saved_fraction" in info:
+        client.log_metric(run_id, "trial_epochs_run", info["trial_epochs_run"], step=finished)
+        client.log_metric(run_id, "trial_epochs_saved_fraction", info["trial_epochs_saved_fraction"], step=finished)
+    if "pareto_front" in info:
+        client.log_metric(run_id, "pareto_front_size", len(info["pareto_front"]), step=finished)
+        client.set_tag(run_id, "pareto.trials", ",".join(str(row["trial"]) for row in info["pareto_front"]))
     if "best_value" in info:
         client.log_metric(run_id, "best_value", info["best_value"], step=finished)
         client.set_tag(run_id, "best.trial", str(info["best_trial"]))
@@ -247,23 +414,39 @@ def _quiet_experimental() -> Iterator[None]:
 
 
 def show(study: optuna.Study, top: int = 5, kind: StudyKind = GAN_STUDY) -> str:
-    """`ganaug tune show gan|mixing`: the best trials, param importances and the pruned fraction."""
+    """`ganaug tune show gan|mixing`: the best trials (a multi-objective study: its Pareto front),
+    param importances, the pruned fraction and (GAN) the trial-epochs pruning saved."""
     info = summary(study, kind)
+    multi = is_multi_objective(study)
     lines = [f"study {study.study_name}: {info['trials']} trials ({info['complete']} complete, {info['pruned']} pruned, "
              f"{info['fail']} failed, {info['running']} running, {info['waiting']} waiting); "
-             f"pruned fraction {info['pruned_fraction']:.2f}"]
+             + ("no pruning (multi-objective)" if multi else f"pruned fraction {info['pruned_fraction']:.2f}")]
+    if "trial_epochs_run" in info and not multi:
+        lines.append(f"trial-epochs: {info['trial_epochs_run']} run of {info['trial_epochs_without_pruning']} without "
+                     f"pruning ({100 * info['trial_epochs_saved_fraction']:.0f} % saved)")
     higher = kind.direction == "maximize"
-    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value,
-                      reverse=higher)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return "\n".join([*lines, "no complete trial yet"])
-    lines.append(f"best {min(top, len(complete))} trials ({'higher' if higher else 'lower'} is better):")
-    for t in complete[:top]:
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(kind.decode(t.params).items()))
-        lines.append(f"  trial {t.number}: {t.value:.4g}  {params}")
+    if multi:
+        names = value_names(study)
+        front = pareto_front(study)
+        lines.append(f"Pareto front: {len(front)} of {len(complete)} complete trials ({', '.join(names)}; "
+                     f"{'higher' if higher else 'lower'} is better on each); `tune apply --trial N` takes one:")
+        for t in front:
+            values = ", ".join(f"{n} {v:.4g}" for n, v in zip(names, t.values))
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(kind.decode(t.params).items()))
+            lines.append(f"  trial {t.number}: {values}  {params}")
+    else:
+        ranked = sorted(complete, key=lambda t: t.value, reverse=higher)
+        lines.append(f"best {min(top, len(ranked))} trials ({'higher' if higher else 'lower'} is better):")
+        for t in ranked[:top]:
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(kind.decode(t.params).items()))
+            lines.append(f"  trial {t.number}: {t.value:.4g}  {params}")
     found = importances(study)
     if found:
-        lines.append("param importances (fANOVA): " + ", ".join(f"{k} {v:.2f}" for k, v in found.items()))
+        lines.append(f"param importances (PED-ANOVA{', for ' + value_names(study)[0] if multi else ''}): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in found.items()))
     return "\n".join(lines)
 
 
@@ -276,11 +459,18 @@ def _fmt(value: Any) -> str:
 
 
 def chosen_trial(study: optuna.Study, trial_number: int | None = None) -> optuna.trial.FrozenTrial:
-    """The best complete trial, or complete trial `trial_number`; ValueError naming the study otherwise."""
+    """The best complete trial, or complete trial `trial_number` (a multi-objective study has no
+    single best: `trial_number` is required); ValueError naming the study otherwise."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise ValueError(f"study {study.study_name!r} has no complete trial to apply")
     if trial_number is None:
+        if is_multi_objective(study):
+            front = [t.number for t in pareto_front(study)]
+            raise ValueError(f"study {study.study_name!r} is multi-objective ({', '.join(value_names(study))}): it has "
+                             f"no single best trial; choose one with --trial N (its Pareto front: trials "
+                             f"{', '.join(map(str, front))}; `bin/ganaug tune show gan --study {study.study_name}` "
+                             "lists their values)")
         trial = study.best_trial
     else:
         found = [t for t in complete if t.number == trial_number]
@@ -324,7 +514,7 @@ def launch_workers(argv: list[str], workers: int, env: dict[str, str] | None = N
     processes = []
     for index in range(workers):
         command = [sys.executable, "-m", "ganaug.cli", *argv, "--workers", "1", "--worker-index", str(index)]
-        processes.append(subprocess.Popen(command, env=env))
+        processes.append(subprocess.Popen(command, env={**(env if env is not None else os.environ), LAUNCHED_WORKER_ENV: "1"}))
     print(f"tune: {workers} workers started: {shlex.join(command[:-4])} --workers 1 --worker-index <i>")
     codes: list[int | None] = [None] * workers
     while None in codes:  # reap each child as it exits (not in order): a killed one is no zombie for the others
