@@ -319,7 +319,8 @@ def translation_loop(
 ) -> Any:
     """Train G_AB, G_BA, D_A, D_B; resume from `checkpoint_path` when it exists. Returns a
     `gan.train.GANTrainResult` whose generator is G_AB (eval mode) and discriminator D_B."""
-    from ganaug.gan.train import EpochReport, GANDivergenceError, GANTrainResult, _to_floats, to_model_range
+    from ganaug.gan.records import to_floats
+    from ganaug.gan.train import EpochReport, GANDivergenceError, GANTrainResult, to_model_range
     from ganaug.io import kill_point
     from ganaug.progress import progress
     from ganaug.torchfile import save_torch_file
@@ -399,7 +400,7 @@ def translation_loop(
             real_b = to_model_range(x_b[order_b[batch]]).to(device)
             terms = translation_step(nets, real_a, real_b, opt_g, opt_d, pool_a, pool_b, cfg)
             step += 1
-            record = {"step": step, "epoch": epoch, **_to_floats(terms), "lr_factor": factor}
+            record = {"step": step, "epoch": epoch, **to_floats(terms), "lr_factor": factor}
             for name in ("loss_d", "loss_g"):
                 if not math.isfinite(record[name]):
                     last = f"{checkpoint_path} (epoch {epoch - 1})" if epoch > 1 else "none (failed in the first epoch)"

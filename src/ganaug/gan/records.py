@@ -73,3 +73,10 @@ class StepRecords:
             out.append(StepRecord(record, adversarial_d, [row["rt"] for row in d_rows if "rt" in row]))
         self.pending = []
         return out
+
+
+def to_floats(scalars: dict[str, torch.Tensor]) -> dict[str, float]:
+    """0-d tensors -> Python floats, with one device transfer for all of them (the translator's
+    loop reads its records every step this way)."""
+    values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()
+    return dict(zip(scalars, values, strict=True))
