@@ -21,6 +21,7 @@ STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "train-reference": (("reference", "classifier"), "ganaug.stages.train_reference"),
     "real-features": (("quality",), "ganaug.stages.real_features"),
     "train-gan": (("gan", "quality"), "ganaug.stages.train_gan"),
+    "resolve-generator": (("synthesize",), "ganaug.stages.resolve_generator"),  # reads synthesize.generator
     "synthesize": (("synthesize",), "ganaug.stages.synthesize"),
     "train-classifier": (("classifier", "arms"), "ganaug.stages.train_classifier"),
     "evaluate": (("evaluate", "arms"), "ganaug.stages.evaluate"),
