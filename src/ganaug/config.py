@@ -289,7 +289,8 @@ class PromoteConfig:
 @dataclass(frozen=True)
 class TrackingConfig:
     # MLflow's system metrics (system/cpu_utilization_percentage, system/system_memory_usage_megabytes, …; GPU ones
-    # when pynvml is installed) on the training runs: train_reference, train_gan, each classifier arm's run
+    # when pynvml is installed) on the training runs: train_reference, train_gan, each classifier arm's run. Listed in no
+    # stage's dvc.yaml params: it changes what MLflow records, not what a stage writes, so switching it reruns nothing
     system_metrics: bool = True
     system_metrics_interval: float = 10.0  # seconds between samples (each is logged at once)
 
