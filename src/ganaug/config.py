@@ -223,8 +223,8 @@ class SynthesizeConfig:
     override_gate: bool = False  # true: write the set anyway (recorded in the manifest and shown by evaluate)
     # where the generator comes from: null = the pipeline's own (train_gan's models/gan/generator.pt) | a registry
     # version, models:/<name>@<alias> (e.g. models:/ganaug-generator@champion) or models:/<name>/<version>; the
-    # resolve_generator stage pins the version, so synthesize reruns when the alias moves (README "The model card and
-    # promotion")
+    # resolve_generator stage pins the version, so synthesize reruns when the alias moves (README "Synthesizing from the
+    # registry")
     generator: str | None = None
 
 
