@@ -161,3 +161,14 @@ def test_synthesize_refuses_a_missing_or_stale_resolution_and_resolve_names_an_u
     assert cli(["resolve-generator"]) == 1
     assert (f"synthesize.generator='models:/ganaug-generator@nobody': registered model '{NAME}' has no version with "
             "alias @nobody") in capsys.readouterr().err
+
+
+def test_the_mixing_study_takes_a_registry_version_s_weights_file(project, monkeypatch):
+    from ganaug.stages.tune_mixing import generator_file
+
+    root, versions = project
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    v2, sha2, _ = versions["v2"]
+    path = generator_file(f"models:/ganaug-generator/{v2}", root)
+    assert path.name == "v2.pt" and hashlib.sha256(path.read_bytes()).hexdigest() == sha2
+    assert TrainedGenerator.load(path).resolution == 32

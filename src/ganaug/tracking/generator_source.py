@@ -62,17 +62,22 @@ def _download(name: str, version: str, artifact: str, dst: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}/{artifact}", dst_path=str(dst)))
 
 
-def resolve(uri: str, key: str = "synthesize.generator") -> dict[str, str]:
-    """The version `uri` names now, as a record: source, uri, name, version, run_id, artifact
-    (the weights file inside the model) and sha256 (of that file, downloaded to hash it)."""
+def download(uri: str, dst: Path, key: str = "synthesize.generator") -> tuple[dict[str, str], Path]:
+    """(record, weights file in `dst`) of the version `uri` names now. The record: source, uri,
+    name, version, run_id, artifact (the weights file inside the model), sha256 (of that file)."""
     mlflow_utils.setup()
     found = _version(uri, key)
     name, version = found.name, str(found.version)
     artifact = _weights_artifact(name, version, key)
-    with tempfile.TemporaryDirectory(prefix="generator-") as tmp:
-        digest = sha256_of(_download(name, version, artifact, Path(tmp)))
+    path = _download(name, version, artifact, dst)
     return {"source": "registry", "uri": uri, "name": name, "version": version, "run_id": str(found.run_id),
-            "artifact": artifact, "sha256": digest}
+            "artifact": artifact, "sha256": sha256_of(path)}, path
+
+
+def resolve(uri: str, key: str = "synthesize.generator") -> dict[str, str]:
+    """The record of the version `uri` names now (`download`'s, the file hashed and dropped)."""
+    with tempfile.TemporaryDirectory(prefix="generator-") as tmp:
+        return download(uri, Path(tmp), key)[0]
 
 
 def fetch(record: dict[str, str], dst: Path, key: str = "synthesize.generator") -> Path:
