@@ -74,14 +74,15 @@ def synthesize_filtered(generator: TrainedGenerator, train_counts: list[int], cf
     return draw_filtered(sample, counts, scorer, cfg.filter_threshold, cfg.max_draws, cfg.filter)
 
 
-def check_gate(generator: TrainedGenerator, generator_file: str, cfg: SynthesizeConfig) -> GateDecision:
+def check_gate(generator: TrainedGenerator, generator_file: str, cfg: SynthesizeConfig,
+               look_at: str = "models/gan/samples.png and metrics/gan.json") -> GateDecision:
     """The gate on the generator's final evaluation; raises QualityGateError when it fails
     and synthesize.override_gate is false."""
     levels = {"label_fidelity_relative": cfg.min_label_fidelity, "coverage_domain": cfg.min_coverage,
               "diversity": cfg.min_diversity}
     decision = gate_decision(generator.info.get("final_quality") or {}, levels)
     if not decision.passed and not cfg.override_gate:
-        raise QualityGateError(gate_message(decision, generator_file))
+        raise QualityGateError(gate_message(decision, generator_file, look_at))
     if not decision.passed:
         print(f"WARNING: quality gate overridden (synthesize.override_gate=true): {'; '.join(decision.failures)}")
     return decision
@@ -120,7 +121,9 @@ def main(params: Params) -> None:
     with tempfile.TemporaryDirectory(prefix="registry-generator-") as workdir:
         generator, generator_file, label = load_generator(source, meta, Path(workdir))
         generator_sha256 = generator_source.sha256_of(generator_file)
-    gate = check_gate(generator, label, cfg)  # before any sampling or writing
+    look_at = (f"the samples and metrics of its train_gan run {source['run_id']} in MLflow" if source.get("source") == "registry"
+               else "models/gan/samples.png and metrics/gan.json")
+    gate = check_gate(generator, label, cfg, look_at)  # before any sampling or writing
     train_counts = [meta["counts"]["train"]["per_class"][name] for name in meta["class_names"]]
     dataset = load_packed(paths.PREPARED)  # the test split is never read below
     train = dataset.train
