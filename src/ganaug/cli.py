@@ -18,11 +18,12 @@ from ganaug.config import ConfigError, Params, dump_yaml, load_params
 # stage -> (params sections it reads, module with main(params, ...))
 STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "prepare": (("data",), "ganaug.stages.prepare"),
-    "train-reference": (("reference", "classifier"), "ganaug.stages.train_reference"),
+    "train-reference": (("reference", "classifier", "tracking"), "ganaug.stages.train_reference"),
     "real-features": (("quality",), "ganaug.stages.real_features"),
-    "train-gan": (("gan", "quality"), "ganaug.stages.train_gan"),
+    "train-gan": (("gan", "quality", "tracking"), "ganaug.stages.train_gan"),
+    "resolve-generator": (("synthesize",), "ganaug.stages.resolve_generator"),  # reads synthesize.generator
     "synthesize": (("synthesize",), "ganaug.stages.synthesize"),
-    "train-classifier": (("classifier", "arms"), "ganaug.stages.train_classifier"),
+    "train-classifier": (("classifier", "arms", "tracking"), "ganaug.stages.train_classifier"),
     "evaluate": (("evaluate", "arms"), "ganaug.stages.evaluate"),
     "report": ((), "ganaug.stages.report"),  # reads no params: the pipeline's outputs only
 }

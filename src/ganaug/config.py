@@ -276,6 +276,11 @@ class SynthesizeConfig:
     # StyleGAN2 truncation: w = mean w of the class + psi * (w - mean); 1 = off, < 1 trades diversity for fidelity
     # (and more near-copies: the memorisation audit sees it); gan.arch=stylegan2 only
     truncation_psi: float = 1.0
+    # where the generator comes from: null = the pipeline's own (train_gan's models/gan/generator.pt) | a registry
+    # version, models:/<name>@<alias> (e.g. models:/ganaug-generator@champion) or models:/<name>/<version>; the
+    # resolve_generator stage pins the version, so synthesize reruns when the alias moves (README "Synthesizing from the
+    # registry")
+    generator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -337,6 +342,15 @@ class PromoteConfig:
     # memorisation gate: share of audited samples within the copy threshold of a training image (~0.01 without copying)
     max_copy_rate_pixel: float = 0.05
     max_copy_rate_domain: float = 0.05  # the same in the reference network's feature space
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    # MLflow's system metrics (system/cpu_utilization_percentage, system/system_memory_usage_megabytes, …; GPU ones
+    # when pynvml is installed) on the training runs: train_reference, train_gan, each classifier arm's run. Listed in no
+    # stage's dvc.yaml params: it changes what MLflow records, not what a stage writes, so switching it reruns nothing
+    system_metrics: bool = True
+    system_metrics_interval: float = 10.0  # seconds between samples (each is logged at once)
 
 
 @dataclass(frozen=True)
@@ -414,6 +428,7 @@ class Params:
     quality: QualityConfig = field(default_factory=QualityConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 # ---------------------------------------------------------------------------------------
@@ -520,6 +535,7 @@ _CHECKS: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
     (PromoteConfig, "quality_margin"): _FRACTION,
     (PromoteConfig, "max_copy_rate_pixel"): _PROBABILITY,
     (PromoteConfig, "max_copy_rate_domain"): _PROBABILITY,
+    (TrackingConfig, "system_metrics_interval"): _between(0.1, 3600),
 }
 for _cls in (ClassifierConfig, ReferenceConfig):
     _CHECKS[(_cls, "epochs")] = _EPOCHS
@@ -903,7 +919,32 @@ def _check_cyclegan_synthesis(params: Params) -> None:
         )
 
 
+# a model registry version: models:/<name>@<alias> or models:/<name>/<version>
+REGISTRY_URI = re.compile(r"models:/(?P<name>[^/@\s]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[1-9][0-9]*))")
+REGISTRY_URI_FORMS = "models:/<name>@<alias> (e.g. models:/ganaug-generator@champion) or models:/<name>/<version> " \
+                     "(e.g. models:/ganaug-generator/3)"
+
+
+def registry_uri_parts(uri: str, key: str, otherwise: str = "") -> tuple[str, str | None, str | None]:
+    """(name, alias, version) of a registry URI, one of alias and version None; ConfigError
+    naming `key` when `uri` has neither form (`otherwise`: what else the key accepts)."""
+    match = REGISTRY_URI.fullmatch(uri)
+    if match is None:
+        raise ConfigError(f"{key}={uri!r}: expected {otherwise}a registry URI {REGISTRY_URI_FORMS}")
+    return match["name"], match["alias"], match["version"]
+
+
+def _check_generator_uris(params: Params) -> None:
+    if params.synthesize.generator is not None:
+        registry_uri_parts(params.synthesize.generator, "synthesize.generator",
+                           "null (the pipeline's own models/gan/generator.pt) or ")
+    mixing = params.tune.mixing_generator
+    if mixing is not None and mixing.startswith("models:"):
+        registry_uri_parts(mixing, "tune.mixing_generator", "a generator file or ")
+
+
 def _check_cross_field(params: Params) -> None:
+    _check_generator_uris(params)
     _check_data(params.data)
     _check_gan(params.gan)
     _check_cyclegan_synthesis(params)

@@ -72,12 +72,12 @@ def gate_decision(final_quality: dict[str, float], levels: dict[str, float]) -> 
     return GateDecision(values, {m: levels.get(m, 0.0) for m, _ in GATE_METRICS if m in values}, failures)
 
 
-def gate_message(decision: GateDecision, generator: str) -> str:
+def gate_message(decision: GateDecision, generator: str, look_at: str = "models/gan/samples.png and metrics/gan.json") -> str:
     """The refusal: the numbers, the levels, and the key that overrides."""
     return (
         f"quality gate: generator {generator} failed its final evaluation: {'; '.join(decision.failures)}. "
         "Its images would enter Model B's training set and the comparison would measure a broken generator. "
-        "Look at models/gan/samples.png and metrics/gan.json, then retrain (another gan recipe or gan.seed), "
+        f"Look at {look_at}, then retrain (another gan recipe or gan.seed), "
         f"lower the levels, or set {OVERRIDE_KEY}=true to write the set anyway (recorded in the manifest)"
     )
 

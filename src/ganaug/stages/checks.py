@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ganaug.config import GANConfig
+
+if TYPE_CHECKING:  # the generator module imports torch: not at the CLI's import time
+    from ganaug.gan.generator import TrainedGenerator
 
 
 class StageInputError(ValueError):
@@ -56,3 +59,22 @@ def require_translation_classes(meta: dict[str, Any], gan: GANConfig) -> tuple[i
         return translation_classes(names, [meta["counts"]["train"]["per_class"][n] for n in names], gan)
     except ValueError as exc:
         raise StageInputError(f"{exc} (source {meta['source'].get('name')!r})") from None
+
+
+def require_compatible_generator(generator: TrainedGenerator, meta: dict[str, Any], source: str) -> None:
+    """A generator (`source` names it: a file or a registry version) must have been trained on
+    this prepared data: same data set hash, image shape (channels, resolution) and class names.
+    Every mismatch is named in one message, before anything is sampled or written."""
+    channels, height, _ = meta["image_shape"]
+    problems = []
+    if generator.info.get("dataset_hash") != meta["dataset_hash"]:
+        problems.append(f"data set hash {str(generator.info.get('dataset_hash'))[:12]} vs {meta['dataset_hash'][:12]}")
+    if (generator.channels, generator.resolution) != (channels, height):
+        problems.append(f"images {generator.channels} x {generator.resolution} px vs {channels} x {height} px")
+    if list(generator.class_names) != list(meta["class_names"]):
+        problems.append(f"classes {generator.class_names} vs {meta['class_names']}")
+    if problems:
+        raise StageInputError(
+            f"{source} does not fit the prepared data (data/prepared, source {meta['source'].get('name')!r}): "
+            f"{'; '.join(problems)} (generator vs data). Expected a generator trained on this data: rerun train_gan, "
+            "or point synthesize.generator at such a version (null = the pipeline's own)")

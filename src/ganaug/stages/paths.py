@@ -7,6 +7,7 @@ SYNTHETIC = Path("data/synthetic")  # synthetic.npz + manifest.json
 REAL_FEATURES = Path("data/real_features")  # Inception features of the real train split
 REFERENCE = Path("models/reference")  # reference classifier + real feature statistics
 GAN = Path("models/gan")  # generator.pt, resolved config, figures
+RESOLVED_GENERATOR = Path("models/resolved_generator.json")  # the generator synthesize uses (resolve_generator)
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 LEAKAGE_REPORT = Path("reports/leakage")  # every duplicate pair + contact sheet, outside DVC outputs (also on failure)

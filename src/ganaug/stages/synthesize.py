@@ -1,4 +1,5 @@
-"""Stage `synthesize`: sample per-class counts from the trained generator, optionally filter
+"""Stage `synthesize`: sample per-class counts from a generator (train_gan's, or the registry
+version that resolve_generator pinned for `synthesize.generator`), optionally filter
 them (`synthesize.filter`), and write the synthetic set (packed) with a manifest: generator,
 seed, counts, filter statistics, memorisation audit and SSIM likeness of the written set (and
 of the unfiltered candidates when a filter ran). A pure function of (generator file, seed,
@@ -14,7 +15,9 @@ Quality gate first: a generator whose final evaluation is below `synthesize.min_
 
 from __future__ import annotations
 
-import hashlib
+import json
+import tempfile
+from pathlib import Path
 
 import matplotlib
 
@@ -37,8 +40,9 @@ from ganaug.quality.filters import FilteredDraw, Scorer, draw_filtered, referenc
 from ganaug.quality.suite import likeness_summary, memorisation, ssim_likeness_values  # noqa: E402
 from ganaug.quality.translation import change_metrics, unchanged_message  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
+from ganaug.stages.checks import require_compatible_generator  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference  # noqa: E402
-from ganaug.tracking import mlflow_utils, runs  # noqa: E402
+from ganaug.tracking import generator_source, mlflow_utils, runs  # noqa: E402
 from ganaug.tracking.mlflow_utils import metric_key  # noqa: E402
 
 
@@ -91,7 +95,8 @@ def synthesize_filtered(generator: TrainedGenerator, train_counts: list[int], cf
     return draw_filtered(sample, counts, scorer, cfg.filter_threshold, cfg.max_draws, cfg.filter)
 
 
-def check_gate(generator: TrainedGenerator, generator_file: str, cfg: SynthesizeConfig) -> GateDecision:
+def check_gate(generator: TrainedGenerator, generator_file: str, cfg: SynthesizeConfig,
+               look_at: str = "models/gan/samples.png and metrics/gan.json") -> GateDecision:
     """The gate on the generator's final evaluation; raises QualityGateError when it fails
     and synthesize.override_gate is false."""
     levels = {"label_fidelity_relative": cfg.min_label_fidelity, "coverage_domain": cfg.min_coverage,
@@ -103,20 +108,49 @@ def check_gate(generator: TrainedGenerator, generator_file: str, cfg: Synthesize
             print(f"WARNING: {warning}")
     decision = gate_decision(generator.info.get("final_quality") or {}, levels)
     if not decision.passed and not cfg.override_gate:
-        raise QualityGateError(gate_message(decision, generator_file))
+        raise QualityGateError(gate_message(decision, generator_file, look_at))
     if not decision.passed:
         print(f"WARNING: quality gate overridden (synthesize.override_gate=true): {'; '.join(decision.failures)}")
     return decision
 
 
+def resolved_source(cfg: SynthesizeConfig) -> dict[str, str]:
+    """The generator resolve_generator pinned for synthesize.generator ({"source": "pipeline"} for null)."""
+    if cfg.generator is None:
+        return generator_source.PIPELINE
+    record = json.loads(paths.RESOLVED_GENERATOR.read_text()) if paths.RESOLVED_GENERATOR.is_file() else None
+    if record is None or record.get("uri") != cfg.generator:
+        found = "is missing" if record is None else f"pins {generator_source.describe(record)}"
+        raise ValueError(f"synthesize.generator={cfg.generator!r}, but {paths.RESOLVED_GENERATOR} {found}: run "
+                         "`bin/ganaug resolve-generator` first (dvc repro runs it before synthesize)")
+    return record
+
+
+def load_generator(source: dict[str, str], meta: dict, workdir: Path) -> tuple[TrainedGenerator, Path, str]:
+    """(generator, its file, what to call it in messages): train_gan's models/gan/generator.pt, or the
+    pinned registry version's weights downloaded into `workdir`; checked against the prepared data."""
+    if source.get("source") == "registry":
+        generator_file = generator_source.fetch(source, workdir)
+        label = f"synthesize.generator={generator_source.describe(source)}"
+    else:
+        generator_file = paths.GAN / "generator.pt"
+        label = str(generator_file)
+    generator = TrainedGenerator.load(generator_file)  # weights_only=True: nothing in the file runs
+    require_compatible_generator(generator, meta, label)
+    return generator, generator_file, label
+
+
 def main(params: Params) -> None:
     cfg = params.synthesize
     meta = read_meta(paths.PREPARED)
-    generator_file = paths.GAN / "generator.pt"
-    generator = TrainedGenerator.load(generator_file).with_truncation(cfg.truncation_psi)
-    if generator.info.get("dataset_hash") != meta["dataset_hash"]:
-        raise ValueError(f"{generator_file} was trained on another data set than {paths.PREPARED}; rerun train_gan")
-    gate = check_gate(generator, str(generator_file), cfg)  # before any sampling or writing
+    source = resolved_source(cfg)
+    with tempfile.TemporaryDirectory(prefix="registry-generator-") as workdir:
+        generator, generator_file, label = load_generator(source, meta, Path(workdir))
+        generator = generator.with_truncation(cfg.truncation_psi)
+        generator_sha256 = generator_source.sha256_of(generator_file)
+    look_at = (f"the samples and metrics of its train_gan run {source['run_id']} in MLflow" if source.get("source") == "registry"
+               else "models/gan/samples.png and metrics/gan.json")
+    gate = check_gate(generator, label, cfg, look_at)  # before any sampling or writing
     train_counts = [meta["counts"]["train"]["per_class"][name] for name in meta["class_names"]]
     dataset = load_packed(paths.PREPARED)  # the test split is never read below
     train = dataset.train
@@ -150,10 +184,13 @@ def main(params: Params) -> None:
         drawn_audit, _ = memorisation(candidates, train_images, candidate_features, train_features, extractor)
         unfiltered = {f"unfiltered_{k}": v for k, v in drawn_audit.items()}
         unfiltered |= {f"unfiltered_{k}": v for k, v in likeness_summary(candidate_likeness).items()}
+    registry = source.get("source") == "registry"
     manifest = {
-        "generator_file": str(generator_file),
-        "generator_sha256": hashlib.sha256(generator_file.read_bytes()).hexdigest(),
+        "generator_file": f"models:/{source['name']}/{source['version']}" if registry else str(generator_file),
+        "generator_sha256": generator_sha256,
         "generator_mlflow_run_id": generator.info.get("mlflow_run_id"),
+        # synthesize.generator as resolved: pipeline, or registry with the exact name, version, run id and file hash
+        "generator_source": dict(source),
         "dataset_hash": meta["dataset_hash"],
         "seed": cfg.seed,
         "truncation_psi": cfg.truncation_psi,  # < 1: samples pulled towards their class's mean w (StyleGAN2)
@@ -188,8 +225,9 @@ def main(params: Params) -> None:
     mlflow_utils.setup()
     key = runs.input_key(synthesize=flatten(cfg, "synthesize"), data=meta["dataset_hash"], generator=manifest["generator_sha256"])
     name = mlflow_utils.unique_run_name("synthesize", {"synthesize": flatten(cfg), "generator": manifest["generator_sha256"]})
+    registry_tags = {"synthetic.generator_uri": source["uri"], "synthetic.generator_version": source["version"]} if registry else {}
     with runs.start_run("synthesize", key, run_name=name, tags=mlflow_utils.lineage_tags("synthesize", meta, **{
-            "synthetic.generator_run_id": str(generator.info.get("mlflow_run_id"))})):
+            "synthetic.generator_run_id": str(generator.info.get("mlflow_run_id")), **registry_tags})):
         mlflow.log_params(flatten(cfg, "synthesize") | {f"synthetic.n_{metric_key(k)}": v for k, v in manifest["counts"].items()}
                           | {"synthetic.quality_gate": "passed" if gate.passed else "overridden"})
         mlflow.log_metrics(audit | likeness | unfiltered | translation)

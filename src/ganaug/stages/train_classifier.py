@@ -101,7 +101,8 @@ def main(params: Params, arm_id: str) -> None:
     parent_tags = mlflow_utils.lineage_tags(stage, meta, **arm_tags, **{"dvc.stage": arm.dvc_stage, "ganaug.run_level": "arm"})
     per_seed, probabilities, run_ids, epochs = {}, {}, {}, {}
     with atomic_dir(paths.arm_dir(arm.id)) as out, \
-            runs.start_run(stage, runs.input_key(**inputs), run_name=name, tags=parent_tags) as parent:
+            runs.start_run(stage, runs.input_key(**inputs), run_name=name, tags=parent_tags,
+                           **mlflow_utils.system_metrics(params.tracking)) as parent:  # sampled for all seeds
         mlflow.log_params(params_logged)
         for seed in cfg.seeds:
             tags = mlflow_utils.lineage_tags(stage, meta, **arm_tags, seed=seed,

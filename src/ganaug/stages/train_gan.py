@@ -333,7 +333,8 @@ def main(params: Params) -> None:
                                                             "gan.augment": cfg.augment,
                                                             **({"quality.skipped": SKIPPED_REASON} if multilabel else {})})
     name = None if run_id else mlflow_utils.unique_run_name(f"train_gan-{cfg.arch}", {"gan": flatten(cfg), "data": meta["dataset_hash"]})
-    with runs.start_run("train_gan", key, run_id=run_id, run_name=name, tags=tags) as run:
+    with runs.start_run("train_gan", key, run_id=run_id, run_name=name, tags=tags,
+                        **mlflow_utils.system_metrics(params.tracking)) as run:
         if previous:
             log_missing_history(run.info.run_id, previous, cfg, data, device)
         if run_id is None:

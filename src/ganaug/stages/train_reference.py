@@ -70,7 +70,8 @@ def main(params: Params) -> None:
     mlflow_utils.setup()
     key = runs.input_key(reference=flatten(cfg, "reference"), data=meta["dataset_hash"], device=params.classifier.device)
     name = mlflow_utils.unique_run_name(f"train_reference-{cfg.arch}", {"reference": flatten(cfg), "data": meta["dataset_hash"]})
-    with runs.start_run("train_reference", key, run_name=name, tags=mlflow_utils.lineage_tags("train_reference", meta)):
+    with runs.start_run("train_reference", key, run_name=name, tags=mlflow_utils.lineage_tags("train_reference", meta),
+                        **mlflow_utils.system_metrics(params.tracking)):
         mlflow.log_params({**flatten(cfg, "reference"), **describe(device)})
         mlflow_utils.log_split(meta, "train", dataset.train.images, dataset.train.labels, "training")
         mlflow_utils.log_split(meta, "val", dataset.val.images, dataset.val.labels, "validation")

@@ -33,7 +33,7 @@ from ganaug.quality.filters import reference_confidence_scorer, ssim_likeness_sc
 from ganaug.quality.gate import QualityGateError, gate_decision, gate_message
 from ganaug.stages import paths
 from ganaug.stages.checks import require_single_label
-from ganaug.tracking import mlflow_utils, runs
+from ganaug.tracking import generator_source, mlflow_utils, runs
 from ganaug.tune import mixing
 from ganaug.tune import study as studies
 from ganaug.tune.space import params_to_mixing, space_as_dict
@@ -57,14 +57,8 @@ def generator_file(spec: str | None, root: Path) -> Path:
     """tune.mixing_generator as a local generator file (a registry URI is downloaded first)."""
     if spec is None:
         return root / paths.GAN / "generator.pt"
-    if spec.startswith(REGISTRY_PREFIX):
-        mlflow_utils.setup()
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=tempfile.mkdtemp(prefix="generator-")))
-        found = sorted(local.glob("artifacts/*.pt"))  # the pyfunc model's `generator` artifact
-        if len(found) != 1:
-            raise ValueError(f"tune.mixing_generator={spec!r}: expected one generator file under the model's artifacts/, "
-                             f"found {[p.name for p in found]} (a model logged by train_gan)")
-        return found[0]
+    if spec.startswith(REGISTRY_PREFIX):  # only the version's weights file (read with weights_only=True)
+        return generator_source.download(spec, Path(tempfile.mkdtemp(prefix="generator-")), "tune.mixing_generator")[1]
     path = Path(spec).expanduser()
     return path if path.is_absolute() else root / path
 

@@ -31,8 +31,11 @@ import filelock
 import mlflow
 import sqlalchemy.exc
 import mlflow.data
+import mlflow.system_metrics
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+
+from ganaug.config import TrackingConfig
 
 EXPERIMENT = "ganaug"
 # MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, an assistant);
@@ -193,6 +196,18 @@ def mark_model_training(experiment_id: str) -> None:
     client = MlflowClient()
     if client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+
+
+def system_metrics(cfg: TrackingConfig) -> dict[str, bool]:
+    """`mlflow.start_run`'s `log_system_metrics` for a training run (tracking.system_metrics), with
+    the sampling interval set (tracking.system_metrics_interval; one sample per logged step).
+    MLflow samples CPU, memory, disk and network with psutil (GPU with pynvml, when installed)
+    in a daemon thread that `end_run` stops and joins: the `with` block's exit, also on an error.
+    A run shorter than one interval records none."""
+    if cfg.system_metrics:
+        mlflow.system_metrics.set_system_metrics_sampling_interval(cfg.system_metrics_interval)
+        mlflow.system_metrics.set_system_metrics_samples_before_logging(1)
+    return {"log_system_metrics": cfg.system_metrics}
 
 
 _UNSAFE_IN_KEY = re.compile(r"[^A-Za-z0-9_-]+")
