@@ -171,7 +171,7 @@ def differences_section(inputs: ReportInputs) -> Safe:
         if not frame.empty:
             parts += [tag("h3", f"Against {reference} (arm - {reference})"), _frame_table(frame, "verdict")]
     parts.append(tag("p", "Verdict: helped / hurt only when the corrected interval excludes 0. " + evaluation["correction"]
-                     + ". McNemar: " + evaluation["paired_test"] + ". Collapse: " + evaluation["collapse_rule"] + "."))
+                     + ". Paired tests: " + evaluation["paired_test"] + ". Collapse: " + evaluation["collapse_rule"] + "."))
     return section("differences", "Differences with intervals and verdicts", *parts)
 
 

@@ -12,8 +12,8 @@ from sklearn.metrics import roc_curve
 
 from ganaug.stats.metrics import batch_recall
 
-TABLE_METRICS = ("balanced_accuracy", "macro_f1", "roc_auc")  # + the minority recall, in the per-arm table
-LABELS = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy", "macro_f1": "macro F1", "roc_auc": "AUROC"}
+TABLE_METRICS = ("balanced_accuracy", "macro_f1", "roc_auc", "roc_auc_micro")  # + the minority recall, in the per-arm table
+LABELS = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy", "macro_f1": "macro F1", "roc_auc": "AUROC", "roc_auc_micro": "micro AUROC"}
 
 
 def metric_label(name: str) -> str:
@@ -51,7 +51,8 @@ def arms_table(result: dict[str, Any]) -> pd.DataFrame:
         for name in names:
             m = record["metrics"][name]
             row[f"{metric_label(name)} ({level} interval)"] = f"{_fmt(m['mean'])} {_interval(m['low'], m['high'])}"
-        row["collapsed seeds"] = f"{len(record['collapsed_seeds'])}/{record['n_seeds']}"
+        row["collapsed seeds"] = ("n/a" if result.get("label_kind") == "multi_hot"
+                                  else f"{len(record['collapsed_seeds'])}/{record['n_seeds']}")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -67,6 +68,7 @@ def differences_table(result: dict[str, Any], reference: str) -> pd.DataFrame:
                      f"{level} interval": _interval(r["low"], r["high"], True),
                      "corrected interval": f"{_interval(r['corrected_low'], r['corrected_high'], True)} ({r['corrected_level']:.2%})",
                      "Holm p": _p(r["p_holm"]), "McNemar p": _p(r["mcnemar_p"]),
+                     "DeLong p": _p(r.get("delong_p")) if r["metric"] == "roc_auc" else "",
                      "collapsed seeds (arm, reference)": f"{r['collapsed_seeds_arm']}/{result['arms'][r['arm']]['n_seeds']}, "
                                                          f"{r['collapsed_seeds_reference']}/{result['arms'][reference]['n_seeds']}",
                      "verdict": r["verdict"]})
@@ -84,8 +86,8 @@ def comparison_markdown(result: dict[str, Any], notes: list[str] | None = None) 
             continue
         parts += [f"## Against `{reference}` (arm - {reference})", "", table.to_markdown(index=False, disable_numparse=True), ""]
     parts += ["Verdict: `helped` / `hurt` only when the corrected interval excludes 0. " + result["correction"]
-              + " (a corrected interval that excludes 0 implies Holm's rejection). McNemar: "
-              + result["paired_test"] + ". Collapse: " + result["collapse_rule"] + ".", ""]
+              + " (a corrected interval that excludes 0 implies Holm's rejection). Paired tests: "
+              + result["paired_test"] + " (DeLong p on the AUROC rows). Collapse: " + result["collapse_rule"] + ".", ""]
     for note in [*result["caveats"], *(notes or [])]:
         parts.append(f"- caveat: {note}")
     return "\n".join(parts).rstrip() + "\n"
