@@ -12,7 +12,7 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 
-from ganaug.classify.metrics import classification_metrics, scalar_metrics
+from ganaug.classify.metrics import classification_metrics, multilabel_metrics, scalar_metrics
 from ganaug.classify.models import check_arch
 from ganaug.classify.train import predict_proba, save_classifier, train_classifier
 from ganaug.config import Params, flatten
@@ -23,7 +23,6 @@ from ganaug.experiments.arms import (ARM_METRICS_FILE, PREDICTIONS_FILE, Arm, ar
                                      train_options)
 from ganaug.io import atomic_dir, write_json
 from ganaug.stages import paths
-from ganaug.stages.checks import require_single_label
 from ganaug.tracking import mlflow_utils, runs, summaries
 from ganaug.tracking.mlflow_utils import metric_key
 
@@ -60,7 +59,7 @@ def main(params: Params, arm_id: str) -> None:
     cfg = params.classifier
     check_arch(cfg.arch, "classifier.arch")
     meta = read_meta(paths.PREPARED)
-    require_single_label(meta, "train_classifier")
+    multilabel = meta["label_kind"] == "multi_hot"  # K sigmoid outputs, BCE; per-finding AUROC / AP on test
     dataset = load_packed(paths.PREPARED)
     device = pick_device(cfg.device, "classifier.device")
     pool_images = pool_labels = None
@@ -118,22 +117,25 @@ def main(params: Params, arm_id: str) -> None:
                     desc=f"{arm.id} seed {seed}",
                 )
                 # the model is fixed now (selected on val); the test split is only measured
-                proba = predict_proba(result.model, dataset.test.images, device)
-                test = classification_metrics(dataset.test.labels, proba, names)
+                proba = predict_proba(result.model, dataset.test.images, device, multilabel=multilabel)
+                test = (multilabel_metrics if multilabel else classification_metrics)(dataset.test.labels, proba, names)
                 epochs[seed] = {"best_epoch": int(result.best_epoch), "stopped_epoch": int(result.stopped_epoch)}
                 mlflow.log_metrics({f"test_{k}": v for k, v in scalar_metrics(test).items()} | epochs[seed])
-                log_confusion(test, names, f"{arm.id}, seed {seed} (test split)")
+                if not multilabel:
+                    log_confusion(test, names, f"{arm.id}, seed {seed} (test split)")
                 save_classifier(result.model, out / f"seed{seed}.pt", cfg.arch, dataset.n_classes, names,
                                 dataset.image_shape[0], {"arm": arm.id, "seed": seed, "best_epoch": result.best_epoch})
                 per_seed[seed], probabilities[f"seed{seed}"], run_ids[seed] = test, proba, run.info.run_id
-                print(f"  seed {seed}: test balanced accuracy {test['balanced_accuracy']:.3f}, AUC {test['roc_auc']:.3f} "
-                      f"(best epoch {result.best_epoch}, stopped at {result.stopped_epoch})")
+                score = (f"macro AUROC {test['roc_auc_macro']:.3f}, macro AP {test['average_precision_macro']:.3f}" if multilabel
+                         else f"balanced accuracy {test['balanced_accuracy']:.3f}, AUC {test['roc_auc']:.3f}")
+                print(f"  seed {seed}: test {score} (best epoch {result.best_epoch}, stopped at {result.stopped_epoch})")
         np.savez(out / PREDICTIONS_FILE, labels=dataset.test.labels, **probabilities)
         seeds = {str(s): scalar_metrics(m) for s, m in per_seed.items()}
         summary = summaries.classifier_summary(seeds)
         mlflow.log_metrics({f"test_{k}": v["mean"] for k, v in summary.items()} | {f"test_{k}_std": v["std"] for k, v in summary.items()})
         write_json(out / ARM_METRICS_FILE, {
             "arm": arm.id, "family": arm.family, "ratio": arm.ratio, "mlflow_run_id": parent.info.run_id,
-            "train_counts": train_counts,
+            "train_counts": train_counts,  # multi-label: images carrying each finding
+            **({"n_train_images": info["n_images"]} if "n_images" in info else {}),
             "seeds": {s: m | epochs[int(s)] | {"mlflow_run_id": run_ids[int(s)]} for s, m in seeds.items()},
         })

@@ -88,6 +88,8 @@ def comparison_markdown(result: dict[str, Any], notes: list[str] | None = None) 
     parts += ["Verdict: `helped` / `hurt` only when the corrected interval excludes 0. " + result["correction"]
               + " (a corrected interval that excludes 0 implies Holm's rejection). Paired tests: "
               + result["paired_test"] + " (DeLong p on the AUROC rows). Collapse: " + result["collapse_rule"] + ".", ""]
+    if result.get("per_finding"):
+        parts += ["## Per finding (test split, mean over seeds)", "", per_finding_markdown(result["per_finding"]), ""]
     for note in [*result["caveats"], *(notes or [])]:
         parts.append(f"- caveat: {note}")
     return "\n".join(parts).rstrip() + "\n"
@@ -148,20 +150,56 @@ def ratio_figure(curve: pd.DataFrame) -> Any:
 
 
 def recall_per_class(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], class_names: list[str]) -> pd.DataFrame:
-    """plots/recall_per_class.csv: arm, class, recall (mean over the arm's seeds)."""
+    """plots/recall_per_class.csv: arm, class, recall (mean over the arm's seeds). Multi-hot labels
+    (N, K): the recall (sensitivity) of each finding at the sigmoid threshold 0.5."""
     rows = []
     for arm, seeds in arms.items():
         for c, name in enumerate(class_names):
-            recall = np.mean([batch_recall(labels[None], proba[None], c)[0] for proba in seeds.values()])
+            if labels.ndim == 2:
+                carriers = labels[:, c] == 1
+                recall = np.mean([np.mean(proba[carriers, c] >= 0.5) if carriers.any() else np.nan for proba in seeds.values()])
+            else:
+                recall = np.mean([batch_recall(labels[None], proba[None], c)[0] for proba in seeds.values()])
             rows.append({"arm": arm, "class": name, "recall": float(recall)})
     return pd.DataFrame(rows)
+
+
+def per_finding(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], finding_names: list[str]) -> list[dict[str, Any]]:
+    """Multi-label: per arm and finding, AUROC and average precision (mean over the arm's seeds,
+    classify.metrics.multilabel_metrics), then the macro and micro rows (finding "macro", "micro");
+    None where a finding has no positive or no negative test image."""
+    from ganaug.classify.metrics import multilabel_metrics
+    from ganaug.tracking.mlflow_utils import metric_key
+
+    rows = []
+    for arm, seeds in arms.items():
+        per_seed = [multilabel_metrics(labels, proba, finding_names) for proba in seeds.values()]
+        for finding in [*map(metric_key, finding_names), "macro", "micro"]:
+            values = {m: float(np.mean([r[f"{m}_{finding}"] for r in per_seed])) for m in ("roc_auc", "average_precision")}
+            rows.append({"arm": arm, "finding": finding, "n_seeds": len(per_seed),
+                         **{m: (v if np.isfinite(v) else None) for m, v in values.items()}})
+    return rows
+
+
+def per_finding_markdown(rows: list[dict[str, Any]]) -> str:
+    """The per-finding table: one row per finding, AUROC / AP per arm."""
+    frame = pd.DataFrame(rows)
+    wide = frame.pivot(index="finding", columns="arm", values=["roc_auc", "average_precision"])
+    findings = list(dict.fromkeys(frame["finding"]))
+    table = pd.DataFrame({"finding": findings})
+    for arm in dict.fromkeys(frame["arm"]):
+        table[f"{arm} AUROC / AP"] = [f"{_fmt(wide.loc[f, ('roc_auc', arm)])} / {_fmt(wide.loc[f, ('average_precision', arm)])}"
+                                      for f in findings]
+    return table.to_markdown(index=False, disable_numparse=True)
 
 
 def roc_points(labels: np.ndarray, seeds: dict[str, np.ndarray]) -> pd.DataFrame:
     """plots/roc/<arm>.csv: fpr, tpr of the seed-averaged probabilities (N, K) (the arm's ensemble;
     micro-averaged one-vs-rest for more than two classes)."""
     proba = np.mean(list(seeds.values()), axis=0)
-    if proba.shape[1] == 2:
+    if labels.ndim == 2:  # multi-hot: micro-averaged over (image, finding) pairs
+        fpr, tpr, _ = roc_curve(labels.ravel(), proba.ravel())
+    elif proba.shape[1] == 2:
         fpr, tpr, _ = roc_curve(labels, proba[:, 1])
     else:
         fpr, tpr, _ = roc_curve(np.eye(proba.shape[1])[labels].ravel(), proba.ravel())
