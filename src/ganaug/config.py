@@ -35,8 +35,7 @@ class ConfigError(ValueError):
 class PhantomConfig:
     n_images: int = 2000  # images generated before splitting
     # binary: normal / pneumonia | three_class: normal / bacterial / viral | multilabel: consolidation,
-    # interstitial, cardiomegaly, effusion (prepare, and train_gan with gan.mode=conditional; train_reference and the
-    # classifier stages need single labels, so `dvc repro` stops at train_reference)
+    # interstitial, cardiomegaly, effusion (needs gan.mode=conditional and no balanced arm; README "Multi-label data")
     label_mode: Literal["binary", "three_class", "multilabel"] = "binary"
     class_fractions: dict[str, float] = field(
         default_factory=lambda: {"normal": 0.26, "bacterial": 0.48, "viral": 0.26}

@@ -79,7 +79,7 @@ def main(params: Params) -> None:
     meta = read_meta(paths.PREPARED)
     class_names = meta["class_names"]
     train_counts = [meta["counts"]["train"]["per_class"][n] for n in class_names]
-    multilabel = meta["label_kind"] == "multi_hot"  # compared by macro AUROC over the findings
+    multilabel = meta.get("label_kind", "class_index") == "multi_hot"  # compared by macro AUROC over the findings
     arm_ids = arm_names(params.arms)
     parsed = {arm: parse_arm(arm, params.arms) for arm in arm_ids}
     families = {arm: (a.family, a.ratio) for arm, a in parsed.items()}  # ratio None off the mixing axis

@@ -125,7 +125,7 @@ def main(params: Params) -> None:
     cpu = torch.device("cpu")
     reference, extractor = load_reference(paths.REFERENCE, cpu)
     draw = None
-    multilabel = meta["label_kind"] == "multi_hot"
+    multilabel = meta.get("label_kind", "class_index") == "multi_hot"
     if multilabel:
         require_multilabel_options(cfg, generator, meta)
         images, labels = synthesize_multilabel(generator, train.labels, cfg)

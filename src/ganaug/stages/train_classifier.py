@@ -59,7 +59,7 @@ def main(params: Params, arm_id: str) -> None:
     cfg = params.classifier
     check_arch(cfg.arch, "classifier.arch")
     meta = read_meta(paths.PREPARED)
-    multilabel = meta["label_kind"] == "multi_hot"  # K sigmoid outputs, BCE; per-finding AUROC / AP on test
+    multilabel = meta.get("label_kind", "class_index") == "multi_hot"  # K sigmoid outputs, BCE; per-finding AUROC / AP on test
     dataset = load_packed(paths.PREPARED)
     device = pick_device(cfg.device, "classifier.device")
     pool_images = pool_labels = None

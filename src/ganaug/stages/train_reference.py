@@ -62,7 +62,7 @@ def load_reference(reference_dir: Path, device: torch.device) -> tuple[torch.nn.
 def main(params: Params) -> None:
     cfg: ReferenceConfig = params.reference
     meta = read_meta(paths.PREPARED)
-    multilabel = meta["label_kind"] == "multi_hot"  # K sigmoid outputs with BCE (classify.train)
+    multilabel = meta.get("label_kind", "class_index") == "multi_hot"  # K sigmoid outputs with BCE (classify.train)
     dataset = load_packed(paths.PREPARED)
     device = pick_device(params.classifier.device, "classifier.device")
     extractor = extractor_name(cfg.arch, meta["dataset_hash"])
