@@ -146,6 +146,9 @@ class ClassifierConfig:
     # on the phantom it kept epochs that predict one class for every image (balanced accuracy 0.5, AUC 0.85)
     select: Literal["val_loss", "val_roc_auc", "val_balanced_accuracy"] = "val_loss"
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA if present, else CPU (also train_reference's device)
+    # k-fold cross-validation, 0 or 1 = off: k models per seed, validated on k folds of the val split and trained on
+    # the arm's set plus the other folds (the GAN never sees val images; README "Cross-validation")
+    folds: int = 0
 
 
 @dataclass(frozen=True)
@@ -414,6 +417,7 @@ _CHECKS: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
         lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(0 <= s <= MAX_SEED for s in v),
         f"a non-empty list of distinct seeds in [0, {MAX_SEED}]",
     ),
+    (ClassifierConfig, "folds"): _between(0, 20),
     (EvaluateConfig, "ci"): (lambda v: 0 < v < 1, "in (0, 1)"),
     (EvaluateConfig, "n_bootstrap"): _between(100, 1_000_000),
     (EvaluateConfig, "seed"): _SEED,

@@ -21,6 +21,7 @@ import pandas as pd
 from ganaug.config import Params, arm_names, flatten
 from ganaug.data.packed import read_meta
 from ganaug.experiments.arms import ARM_METRICS_FILE, PREDICTIONS_FILE, parse_arm
+from ganaug.experiments.folds import seed_of
 from ganaug.io import atomic_dir, atomic_file, write_json
 from ganaug.quality.gate import gate_summary
 from ganaug.stages import paths
@@ -86,7 +87,8 @@ def main(params: Params) -> None:
     labels, arms, records = load_arms(arm_ids)
     metrics = (multilabel_compared_metrics(labels) if multilabel
                else compared_metrics(int(np.argmin(train_counts)), class_names))
-    result = compare_arms(labels, arms, cfg.references, metrics, n_bootstrap=cfg.n_bootstrap, ci=cfg.ci, seed=cfg.seed)
+    result = compare_arms(labels, arms, cfg.references, metrics, n_bootstrap=cfg.n_bootstrap, ci=cfg.ci, seed=cfg.seed,
+                          seed_of=seed_of)  # k-fold: a seed's folds averaged into one replicate (experiments.folds)
     manifest_path = paths.SYNTHETIC / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     if multilabel:

@@ -70,7 +70,7 @@ predicted class per image) are not computed, DeLong is on the macro AUROC.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,6 +242,19 @@ def seed_metrics(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], met
                   for name in metrics} for arm in arms}
 
 
+def pool_replicates(m: SeedMetric, keys: Sequence[str], seed_of: Callable[[str], str]) -> tuple[SeedMetric, list[str]]:
+    """Average the replicates of each seed (k-fold: a seed's fold models) into one value per seed,
+    observed (S,) and resampled (S, B), seeds in first-seen order. The seed is the independent
+    unit: folds of one seed share most training images, so their values are correlated, and
+    counting them as independent replicates would understate the seed-to-seed variance."""
+    seeds = list(dict.fromkeys(seed_of(k) for k in keys))
+    if len(seeds) == len(keys):
+        return m, list(keys)
+    members = [[i for i, k in enumerate(keys) if seed_of(k) == s] for s in seeds]
+    return (SeedMetric(np.array([m.observed[i].mean() for i in members]), np.stack([m.resampled[i].mean(0) for i in members])),
+            seeds)
+
+
 def comparison_pairs(arm_ids: Sequence[str], references: Sequence[str]) -> list[tuple[str, str]]:
     """(arm, reference) for every arm and reference, each unordered pair once: a reference is
     compared with the references listed before it only (balanced - real, not also real - balanced)."""
@@ -267,13 +280,17 @@ def _num(x: float) -> float | None:
 def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], references: Sequence[str],
                  metrics: dict[str, BatchMetric], n_bootstrap: int = 2000, ci: float = 0.95, seed: int = 0, *,
                  pair_seeds: bool = False, collapse_share: float = 0.98, collapse_label_share: float = 0.90,
-                 bounds: tuple[float, float] = (0.0, 1.0), chunk: int = 250) -> dict[str, Any]:
+                 bounds: tuple[float, float] = (0.0, 1.0), chunk: int = 250,
+                 seed_of: Callable[[str], str] | None = None) -> dict[str, Any]:
     """Compare arms of classifiers on one test split (method: module docstring).
 
     labels (N,) class indices or (N, K) multi-hot; arms {arm_id: {seed_key: proba (N, K)}}
     (softmax, or one sigmoid per finding for multi-hot labels); references: arm ids every
     arm is compared with; metrics {name: BatchMetric} (stats.metrics.compared_metrics).
     pair_seeds: pair seeds by key where both arms have the same keys (default: independent).
+    seed_of: the seed a replicate key belongs to (k-fold: experiments.folds.seed_of maps
+    `seed0_fold2` to `seed0`); replicates of one seed are averaged before the seed variance
+    (pool_replicates), so intervals count seeds, not folds. Default: every key is its own seed.
     bounds: the metrics' range; intervals are clipped to it (to +-(high - low) for differences):
     with 2 or 3 seeds the t quantile can reach past it, and the true value never lies there.
     Returns a JSON-able record: `arms` (per arm: seeds, collapsed seeds, per metric mean, std,
@@ -298,13 +315,18 @@ def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], ref
     rng = np.random.default_rng(seed)
     index = iid_resamples(n_test, n_bootstrap, rng) if multilabel else stratified_resamples(labels, n_bootstrap, rng)
     scored = seed_metrics(labels, arms, metrics, index, chunk)
+    seed_keys = {arm: list(seeds) for arm, seeds in arms.items()}
+    if seed_of is not None:
+        for arm, seeds in arms.items():
+            for name in metrics:
+                scored[arm][name], seed_keys[arm] = pool_replicates(scored[arm][name], list(seeds), seed_of)
     caveats = []
 
     arm_records: dict[str, Any] = {}
     for arm, seeds in arms.items():
         collapse = {} if multilabel else {key: collapse_record(labels, proba, collapse_share, collapse_label_share)
                                           for key, proba in seeds.items()}
-        record: dict[str, Any] = {"n_seeds": len(seeds), "seeds": list(seeds),
+        record: dict[str, Any] = {"n_seeds": len(seed_keys[arm]), "seeds": seed_keys[arm], "n_models": len(seeds),
                                   "collapsed_seeds": [k for k, c in collapse.items() if c["collapsed"]],
                                   "predicted_share": {k: c["predicted_share"] for k, c in collapse.items()}, "metrics": {}}
         for name in metrics:
@@ -315,9 +337,9 @@ def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], ref
                 "mean": _num(est.value), "low": _num(low), "high": _num(high),
                 "std": _num(float(m.observed.std(ddof=1))) if len(m.observed) > 1 else 0.0,
                 "se_seed": _num(math.sqrt(est.var_seed)), "se_test": _num(math.sqrt(est.var_test)),
-                "per_seed": {k: _num(float(v)) for k, v in zip(seeds, m.observed)}}
+                "per_seed": {k: _num(float(v)) for k, v in zip(seed_keys[arm], m.observed)}}
         arm_records[arm] = record
-        if len(seeds) < 2:
+        if len(seed_keys[arm]) < 2:
             caveats.append(f"arm {arm!r} has a single seed: its intervals cannot include seed-to-seed variance")
         if record["collapsed_seeds"]:
             caveats.append(f"arm {arm!r}: {len(record['collapsed_seeds'])} of {len(seeds)} seeds collapsed to one class "

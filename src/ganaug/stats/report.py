@@ -36,6 +36,11 @@ def _p(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _models(result: dict[str, Any], arm: str) -> int:
+    """Models of an arm (seeds, or seeds x folds with classifier.folds): the collapse rule counts models."""
+    return result["arms"][arm].get("n_models", result["arms"][arm]["n_seeds"])
+
+
 def minority_metric(result: dict[str, Any]) -> str | None:
     """The `recall_<class>` metric compare_arms was given, if any."""
     return next((m for m in result["metrics"] if m.startswith("recall_")), None)
@@ -52,7 +57,7 @@ def arms_table(result: dict[str, Any]) -> pd.DataFrame:
             m = record["metrics"][name]
             row[f"{metric_label(name)} ({level} interval)"] = f"{_fmt(m['mean'])} {_interval(m['low'], m['high'])}"
         row["collapsed seeds"] = ("n/a" if result.get("label_kind") == "multi_hot"
-                                  else f"{len(record['collapsed_seeds'])}/{record['n_seeds']}")
+                                  else f"{len(record['collapsed_seeds'])}/{record.get('n_models', record['n_seeds'])}")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -69,8 +74,8 @@ def differences_table(result: dict[str, Any], reference: str) -> pd.DataFrame:
                      "corrected interval": f"{_interval(r['corrected_low'], r['corrected_high'], True)} ({r['corrected_level']:.2%})",
                      "Holm p": _p(r["p_holm"]), "McNemar p": _p(r["mcnemar_p"]),
                      "DeLong p": _p(r.get("delong_p")) if r["metric"] == "roc_auc" else "",
-                     "collapsed seeds (arm, reference)": f"{r['collapsed_seeds_arm']}/{result['arms'][r['arm']]['n_seeds']}, "
-                                                         f"{r['collapsed_seeds_reference']}/{result['arms'][reference]['n_seeds']}",
+                     "collapsed seeds (arm, reference)": f"{r['collapsed_seeds_arm']}/{_models(result, r['arm'])}, "
+                                                         f"{r['collapsed_seeds_reference']}/{_models(result, reference)}",
                      "verdict": r["verdict"]})
     return pd.DataFrame(rows)
 
