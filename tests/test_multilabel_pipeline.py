@@ -86,7 +86,7 @@ def project(tmp_path_factory):
         with open(root / "params.yaml", "w") as f:
             YAML().dump(TINY, f)
         for stage in (["prepare"], ["train-reference"], ["train-gan"], ["synthesize"],
-                      *(["train-classifier", "--arm", arm] for arm in ARM_IDS), ["evaluate"]):
+                      *(["train-classifier", "--arm", arm] for arm in ARM_IDS), ["evaluate"], ["report"]):
             assert cli_main(stage) == 0, stage
     return root
 
@@ -144,6 +144,7 @@ def test_evaluate_compares_macro_auroc_and_reports_each_finding(project):
     assert "## Per finding" in markdown and "DeLong p" in markdown
     summary = json.loads((project / "metrics/evaluation.json").read_text())
     assert "roc_auc_vs_real" in summary
+    assert "Per finding" in (project / "reports/index.html").read_text()  # the report stage's page
 
 
 @pipeline

@@ -187,6 +187,11 @@ def per_finding(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], find
 
 
 def per_finding_markdown(rows: list[dict[str, Any]]) -> str:
+    """The per-finding table as Markdown (per_finding_table)."""
+    return per_finding_table(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def per_finding_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The per-finding table: one row per finding, AUROC / AP per arm."""
     frame = pd.DataFrame(rows)
     wide = frame.pivot(index="finding", columns="arm", values=["roc_auc", "average_precision"])
@@ -195,7 +200,7 @@ def per_finding_markdown(rows: list[dict[str, Any]]) -> str:
     for arm in dict.fromkeys(frame["arm"]):
         table[f"{arm} AUROC / AP"] = [f"{_fmt(wide.loc[f, ('roc_auc', arm)])} / {_fmt(wide.loc[f, ('average_precision', arm)])}"
                                       for f in findings]
-    return table.to_markdown(index=False, disable_numparse=True)
+    return table
 
 
 def roc_points(labels: np.ndarray, seeds: dict[str, np.ndarray]) -> pd.DataFrame:
