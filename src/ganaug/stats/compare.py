@@ -383,7 +383,7 @@ def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], ref
         "n_test": n_test, "n_bootstrap": n_bootstrap, "ci_level": ci, "bootstrap_seed": seed,
         "references": list(references), "metrics": list(metrics),
         "interval": ("mean over seeds +- t quantile x sqrt(seed variance / seeds + test-image variance from a "
-                     "class-stratified paired bootstrap), Welch-Satterthwaite df"),
+                     f"{'' if multilabel else 'class-stratified '}paired bootstrap), Welch-Satterthwaite df"),
         "correction": "Holm over the (arm, reference) comparisons of each metric; corrected interval at 1 - alpha/m",
         "paired_test": ("exact McNemar on the predictions of the seed-averaged probabilities" if not multilabel else
                         "McNemar not computed (multi-label: no single predicted class)")
