@@ -146,8 +146,8 @@ def test_single_label_stages_refuse_multilabel_data_by_name(tmp_path):
 
     dataset = load_phantom(tiny_data_config(phantom={"n_images": 120, "label_mode": "multilabel"}))
     meta = save_packed(dataset, tmp_path / "prepared")
-    with pytest.raises(StageInputError, match="train_reference needs single-label data.*data.phantom.label_mode=binary"):
-        require_single_label(meta, "train_reference")
+    with pytest.raises(StageInputError, match="tune mixing needs single-label data.*data.phantom.label_mode=binary"):
+        require_single_label(meta, "tune mixing")
     # train_gan: a conditional GAN on the multi-hot vectors, but no "minority class"
     with pytest.raises(StageInputError, match="gan.mode=minority needs single-label data.*use gan.mode=conditional"):
         require_gan_labels(meta, GANConfig(mode="minority"))

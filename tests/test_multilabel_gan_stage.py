@@ -42,7 +42,7 @@ def project(tmp_path_factory):
         mp.setattr("ganaug.quality.suite.PAIRS", 20)  # SSIM pairs per score: fewer, same code
         write_params(root / "params.yaml", {})
         assert cli_main(["prepare"]) == 0
-        assert cli_main(["train-gan"]) == 0  # no models/reference: train_reference takes class indices only
+        assert cli_main(["train-gan"]) == 0  # no models/reference: the multi-label GAN evaluation does not read it
     return root
 
 

@@ -35,8 +35,7 @@ class ConfigError(ValueError):
 class PhantomConfig:
     n_images: int = 2000  # images generated before splitting
     # binary: normal / pneumonia | three_class: normal / bacterial / viral | multilabel: consolidation,
-    # interstitial, cardiomegaly, effusion (prepare, and train_gan with gan.mode=conditional; train_reference and the
-    # classifier stages need single labels, so `dvc repro` stops at train_reference)
+    # interstitial, cardiomegaly, effusion (needs gan.mode=conditional and no balanced arm; README "Multi-label data")
     label_mode: Literal["binary", "three_class", "multilabel"] = "binary"
     class_fractions: dict[str, float] = field(
         default_factory=lambda: {"normal": 0.26, "bacterial": 0.48, "viral": 0.26}
@@ -147,6 +146,9 @@ class ClassifierConfig:
     # on the phantom it kept epochs that predict one class for every image (balanced accuracy 0.5, AUC 0.85)
     select: Literal["val_loss", "val_roc_auc", "val_balanced_accuracy"] = "val_loss"
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA if present, else CPU (also train_reference's device)
+    # k-fold cross-validation, 0 or 1 = off: k models per seed, validated on k folds of the val split and trained on
+    # the arm's set plus the other folds (the GAN never sees val images; README "Cross-validation")
+    folds: int = 0
 
 
 @dataclass(frozen=True)
@@ -492,6 +494,7 @@ _CHECKS: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
         lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(0 <= s <= MAX_SEED for s in v),
         f"a non-empty list of distinct seeds in [0, {MAX_SEED}]",
     ),
+    (ClassifierConfig, "folds"): _between(0, 20),
     (EvaluateConfig, "ci"): (lambda v: 0 < v < 1, "in (0, 1)"),
     (EvaluateConfig, "n_bootstrap"): _between(100, 1_000_000),
     (EvaluateConfig, "seed"): _SEED,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
-from ganaug.classify.metrics import roc_auc
+from ganaug.classify.metrics import multilabel_metrics, roc_auc
 from ganaug.classify.models import create_classifier
 from ganaug.device import autocast, on_device_uint8, to_device_images
 from ganaug.gan.train import to_model_range
@@ -59,10 +60,13 @@ def map_batches(fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, 
     return np.concatenate(out)
 
 
-def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """uint8 (N, C, H, W) -> class probabilities (N, K)."""
+def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256,
+                  multilabel: bool = False) -> np.ndarray:
+    """uint8 (N, C, H, W) -> class probabilities (N, K) (softmax), or with `multilabel` one
+    independent probability per finding (N, K) (sigmoid, the BCE head's)."""
     model.eval()
-    return map_batches(lambda x: torch.softmax(model(x).float(), dim=1), images, device, batch_size)
+    head = (lambda x: torch.sigmoid(model(x).float())) if multilabel else (lambda x: torch.softmax(model(x).float(), dim=1))
+    return map_batches(head, images, device, batch_size)
 
 
 def extract_features(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
@@ -108,6 +112,14 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
     return n_images // batch_size + (1 if n_images % batch_size >= 2 else 0)
 
 
+def multilabel_validation_record(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """logits (M, K), multi-hot labels (M, K) -> val_loss (mean BCE over images and findings) and
+    val_roc_auc (macro AUROC over the findings defined on the split, classify.metrics)."""
+    proba = torch.sigmoid(logits).numpy()
+    auroc = multilabel_metrics(labels.numpy(), proba, [str(k) for k in range(labels.shape[1])])["roc_auc_macro"]
+    return {"val_loss": F.binary_cross_entropy_with_logits(logits, labels).item(), "val_roc_auc": auroc}
+
+
 def validation_record(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """logits (M, K), labels (M,) -> the unweighted validation numbers a `select` may use."""
     y = labels.numpy()
@@ -122,9 +134,9 @@ def validation_record(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, f
 
 def train_classifier(
     train_images: np.ndarray,  # (N, C, H, W) uint8: real (+ synthetic) training images
-    train_labels: np.ndarray,  # (N,) int64 class indices
+    train_labels: np.ndarray,  # (N,) int64 class indices, or (N, K) 0/1 multi-hot findings (sigmoid head, BCE)
     val_images: np.ndarray,  # (M, C, H, W) uint8: the real validation split
-    val_labels: np.ndarray,  # (M,) int64
+    val_labels: np.ndarray,  # (M,) int64, or (M, K) multi-hot like train_labels
     n_classes: int,
     arch: str,  # simple_cnn | timm model name
     epochs: int,  # upper bound; early stopping usually ends sooner
@@ -145,15 +157,29 @@ def train_classifier(
     """Train from scratch; keep the weights of the epoch with the best validation `select` value.
 
     The validation loss is always the plain (unweighted) cross-entropy, also under
-    balance=class_weight: the selection measures the model on the val split as it is."""
-    assert train_labels.ndim == 1, "train_classifier takes class indices (multi-label is not supported here)"
+    balance=class_weight: the selection measures the model on the val split as it is.
+    Multi-hot labels (N, K): K sigmoid outputs trained with binary cross-entropy (findings are
+    not exclusive); val_loss is the BCE, val_roc_auc the macro AUROC over findings; there is no
+    single class to balance or to score by balanced accuracy, so balance must be "none" and
+    select val_loss or val_roc_auc."""
+    multilabel = train_labels.ndim == 2
+    if multilabel:
+        if val_labels.shape[1:] != train_labels.shape[1:] or train_labels.shape[1] != n_classes:
+            raise ValueError(f"multi-hot labels: train {train_labels.shape}, val {val_labels.shape}, {n_classes} outputs")
+        if balance != "none":
+            raise ValueError(f"balance={balance!r} balances classes, which multi-label data does not have "
+                             "(findings overlap): expected balance=none (arms.real without balanced)")
+        if select == "val_balanced_accuracy":
+            raise ValueError("classifier.select=val_balanced_accuracy needs one class per image; multi-label data: "
+                             "expected val_loss or val_roc_auc")
+    assert train_labels.ndim in (1, 2), f"train_labels must be (N,) or (N, K), got {train_labels.shape}"
     if schedule not in SCHEDULES:
         raise ValueError(f"classifier.schedule={schedule!r}: expected one of {list(SCHEDULES)}")
     if select not in SELECTS:
         raise ValueError(f"classifier.select={select!r}: expected one of {list(SELECTS)}")
     if balance not in BALANCES:
         raise ValueError(f"balance={balance!r}: expected one of {list(BALANCES)}")
-    if select == "val_roc_auc" and len(np.unique(val_labels)) < 2:
+    if select == "val_roc_auc" and not multilabel and len(np.unique(val_labels)) < 2:
         raise ValueError("classifier.select=val_roc_auc needs at least two classes in the validation split")
     torch.manual_seed(seed)
     order_rng = torch.Generator().manual_seed(seed)
@@ -164,10 +190,13 @@ def train_classifier(
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_steps, 1), eta_min=0.0)
                  if schedule == "cosine" else None)
     # uint8; without augmentation on CUDA the whole set lives on the GPU and batches are indexed there
+    as_target = (lambda y: torch.from_numpy(y).float()) if multilabel else (lambda y: torch.from_numpy(y).long())
     x_all = on_device_uint8(train_images, device) if augment is None else torch.from_numpy(train_images)
-    y_all = torch.from_numpy(train_labels).long()
+    y_all = as_target(train_labels)  # (N,) long or (N, K) float
     weight = class_weights(train_labels, n_classes).to(device) if balance == "class_weight" else None
-    y_val = torch.from_numpy(val_labels).long()
+    y_val = as_target(val_labels)
+    loss_fn = F.binary_cross_entropy_with_logits if multilabel else partial(F.cross_entropy, weight=weight)
+    record_fn = multilabel_validation_record if multilabel else validation_record
     larger_is_better = SELECTS[select]
     history: list[dict[str, float]] = []
     best_state: dict[str, Any] | None = None
@@ -187,7 +216,7 @@ def train_classifier(
             x_uint8 = x_all[idx] if augment is None else augment(x_all[idx], augment_rng)  # (B, C, H, W) uint8
             x, y = to_device_images(to_model_range(x_uint8), device), y_all[idx].to(device)
             with autocast(device):
-                loss = F.cross_entropy(model(x).float(), y, weight=weight)
+                loss = loss_fn(model(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -200,11 +229,12 @@ def train_classifier(
 
         model.eval()
         logits = torch.from_numpy(map_batches(model, val_images, device))  # (M, K) float32 on the CPU
-        record = {"epoch": epoch, "lr": epoch_lr, "train_loss": total / max(count, 1), **validation_record(logits, y_val)}
+        record = {"epoch": epoch, "lr": epoch_lr, "train_loss": total / max(count, 1), **record_fn(logits, y_val)}
         history.append(record)
         stopped_epoch = epoch
         epoch_bar.set_postfix(train_loss=f"{record['train_loss']:.4f}", val_loss=f"{record['val_loss']:.4f}",
-                              val_acc=f"{record['val_accuracy']:.3f}", val_auc=f"{record['val_roc_auc']:.3f}", refresh=False)
+                              val_acc=f"{record.get('val_accuracy', float('nan')):.3f}",  # (single-label only)
+                              val_auc=f"{record['val_roc_auc']:.3f}", refresh=False)
         if on_epoch_end is not None:
             on_epoch_end(record)
         value = record[select]

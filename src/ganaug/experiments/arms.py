@@ -11,6 +11,15 @@ round(r x largest) of them, so the synthetic images of a smaller ratio are a sub
 prefix) of those of a larger one. synthetic_only takes, per class, as many as the real train split
 has of that class.
 
+Multi-label sets (labels (N, K) multi-hot findings): there is no largest class, so there
+synthetic_ratio r = synthetic images / real train images (the whole set). The synthesize stage
+writes one pool of round(pool_ratio x real train images) images whose label vectors are drawn
+i.i.d. from the train split's label combinations (gan.conditioning.draw_combinations: the
+synthetic set keeps the real co-occurrence of findings); the arm at ratio r takes the FIRST
+round(r x real train images) of the pool (a prefix: smaller ratios are subsets), synthetic_only
+the first (real train images) of it. `balanced` is refused: findings overlap, there are no
+classes to balance.
+
 No torch here: the stage and an Optuna mixing study both call these functions.
 """
 
@@ -121,12 +130,62 @@ def arm_synthetic_counts(arm: Arm, real_counts: Sequence[int], pool_counts: dict
     return mixing_counts(real_counts, pool_counts, arm.ratio)
 
 
+def multilabel_synthetic_count(arm: Arm, n_real: int, n_pool: int) -> int:
+    """Synthetic images a multi-label arm takes from the front of the pool: round(ratio x n_real)
+    for a mixed arm, n_real for synthetic_only; raises when the pool is smaller."""
+    wanted = n_real if arm.ratio is None else int(round(arm.ratio * n_real))
+    if wanted < 1:
+        raise ValueError(f"arms.ratios: ratio {arm.ratio} x {n_real} real train images rounds to 0 synthetic images")
+    if n_pool < wanted:
+        raise ValueError(f"the synthetic pool holds {n_pool} images, fewer than the {wanted} arm {arm.id} needs: raise "
+                         f"synthesize.pool_ratio to at least {arm.ratio or 1.0} and rerun synthesize")
+    return wanted
+
+
+def _finding_counts(labels: np.ndarray) -> dict[int, int]:
+    """{finding index: images carrying it} of multi-hot labels (N, K)."""
+    return dict(enumerate(np.asarray(labels).sum(axis=0, dtype=np.int64).tolist()))
+
+
+def multilabel_training_set(arm: Arm, real_images: np.ndarray, real_labels: np.ndarray, pool_images: np.ndarray | None,
+                            pool_labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """arm_training_set for multi-hot labels (N, K) (module docstring: r is relative to the whole
+    real train set; the pool's first images). train_counts count the images carrying each finding."""
+    if arm.balanced:
+        raise ValueError("arms.real: the balanced arm balances classes, but this data set is multi-label (findings "
+                         "overlap, an image can carry several or none): remove 'balanced' from arms.real and "
+                         "evaluate.references")
+    if not arm.uses_synthetic:
+        return real_images, real_labels, {"train_counts": {"real": _finding_counts(real_labels), "synthetic": {}},
+                                          "synthetic_indices": np.zeros(0, np.int64),
+                                          "n_images": {"real": len(real_images), "synthetic": 0}}
+    if pool_images is None or pool_labels is None:
+        raise ValueError(f"arm {arm.id} trains on synthetic images, but no synthetic pool was given (run synthesize)")
+    if pool_labels.ndim != 2 or pool_labels.shape[1] != real_labels.shape[1] or pool_images.shape[1:] != real_images.shape[1:]:
+        raise ValueError(f"synthetic pool images {pool_images.shape} / labels {pool_labels.shape} do not match the real "
+                         f"multi-label train split {real_images.shape} / {real_labels.shape}: rerun synthesize on this data")
+    indices = np.arange(multilabel_synthetic_count(arm, len(real_images), len(pool_images)))
+    synthetic_labels = pool_labels[indices].astype(real_labels.dtype)
+    if arm.ratio is None:  # synthetic_only
+        images, labels, n_real = pool_images[indices], synthetic_labels, 0
+        real_counts = {k: 0 for k in range(real_labels.shape[1])}
+    else:
+        images = np.concatenate([real_images, pool_images[indices]])
+        labels = np.concatenate([real_labels, synthetic_labels])
+        n_real, real_counts = len(real_images), _finding_counts(real_labels)
+    return images, labels, {"train_counts": {"real": real_counts, "synthetic": _finding_counts(synthetic_labels)},
+                            "synthetic_indices": indices, "n_images": {"real": n_real, "synthetic": len(indices)}}
+
+
 def arm_training_set(arm: Arm, real_images: np.ndarray, real_labels: np.ndarray, pool_images: np.ndarray | None,
                      pool_labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The images the arm trains on (before classic augmentation, which happens on the fly):
     real (N, C, H, W) uint8 for real/balanced/classic; real then the pool's per-class prefixes
     for the mixed arms; the prefixes alone for synthetic_only. info: `train_counts` {"real":
-    {class index: n}, "synthetic": {class index: n}} and `synthetic_indices` (into the pool)."""
+    {class index: n}, "synthetic": {class index: n}} and `synthetic_indices` (into the pool).
+    Multi-hot labels (N, K): multilabel_training_set."""
+    if real_labels.ndim == 2:
+        return multilabel_training_set(arm, real_images, real_labels, pool_images, pool_labels)
     n_classes = int(max(real_labels.max(initial=-1), -1 if pool_labels is None else pool_labels.max(initial=-1))) + 1
     real_counts = _counts(real_labels, n_classes)
     if not arm.uses_synthetic:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ganaug.report import figures
 from ganaug.report.html import Safe, figure, img, key_values, page, png_bytes, section, table, tag
-from ganaug.stats.report import arms_table, differences_table, metric_label
+from ganaug.stats.report import arms_table, differences_table, metric_label, per_finding_table
 
 QUESTION = ("Does adding GAN-generated images to the real training images give a better classifier "
             "on the untouched real test split?")
@@ -170,8 +170,11 @@ def differences_section(inputs: ReportInputs) -> Safe:
         frame = differences_table(evaluation, reference)
         if not frame.empty:
             parts += [tag("h3", f"Against {reference} (arm - {reference})"), _frame_table(frame, "verdict")]
+    if evaluation.get("per_finding"):  # multi-label data: AUROC / AP of each finding per arm
+        parts += [tag("h3", "Per finding (test split, mean over seeds): AUROC / average precision"),
+                  _frame_table(per_finding_table(evaluation["per_finding"]))]
     parts.append(tag("p", "Verdict: helped / hurt only when the corrected interval excludes 0. " + evaluation["correction"]
-                     + ". McNemar: " + evaluation["paired_test"] + ". Collapse: " + evaluation["collapse_rule"] + "."))
+                     + ". Paired tests: " + evaluation["paired_test"] + ". Collapse: " + evaluation["collapse_rule"] + "."))
     return section("differences", "Differences with intervals and verdicts", *parts)
 
 

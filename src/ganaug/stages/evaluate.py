@@ -21,12 +21,13 @@ import pandas as pd
 from ganaug.config import Params, arm_names, flatten
 from ganaug.data.packed import read_meta
 from ganaug.experiments.arms import ARM_METRICS_FILE, PREDICTIONS_FILE, parse_arm
+from ganaug.experiments.folds import seed_of
 from ganaug.io import atomic_dir, atomic_file, write_json
 from ganaug.quality.gate import gate_summary
 from ganaug.stages import paths
 from ganaug.stats import report
 from ganaug.stats.compare import compare_arms
-from ganaug.stats.metrics import compared_metrics
+from ganaug.stats.metrics import compared_metrics, multilabel_compared_metrics
 from ganaug.tracking import mlflow_utils, registry, runs, summaries
 from ganaug.tracking.mlflow_utils import metric_key
 
@@ -79,16 +80,21 @@ def main(params: Params) -> None:
     meta = read_meta(paths.PREPARED)
     class_names = meta["class_names"]
     train_counts = [meta["counts"]["train"]["per_class"][n] for n in class_names]
-    minority = int(np.argmin(train_counts))
+    multilabel = meta.get("label_kind", "class_index") == "multi_hot"  # compared by macro AUROC over the findings
     arm_ids = arm_names(params.arms)
     parsed = {arm: parse_arm(arm, params.arms) for arm in arm_ids}
     families = {arm: (a.family, a.ratio) for arm, a in parsed.items()}  # ratio None off the mixing axis
     labels, arms, records = load_arms(arm_ids)
-    result = compare_arms(labels, arms, cfg.references, compared_metrics(minority, class_names),
-                          n_bootstrap=cfg.n_bootstrap, ci=cfg.ci, seed=cfg.seed)
+    metrics = (multilabel_compared_metrics(labels) if multilabel
+               else compared_metrics(int(np.argmin(train_counts)), class_names))
+    result = compare_arms(labels, arms, cfg.references, metrics, n_bootstrap=cfg.n_bootstrap, ci=cfg.ci, seed=cfg.seed,
+                          seed_of=seed_of)  # k-fold: a seed's folds averaged into one replicate (experiments.folds)
     manifest_path = paths.SYNTHETIC / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    result["caveats"] += caveats(families, list(cfg.references), records, dict(zip(class_names, train_counts)))
+    if multilabel:
+        result["per_finding"] = report.per_finding(labels, arms, class_names)
+    else:
+        result["caveats"] += caveats(families, list(cfg.references), records, dict(zip(class_names, train_counts)))
     result["families"] = {arm: {"family": f, "ratio": r} for arm, (f, r) in families.items()}
     result["train_counts"] = {arm: records[arm].get("train_counts") for arm in arm_ids}
     result["mlflow_runs"] = {arm: {"parent": records[arm].get("mlflow_run_id"),
@@ -131,8 +137,9 @@ def main(params: Params) -> None:
 
 def record_generator_downstream(result: dict[str, Any], synthetic_arms: list[str], manifest: dict[str, Any]) -> None:
     """Put the best synthetic arm's difference from real on the generator's registry version
-    (tags downstream.*), where `ganaug promote`'s downstream gate reads it."""
-    summary = report.downstream_summary(result, synthetic_arms)
+    (tags downstream.*), where `ganaug promote`'s downstream gate reads it (on the primary metric:
+    balanced accuracy, or macro AUROC for multi-label data)."""
+    summary = report.downstream_summary(result, synthetic_arms, result["metrics"][0])
     run_id = manifest.get("generator_mlflow_run_id")
     if summary is None or not run_id:
         return

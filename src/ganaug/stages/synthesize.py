@@ -32,6 +32,7 @@ from ganaug.config import Params, SynthesizeConfig, flatten  # noqa: E402
 from ganaug.data.packed import Split, load_packed, read_meta  # noqa: E402
 from ganaug.data.synthetic import MANIFEST_FILE, SYNTHETIC_FILE  # noqa: E402
 from ganaug.gan import cyclegan  # noqa: E402
+from ganaug.gan.conditioning import draw_combinations  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.io import atomic_dir, write_json  # noqa: E402
 from ganaug.quality.memorisation import closest_pairs_grid  # noqa: E402
@@ -80,6 +81,30 @@ def translate_pool(generator: TrainedGenerator, train: Split, train_counts: list
     return images, np.full(len(images), target, np.int64), counts, sources
 
 
+def synthesize_multilabel(generator: TrainedGenerator, train_labels: np.ndarray,
+                          cfg: SynthesizeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The multi-label pool: round(pool_ratio x real train images) label vectors drawn i.i.d. from
+    the train split's label combinations (`draw_combinations`: the real co-occurrence of findings,
+    a prefix-stable draw), one image each -> (images (M, C, H, W) uint8, vectors (M, K) uint8).
+    The arms take the pool's first images (experiments.arms). Chosen over filling each finding up
+    to a target (`fill_findings`, the NIH study's way): a draw from the train distribution has one
+    ratio to state and keeps the class prior the test split has; filling rare findings changes it."""
+    n = max(1, int(round(cfg.pool_ratio * len(train_labels))))
+    vectors = draw_combinations(train_labels, n, cfg.seed)
+    return generator.sample(vectors, cfg.seed, cfg.batch_size)
+
+
+def require_multilabel_options(cfg: SynthesizeConfig, generator: TrainedGenerator, meta: dict) -> None:
+    """A multi-hot generator on this multi-label data, and no filter (both filters score an image
+    against its one intended class)."""
+    if not generator.multilabel or meta["label_kind"] != "multi_hot":
+        raise ValueError(f"the generator has label_kind={generator.label_kind!r} but {paths.PREPARED} holds "
+                         f"{meta['label_kind']!r} labels: rerun train_gan on this data")
+    if cfg.filter != "none":
+        raise ValueError(f"synthesize.filter={cfg.filter} scores an image against its one intended class; this data set is "
+                         "multi-label (finding vectors): expected synthesize.filter: none")
+
+
 def filter_scorer(cfg: SynthesizeConfig, train: Split, reference: torch.nn.Module, device: torch.device) -> Scorer:
     if cfg.filter == "ssim_likeness":
         return ssim_likeness_scorer(train.images, train.labels)
@@ -108,7 +133,10 @@ def check_gate(generator: TrainedGenerator, generator_file: str, cfg: Synthesize
             print(f"WARNING: {warning}")
     decision = gate_decision(generator.info.get("final_quality") or {}, levels)
     if not decision.passed and not cfg.override_gate:
-        raise QualityGateError(gate_message(decision, generator_file, look_at))
+        skipped = generator.info.get("quality_skipped")  # multi-label generators: measured without the reference network
+        note = (f". Not measured for this generator: {skipped}; set synthesize.min_coverage: 0 and "
+                "synthesize.min_label_fidelity: 0 to gate it on diversity alone") if skipped else ""
+        raise QualityGateError(gate_message(decision, generator_file, look_at) + note)
     if not decision.passed:
         print(f"WARNING: quality gate overridden (synthesize.override_gate=true): {'; '.join(decision.failures)}")
     return decision
@@ -158,7 +186,12 @@ def main(params: Params) -> None:
     reference, extractor = load_reference(paths.REFERENCE, cpu)
     draw = None
     sources = None
-    if generator.translator:  # config refuses a filter with gan.arch=cyclegan
+    multilabel = meta.get("label_kind", "class_index") == "multi_hot"
+    if multilabel:
+        require_multilabel_options(cfg, generator, meta)
+        images, labels = synthesize_multilabel(generator, train.labels, cfg)
+        counts = dict(enumerate(labels.sum(axis=0, dtype=np.int64).tolist()))  # images carrying each finding
+    elif generator.translator:  # config refuses a filter with gan.arch=cyclegan
         images, labels, counts, sources = translate_pool(generator, train, train_counts, cfg)
     elif cfg.filter == "none":
         images, labels, counts = synthesize(generator, train_counts, cfg)
@@ -170,12 +203,16 @@ def main(params: Params) -> None:
     # memorisation audit and SSIM likeness of the written set against the train split (never the
     # test split); with a filter, of the unfiltered candidates too: the difference is what the
     # filter caused. Kept images are drawn candidates, so their features and likeness are subsets.
-    in_classes = np.isin(train.labels, list(counts))
+    # multi-label: against every train image (an image's findings are not a class to compare within)
+    in_classes = np.ones(len(train.images), bool) if multilabel else np.isin(train.labels, list(counts))
     train_images, train_features = train.images[in_classes], np.load(paths.REFERENCE / REAL_FEATURES_FILE)[in_classes]
     candidates, candidate_labels = (images, labels) if draw is None else (draw.drawn_images, draw.drawn_labels)
     candidate_features = extract_features(reference, candidates, cpu)
-    candidate_likeness = (draw.drawn_scores if cfg.filter == "ssim_likeness"  # the filter's own score
-                          else ssim_likeness_values(candidates, candidate_labels, train.images, train.labels))
+    if multilabel:
+        candidate_likeness = ssim_likeness_values(candidates, np.zeros(len(candidates)), train.images, np.zeros(len(train.images)))
+    else:
+        candidate_likeness = (draw.drawn_scores if cfg.filter == "ssim_likeness"  # the filter's own score
+                              else ssim_likeness_values(candidates, candidate_labels, train.images, train.labels))
     kept = np.ones(len(candidates), bool) if draw is None else draw.drawn_kept
     audit, report = memorisation(images, train_images, candidate_features[kept], train_features, extractor)
     likeness = likeness_summary(candidate_likeness[kept])
@@ -198,9 +235,14 @@ def main(params: Params) -> None:
         "counts": {meta["class_names"][c]: n for c, n in counts.items()},
         # the pool the arms draw from: per class, in this order, the first images of the class's stream;
         # an arm at synthetic_ratio r takes the first round(r x largest_real_class) of each class
-        "pool": {"ratio": cfg.pool_ratio, "largest_real_class": max(train_counts),
-                 "per_class": {meta["class_names"][c]: n for c, n in sorted(counts.items())},
-                 "order": "class index, then position in the class's seeded stream (TrainedGenerator.sample_stream)"},
+        "pool": ({"ratio": cfg.pool_ratio, "n_real_train": len(train.images), "n_images": len(images),
+                  "per_finding": {meta["class_names"][c]: n for c, n in sorted(counts.items())},
+                  "order": "label vectors drawn i.i.d. from the train split's combinations (draw_combinations, "
+                           "synthesize.seed); an arm at synthetic_ratio r takes the first round(r x n_real_train)"}
+                 if multilabel else
+                 {"ratio": cfg.pool_ratio, "largest_real_class": max(train_counts),
+                  "per_class": {meta["class_names"][c]: n for c, n in sorted(counts.items())},
+                  "order": "class index, then position in the class's seeded stream (TrainedGenerator.sample_stream)"}),
         "real_train_counts": dict(zip(meta["class_names"], train_counts)),
         "image_shape": list(images.shape[1:]),
         "filter": None if draw is None else {

@@ -1,7 +1,8 @@
 """Stage `train_classifier --arm <id>`: one classifier per seed on the arm's training set
 (`ganaug.experiments.arms`: real, balanced, classic, <family>-<ratio>, synthetic_only), with the
 same classifier params, seeds and real validation split (selection, early stopping) for every arm;
-test-split predictions and metrics go to models/arms/<id>/ for `evaluate`.
+test-split predictions and metrics go to models/arms/<id>/ for `evaluate`. With classifier.folds = k
+> 1, one classifier per seed and fold (ganaug.experiments.folds: validation folds over the val split).
 
 MLflow: a parent run per arm (`clf-<arm>-<digest>`, tags arm/family/ratio: the seeds' mean and
 std) holding a nested run per seed (`clf-<arm>-s<seed>-<digest>`, tags arm/family/ratio/seed:
@@ -9,10 +10,12 @@ curves, test metrics, the data sets as run inputs)."""
 
 from __future__ import annotations
 
+import hashlib
+
 import mlflow
 import numpy as np
 
-from ganaug.classify.metrics import classification_metrics, scalar_metrics
+from ganaug.classify.metrics import classification_metrics, multilabel_metrics, scalar_metrics
 from ganaug.classify.models import check_arch
 from ganaug.classify.train import predict_proba, save_classifier, train_classifier
 from ganaug.config import Params, flatten
@@ -21,9 +24,9 @@ from ganaug.data.synthetic import load_synthetic
 from ganaug.device import describe, pick_device
 from ganaug.experiments.arms import (ARM_METRICS_FILE, PREDICTIONS_FILE, Arm, arm_training_set, parse_arm,
                                      train_options)
+from ganaug.experiments.folds import FOLD_SEED, fold_training_set, replicate_key, validation_folds
 from ganaug.io import atomic_dir, write_json
 from ganaug.stages import paths
-from ganaug.stages.checks import require_single_label
 from ganaug.tracking import mlflow_utils, runs, summaries
 from ganaug.tracking.mlflow_utils import metric_key
 
@@ -60,7 +63,7 @@ def main(params: Params, arm_id: str) -> None:
     cfg = params.classifier
     check_arch(cfg.arch, "classifier.arch")
     meta = read_meta(paths.PREPARED)
-    require_single_label(meta, "train_classifier")
+    multilabel = meta.get("label_kind", "class_index") == "multi_hot"  # K sigmoid outputs, BCE; per-finding AUROC / AP on test
     dataset = load_packed(paths.PREPARED)
     device = pick_device(cfg.device, "classifier.device")
     pool_images = pool_labels = None
@@ -104,37 +107,59 @@ def main(params: Params, arm_id: str) -> None:
             runs.start_run(stage, runs.input_key(**inputs), run_name=name, tags=parent_tags,
                            **mlflow_utils.system_metrics(params.tracking)) as parent:  # sampled for all seeds
         mlflow.log_params(params_logged)
-        for seed in cfg.seeds:
-            tags = mlflow_utils.lineage_tags(stage, meta, **arm_tags, seed=seed,
+        folds = cfg.folds if cfg.folds > 1 else 0  # experiments.folds: validation folds over the val split
+        fold_of_val = validation_folds(dataset.val.labels, dataset.val.groups, folds, FOLD_SEED) if folds else None
+        for seed, fold in [(seed, fold) for seed in cfg.seeds for fold in (range(folds) if folds else [None])]:
+            key = replicate_key(seed, fold)  # seed<s> or seed<s>_fold<f>
+            record_key = key.removeprefix("seed")  # metrics.json "seeds": "0", or "0_fold2"
+            if fold is None:
+                fit_images, fit_labels = train_images, train_labels
+                val_images, val_labels = dataset.val.images, dataset.val.labels
+            else:
+                fit_images, fit_labels, held = fold_training_set(train_images, train_labels, dataset.val.images,
+                                                                 dataset.val.labels, fold_of_val, fold,
+                                                                 add_real_val=arm.family != "synthetic_only")
+                val_images, val_labels = dataset.val.images[held], dataset.val.labels[held]
+            fold_tag = {} if fold is None else {"fold": fold}
+            tags = mlflow_utils.lineage_tags(stage, meta, **arm_tags, seed=seed, **fold_tag,
                                              **{"dvc.stage": arm.dvc_stage, "ganaug.run_level": "seed"})
-            with runs.start_run(stage, runs.input_key(**inputs, seed=seed), run_name=f"clf-{arm.id}-s{seed}-{digest}",
+            run_name = f"clf-{arm.id}-s{seed}" + ("" if fold is None else f"-f{fold}") + f"-{digest}"
+            with runs.start_run(stage, runs.input_key(**inputs, seed=seed, **fold_tag), run_name=run_name,
                                 tags=tags, nested=True) as run:
-                mlflow.log_params(params_logged | {"seed": seed})
+                mlflow.log_params(params_logged | {"seed": seed} | fold_tag)
                 log_training_data(meta, dataset, arm, *synthetic_part, manifest)
-                result = train_classifier(
-                    train_images, train_labels, dataset.val.images, dataset.val.labels, dataset.n_classes,
+                result = train_classifier(  # a fresh model for every seed and fold
+                    fit_images, fit_labels, val_images, val_labels, dataset.n_classes,
                     cfg.arch, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.patience, seed, device,
                     schedule=cfg.schedule, select=cfg.select, balance=options["balance"], augment=augment,
                     on_epoch_end=lambda r: mlflow.log_metrics({k: v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])),
-                    desc=f"{arm.id} seed {seed}",
+                    desc=f"{arm.id} seed {seed}" + ("" if fold is None else f" fold {fold}"),
                 )
                 # the model is fixed now (selected on val); the test split is only measured
-                proba = predict_proba(result.model, dataset.test.images, device)
-                test = classification_metrics(dataset.test.labels, proba, names)
-                epochs[seed] = {"best_epoch": int(result.best_epoch), "stopped_epoch": int(result.stopped_epoch)}
-                mlflow.log_metrics({f"test_{k}": v for k, v in scalar_metrics(test).items()} | epochs[seed])
-                log_confusion(test, names, f"{arm.id}, seed {seed} (test split)")
-                save_classifier(result.model, out / f"seed{seed}.pt", cfg.arch, dataset.n_classes, names,
-                                dataset.image_shape[0], {"arm": arm.id, "seed": seed, "best_epoch": result.best_epoch})
-                per_seed[seed], probabilities[f"seed{seed}"], run_ids[seed] = test, proba, run.info.run_id
-                print(f"  seed {seed}: test balanced accuracy {test['balanced_accuracy']:.3f}, AUC {test['roc_auc']:.3f} "
-                      f"(best epoch {result.best_epoch}, stopped at {result.stopped_epoch})")
+                proba = predict_proba(result.model, dataset.test.images, device, multilabel=multilabel)
+                test = (multilabel_metrics if multilabel else classification_metrics)(dataset.test.labels, proba, names)
+                epochs[record_key] = {"best_epoch": int(result.best_epoch), "stopped_epoch": int(result.stopped_epoch)}
+                if fold is not None:  # which images validated this fold (tests check them against the GAN's set)
+                    epochs[record_key] |= {"fold": fold, "n_fit_images": len(fit_images), "n_val_images": len(val_images),
+                                           "val_sha256": hashlib.sha256(np.ascontiguousarray(val_images).tobytes()).hexdigest()}
+                mlflow.log_metrics({f"test_{k}": v for k, v in scalar_metrics(test).items()}
+                                   | {k: epochs[record_key][k] for k in ("best_epoch", "stopped_epoch")})
+                if not multilabel:
+                    log_confusion(test, names, f"{arm.id}, {key} (test split)")
+                save_classifier(result.model, out / f"{key}.pt", cfg.arch, dataset.n_classes, names,
+                                dataset.image_shape[0], {"arm": arm.id, "seed": seed, "best_epoch": result.best_epoch, **fold_tag})
+                per_seed[record_key], probabilities[key], run_ids[record_key] = test, proba, run.info.run_id
+                score = (f"macro AUROC {test['roc_auc_macro']:.3f}, macro AP {test['average_precision_macro']:.3f}" if multilabel
+                         else f"balanced accuracy {test['balanced_accuracy']:.3f}, AUC {test['roc_auc']:.3f}")
+                print(f"  {key}: test {score} (best epoch {result.best_epoch}, stopped at {result.stopped_epoch})")
         np.savez(out / PREDICTIONS_FILE, labels=dataset.test.labels, **probabilities)
-        seeds = {str(s): scalar_metrics(m) for s, m in per_seed.items()}
+        seeds = {s: scalar_metrics(m) for s, m in per_seed.items()}
         summary = summaries.classifier_summary(seeds)
         mlflow.log_metrics({f"test_{k}": v["mean"] for k, v in summary.items()} | {f"test_{k}_std": v["std"] for k, v in summary.items()})
         write_json(out / ARM_METRICS_FILE, {
             "arm": arm.id, "family": arm.family, "ratio": arm.ratio, "mlflow_run_id": parent.info.run_id,
-            "train_counts": train_counts,
-            "seeds": {s: m | epochs[int(s)] | {"mlflow_run_id": run_ids[int(s)]} for s, m in seeds.items()},
+            "train_counts": train_counts,  # multi-label: images carrying each finding
+            **({"n_train_images": info["n_images"]} if "n_images" in info else {}),
+            "folds": folds,
+            "seeds": {s: m | epochs[s] | {"mlflow_run_id": run_ids[s]} for s, m in seeds.items()},
         })

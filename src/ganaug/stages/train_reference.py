@@ -12,7 +12,7 @@ import mlflow
 import numpy as np
 import torch
 
-from ganaug.classify.metrics import classification_metrics, scalar_metrics
+from ganaug.classify.metrics import classification_metrics, multilabel_metrics, scalar_metrics
 from ganaug.classify.train import extract_features, load_classifier, predict_proba, save_classifier, train_classifier
 from ganaug.config import Params, ReferenceConfig, flatten
 from ganaug.data.packed import PackedDataset, load_packed, read_meta
@@ -20,7 +20,6 @@ from ganaug.device import describe, pick_device
 from ganaug.io import atomic_dir, write_json
 from ganaug.quality.frechet import FeatureStats, feature_stats
 from ganaug.stages import paths
-from ganaug.stages.checks import require_single_label
 from ganaug.torchfile import BadFileError
 from ganaug.tracking import mlflow_utils, runs, summaries
 
@@ -41,8 +40,9 @@ def stats_path(reference_dir: Path, class_index: int | None) -> Path:
 def real_feature_stats(features: np.ndarray, dataset: PackedDataset, extractor: str) -> dict[int | None, FeatureStats]:
     """Feature statistics of the real train split (`features` in split order): all images (None) and each class."""
     stats: dict[int | None, FeatureStats] = {None: feature_stats(features, extractor)}
+    labels = dataset.train.labels  # (N,) class indices or (N, K) multi-hot: then the images carrying finding c
     for c in range(dataset.n_classes):
-        class_features = features[dataset.train.labels == c]
+        class_features = features[labels[:, c] == 1 if labels.ndim == 2 else labels == c]
         if len(class_features) >= 2:
             stats[c] = feature_stats(class_features, extractor)
     return stats
@@ -62,7 +62,7 @@ def load_reference(reference_dir: Path, device: torch.device) -> tuple[torch.nn.
 def main(params: Params) -> None:
     cfg: ReferenceConfig = params.reference
     meta = read_meta(paths.PREPARED)
-    require_single_label(meta, "train_reference")
+    multilabel = meta.get("label_kind", "class_index") == "multi_hot"  # K sigmoid outputs with BCE (classify.train)
     dataset = load_packed(paths.PREPARED)
     device = pick_device(params.classifier.device, "classifier.device")
     extractor = extractor_name(cfg.arch, meta["dataset_hash"])
@@ -82,7 +82,8 @@ def main(params: Params) -> None:
             on_epoch_end=lambda r: mlflow.log_metrics({k: v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])),
             desc="reference",
         )
-        val = classification_metrics(dataset.val.labels, predict_proba(result.model, dataset.val.images, device), dataset.class_names)
+        val_proba = predict_proba(result.model, dataset.val.images, device, multilabel=multilabel)
+        val = (multilabel_metrics if multilabel else classification_metrics)(dataset.val.labels, val_proba, dataset.class_names)
         features = extract_features(result.model, dataset.train.images, device)
         stats = real_feature_stats(features, dataset, extractor)
         metrics = {f"val_{k}": v for k, v in scalar_metrics(val).items()} | {"best_epoch": result.best_epoch}
@@ -93,12 +94,14 @@ def main(params: Params) -> None:
                 s.save(stats_path(out, class_index))
             save_classifier(
                 result.model, out / MODEL_FILE, cfg.arch, dataset.n_classes, dataset.class_names, dataset.image_shape[0],
-                {"extractor": extractor, "best_epoch": result.best_epoch, "dataset_hash": meta["dataset_hash"]},
+                {"extractor": extractor, "best_epoch": result.best_epoch, "dataset_hash": meta["dataset_hash"],
+                 "label_kind": meta["label_kind"]},
             )
         mlflow.log_metrics(metrics)
         mlflow.set_tag("feature_extractor", extractor)
         write_json(paths.METRICS / "reference.json", summaries.reference_summary(metrics))
-    print(f"reference classifier: val balanced accuracy {val['balanced_accuracy']:.3f}, extractor {extractor}")
+    score = f"macro AUROC {val['roc_auc_macro']:.3f}" if multilabel else f"balanced accuracy {val['balanced_accuracy']:.3f}"
+    print(f"reference classifier: val {score}, extractor {extractor}")
 
 
 

@@ -56,14 +56,21 @@ hold. The verdict reads the corrected interval: "helped" when its lower bound is
 when its upper bound is below 0, otherwise "no clear difference". Every percentile here is a t
 quantile, never a tail of a few resamples: the bootstrap only estimates variances.
 Beside it, McNemar's exact test on the predictions of the seed-averaged probabilities
-(scipy.stats.binomtest on the discordant images) is reported per comparison: it conditions on the
-trained models (test-image sampling only), so it is a check on the images, not the verdict.
+(scipy.stats.binomtest on the discordant images) and DeLong's test of the AUROC difference (the
+mean over seeds of each arm's AUROC, as a contrast of the correlated AUCs of all the models on the
+same images: stats.delong) are reported per comparison: both condition on the trained models
+(test-image sampling only), so they are checks on the images, not the verdict.
+
+Multi-label test labels (N, K) multi-hot: the metrics are the macro (and micro) AUROC over the
+findings (stats.metrics.multilabel_compared_metrics), the bootstrap resamples images without
+strata (an image carries several findings), McNemar and the collapse rule (both read one
+predicted class per image) are not computed, DeLong is on the macro AUROC.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +78,7 @@ import numpy as np
 from scipy.stats import binomtest, t
 
 from ganaug.stats.collapse import collapse_record
+from ganaug.stats.delong import delong_test
 from ganaug.stats.metrics import BatchMetric
 
 VERDICTS = ("helped", "hurt", "no clear difference", "not computed")
@@ -210,6 +218,11 @@ def stratified_resamples(labels: np.ndarray, n_bootstrap: int, rng: np.random.Ge
     return index
 
 
+def iid_resamples(n_images: int, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, N) indices drawn with replacement from all test images (multi-label data: no class strata)."""
+    return rng.integers(0, n_images, (n_bootstrap, n_images))
+
+
 def seed_metrics(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], metrics: dict[str, BatchMetric],
                  index: np.ndarray, chunk: int = 250) -> dict[str, dict[str, SeedMetric]]:
     """{arm: {metric: SeedMetric}}: every model scored on the test split and on each resample."""
@@ -227,6 +240,19 @@ def seed_metrics(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], met
                     resampled[arm][name][s].append(fn(y, p))
     return {arm: {name: SeedMetric(observed[arm][name], np.stack([np.concatenate(parts) for parts in resampled[arm][name]]))
                   for name in metrics} for arm in arms}
+
+
+def pool_replicates(m: SeedMetric, keys: Sequence[str], seed_of: Callable[[str], str]) -> tuple[SeedMetric, list[str]]:
+    """Average the replicates of each seed (k-fold: a seed's fold models) into one value per seed,
+    observed (S,) and resampled (S, B), seeds in first-seen order. The seed is the independent
+    unit: folds of one seed share most training images, so their values are correlated, and
+    counting them as independent replicates would understate the seed-to-seed variance."""
+    seeds = list(dict.fromkeys(seed_of(k) for k in keys))
+    if len(seeds) == len(keys):
+        return m, list(keys)
+    members = [[i for i, k in enumerate(keys) if seed_of(k) == s] for s in seeds]
+    return (SeedMetric(np.array([m.observed[i].mean() for i in members]), np.stack([m.resampled[i].mean(0) for i in members])),
+            seeds)
 
 
 def comparison_pairs(arm_ids: Sequence[str], references: Sequence[str]) -> list[tuple[str, str]]:
@@ -254,19 +280,25 @@ def _num(x: float) -> float | None:
 def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], references: Sequence[str],
                  metrics: dict[str, BatchMetric], n_bootstrap: int = 2000, ci: float = 0.95, seed: int = 0, *,
                  pair_seeds: bool = False, collapse_share: float = 0.98, collapse_label_share: float = 0.90,
-                 bounds: tuple[float, float] = (0.0, 1.0), chunk: int = 250) -> dict[str, Any]:
+                 bounds: tuple[float, float] = (0.0, 1.0), chunk: int = 250,
+                 seed_of: Callable[[str], str] | None = None) -> dict[str, Any]:
     """Compare arms of classifiers on one test split (method: module docstring).
 
-    labels (N,) class indices; arms {arm_id: {seed_key: proba (N, K)}}; references: arm ids every
+    labels (N,) class indices or (N, K) multi-hot; arms {arm_id: {seed_key: proba (N, K)}}
+    (softmax, or one sigmoid per finding for multi-hot labels); references: arm ids every
     arm is compared with; metrics {name: BatchMetric} (stats.metrics.compared_metrics).
     pair_seeds: pair seeds by key where both arms have the same keys (default: independent).
+    seed_of: the seed a replicate key belongs to (k-fold: experiments.folds.seed_of maps
+    `seed0_fold2` to `seed0`); replicates of one seed are averaged before the seed variance
+    (pool_replicates), so intervals count seeds, not folds. Default: every key is its own seed.
     bounds: the metrics' range; intervals are clipped to it (to +-(high - low) for differences):
     with 2 or 3 seeds the t quantile can reach past it, and the true value never lies there.
     Returns a JSON-able record: `arms` (per arm: seeds, collapsed seeds, per metric mean, std,
     interval, per-seed values) and `comparisons` (one record per (arm, reference, metric))."""
     labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be (N,) class indices, got shape {labels.shape}")
+    if labels.ndim not in (1, 2):
+        raise ValueError(f"labels must be (N,) class indices or (N, K) multi-hot, got shape {labels.shape}")
+    multilabel = labels.ndim == 2
     if n_bootstrap < 20:
         raise ValueError(f"n_bootstrap={n_bootstrap}: the test-image variance needs at least 20 resamples")
     missing = [r for r in references if r not in arms]
@@ -276,17 +308,25 @@ def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], ref
         if not seeds:
             raise ValueError(f"arm {arm!r} has no seeds")
         for key, proba in seeds.items():
-            if proba.ndim != 2 or len(proba) != len(labels):
-                raise ValueError(f"arm {arm!r} seed {key!r}: proba {proba.shape}, expected ({len(labels)}, K)")
+            if proba.ndim != 2 or len(proba) != len(labels) or (multilabel and proba.shape != labels.shape):
+                raise ValueError(f"arm {arm!r} seed {key!r}: proba {proba.shape}, expected ({len(labels)}, "
+                                 f"{labels.shape[1] if multilabel else 'K'})")
     n_test = len(labels)
-    index = stratified_resamples(labels, n_bootstrap, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    index = iid_resamples(n_test, n_bootstrap, rng) if multilabel else stratified_resamples(labels, n_bootstrap, rng)
     scored = seed_metrics(labels, arms, metrics, index, chunk)
+    seed_keys = {arm: list(seeds) for arm, seeds in arms.items()}
+    if seed_of is not None:
+        for arm, seeds in arms.items():
+            for name in metrics:
+                scored[arm][name], seed_keys[arm] = pool_replicates(scored[arm][name], list(seeds), seed_of)
     caveats = []
 
     arm_records: dict[str, Any] = {}
     for arm, seeds in arms.items():
-        collapse = {key: collapse_record(labels, proba, collapse_share, collapse_label_share) for key, proba in seeds.items()}
-        record: dict[str, Any] = {"n_seeds": len(seeds), "seeds": list(seeds),
+        collapse = {} if multilabel else {key: collapse_record(labels, proba, collapse_share, collapse_label_share)
+                                          for key, proba in seeds.items()}
+        record: dict[str, Any] = {"n_seeds": len(seed_keys[arm]), "seeds": seed_keys[arm], "n_models": len(seeds),
                                   "collapsed_seeds": [k for k, c in collapse.items() if c["collapsed"]],
                                   "predicted_share": {k: c["predicted_share"] for k, c in collapse.items()}, "metrics": {}}
         for name in metrics:
@@ -297,9 +337,9 @@ def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], ref
                 "mean": _num(est.value), "low": _num(low), "high": _num(high),
                 "std": _num(float(m.observed.std(ddof=1))) if len(m.observed) > 1 else 0.0,
                 "se_seed": _num(math.sqrt(est.var_seed)), "se_test": _num(math.sqrt(est.var_test)),
-                "per_seed": {k: _num(float(v)) for k, v in zip(seeds, m.observed)}}
+                "per_seed": {k: _num(float(v)) for k, v in zip(seed_keys[arm], m.observed)}}
         arm_records[arm] = record
-        if len(seeds) < 2:
+        if len(seed_keys[arm]) < 2:
             caveats.append(f"arm {arm!r} has a single seed: its intervals cannot include seed-to-seed variance")
         if record["collapsed_seeds"]:
             caveats.append(f"arm {arm!r}: {len(record['collapsed_seeds'])} of {len(seeds)} seeds collapsed to one class "
@@ -308,7 +348,10 @@ def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], ref
     pairs = comparison_pairs(list(arms), list(references))
     seed_mean = {arm: np.mean(list(seeds.values()), axis=0) for arm, seeds in arms.items()}  # (N, K) seed-averaged
     paired = {pair: pair_seeds and list(arms[pair[0]]) == list(arms[pair[1]]) and len(arms[pair[0]]) > 1 for pair in pairs}
-    mcnemar = {pair: mcnemar_exact(labels, seed_mean[pair[0]], seed_mean[pair[1]]) for pair in pairs}
+    no_mcnemar = {"arm_only_correct": None, "reference_only_correct": None, "p_value": None}
+    mcnemar = {pair: no_mcnemar if multilabel else mcnemar_exact(labels, seed_mean[pair[0]], seed_mean[pair[1]])
+               for pair in pairs}
+    delong = {pair: delong_test(labels, list(arms[pair[0]].values()), list(arms[pair[1]].values())) for pair in pairs}
     comparisons = []
     span = bounds[1] - bounds[0]
     for name in metrics:
@@ -331,6 +374,8 @@ def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], ref
                 "mcnemar_arm_only_correct": mcnemar[pair]["arm_only_correct"],
                 "mcnemar_reference_only_correct": mcnemar[pair]["reference_only_correct"],
                 "mcnemar_p": mcnemar[pair]["p_value"],
+                "delong_auc_difference": _num(delong[pair]["difference"]), "delong_se": _num(delong[pair]["se"]),
+                "delong_p": _num(delong[pair]["p_value"]),
                 "collapsed_seeds_arm": len(arm_records[pair[0]]["collapsed_seeds"]),
                 "collapsed_seeds_reference": len(arm_records[pair[1]]["collapsed_seeds"]),
                 "verdict": verdict(c_low, c_high)})
@@ -338,10 +383,14 @@ def compare_arms(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], ref
         "n_test": n_test, "n_bootstrap": n_bootstrap, "ci_level": ci, "bootstrap_seed": seed,
         "references": list(references), "metrics": list(metrics),
         "interval": ("mean over seeds +- t quantile x sqrt(seed variance / seeds + test-image variance from a "
-                     "class-stratified paired bootstrap), Welch-Satterthwaite df"),
+                     f"{'' if multilabel else 'class-stratified '}paired bootstrap), Welch-Satterthwaite df"),
         "correction": "Holm over the (arm, reference) comparisons of each metric; corrected interval at 1 - alpha/m",
-        "paired_test": "exact McNemar on the predictions of the seed-averaged probabilities (test images only)",
-        "collapse_rule": (f"a seed collapsed when one class receives >= {collapse_share:.0%} of its test predictions "
+        "paired_test": ("exact McNemar on the predictions of the seed-averaged probabilities" if not multilabel else
+                        "McNemar not computed (multi-label: no single predicted class)")
+                       + "; DeLong on the difference of the mean over seeds of AUROC (test images only)",
+        "label_kind": "multi_hot" if multilabel else "class_index",
+        "collapse_rule": ("not applied (multi-label: no single predicted class)" if multilabel else
+                          f"a seed collapsed when one class receives >= {collapse_share:.0%} of its test predictions "
                           f"while it is < {collapse_label_share:.0%} of the test labels"),
         "arms": arm_records, "comparisons": comparisons, "caveats": caveats,
     }

@@ -68,6 +68,31 @@ def batch_roc_auc(labels: np.ndarray, proba: np.ndarray) -> np.ndarray:
     return np.mean([batch_binary_auc(labels == c, proba[..., c]) for c in range(proba.shape[-1])], axis=0)
 
 
+def batch_multilabel_auc(labels: np.ndarray, proba: np.ndarray, findings: list[int] | None = None) -> np.ndarray:
+    """Macro AUROC over findings: labels (B, N, K) multi-hot, proba (B, N, K) sigmoid outputs.
+    findings: the columns averaged (those defined on the observed test split); a finding without
+    a positive or a negative image in one resample is left out of that resample's mean."""
+    columns = range(labels.shape[-1]) if findings is None else findings
+    per_finding = np.stack([batch_binary_auc(labels[..., k] == 1, proba[..., k]) for k in columns])  # (K', B)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no finding is defined: NaN
+        return np.nanmean(per_finding, axis=0)
+
+
+def batch_multilabel_micro_auc(labels: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Micro AUROC: every (image, finding) pair one binary decision; (B, N, K) -> (B,)."""
+    flat = labels.shape[:-2] + (-1,)
+    return batch_binary_auc(labels.reshape(flat) == 1, proba.reshape(flat))
+
+
+def multilabel_compared_metrics(test_labels: np.ndarray) -> dict[str, BatchMetric]:
+    """The numbers multi-label arms are compared by, macro AUROC first (the primary one): the
+    macro mean over the findings with positive and negative test images (as
+    classify.metrics.multilabel_metrics), then the micro AUROC."""
+    defined = [k for k in range(test_labels.shape[1]) if 0 < test_labels[:, k].sum() < len(test_labels)]
+    return {"roc_auc": lambda y, p: batch_multilabel_auc(y, p, defined), "roc_auc_micro": batch_multilabel_micro_auc}
+
+
 def compared_metrics(minority: int, class_names: list[str]) -> dict[str, BatchMetric]:
     """The numbers the arms are compared by, balanced accuracy first (the primary one), with the
     recall of the scarce class (`recall_<name>`, the class the synthetic images are meant to help)."""

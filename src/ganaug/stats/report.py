@@ -12,8 +12,8 @@ from sklearn.metrics import roc_curve
 
 from ganaug.stats.metrics import batch_recall
 
-TABLE_METRICS = ("balanced_accuracy", "macro_f1", "roc_auc")  # + the minority recall, in the per-arm table
-LABELS = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy", "macro_f1": "macro F1", "roc_auc": "AUROC"}
+TABLE_METRICS = ("balanced_accuracy", "macro_f1", "roc_auc", "roc_auc_micro")  # + the minority recall, in the per-arm table
+LABELS = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy", "macro_f1": "macro F1", "roc_auc": "AUROC", "roc_auc_micro": "micro AUROC"}
 
 
 def metric_label(name: str) -> str:
@@ -36,6 +36,11 @@ def _p(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _models(result: dict[str, Any], arm: str) -> int:
+    """Models of an arm (seeds, or seeds x folds with classifier.folds): the collapse rule counts models."""
+    return result["arms"][arm].get("n_models", result["arms"][arm]["n_seeds"])
+
+
 def minority_metric(result: dict[str, Any]) -> str | None:
     """The `recall_<class>` metric compare_arms was given, if any."""
     return next((m for m in result["metrics"] if m.startswith("recall_")), None)
@@ -51,7 +56,8 @@ def arms_table(result: dict[str, Any]) -> pd.DataFrame:
         for name in names:
             m = record["metrics"][name]
             row[f"{metric_label(name)} ({level} interval)"] = f"{_fmt(m['mean'])} {_interval(m['low'], m['high'])}"
-        row["collapsed seeds"] = f"{len(record['collapsed_seeds'])}/{record['n_seeds']}"
+        row["collapsed seeds"] = ("n/a" if result.get("label_kind") == "multi_hot"
+                                  else f"{len(record['collapsed_seeds'])}/{record.get('n_models', record['n_seeds'])}")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -67,8 +73,9 @@ def differences_table(result: dict[str, Any], reference: str) -> pd.DataFrame:
                      f"{level} interval": _interval(r["low"], r["high"], True),
                      "corrected interval": f"{_interval(r['corrected_low'], r['corrected_high'], True)} ({r['corrected_level']:.2%})",
                      "Holm p": _p(r["p_holm"]), "McNemar p": _p(r["mcnemar_p"]),
-                     "collapsed seeds (arm, reference)": f"{r['collapsed_seeds_arm']}/{result['arms'][r['arm']]['n_seeds']}, "
-                                                         f"{r['collapsed_seeds_reference']}/{result['arms'][reference]['n_seeds']}",
+                     "DeLong p": _p(r.get("delong_p")) if r["metric"] == "roc_auc" else "",
+                     "collapsed seeds (arm, reference)": f"{r['collapsed_seeds_arm']}/{_models(result, r['arm'])}, "
+                                                         f"{r['collapsed_seeds_reference']}/{_models(result, reference)}",
                      "verdict": r["verdict"]})
     return pd.DataFrame(rows)
 
@@ -84,8 +91,10 @@ def comparison_markdown(result: dict[str, Any], notes: list[str] | None = None) 
             continue
         parts += [f"## Against `{reference}` (arm - {reference})", "", table.to_markdown(index=False, disable_numparse=True), ""]
     parts += ["Verdict: `helped` / `hurt` only when the corrected interval excludes 0. " + result["correction"]
-              + " (a corrected interval that excludes 0 implies Holm's rejection). McNemar: "
-              + result["paired_test"] + ". Collapse: " + result["collapse_rule"] + ".", ""]
+              + " (a corrected interval that excludes 0 implies Holm's rejection). Paired tests: "
+              + result["paired_test"] + " (DeLong p on the AUROC rows). Collapse: " + result["collapse_rule"] + ".", ""]
+    if result.get("per_finding"):
+        parts += ["## Per finding (test split, mean over seeds)", "", per_finding_markdown(result["per_finding"]), ""]
     for note in [*result["caveats"], *(notes or [])]:
         parts.append(f"- caveat: {note}")
     return "\n".join(parts).rstrip() + "\n"
@@ -146,20 +155,61 @@ def ratio_figure(curve: pd.DataFrame) -> Any:
 
 
 def recall_per_class(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], class_names: list[str]) -> pd.DataFrame:
-    """plots/recall_per_class.csv: arm, class, recall (mean over the arm's seeds)."""
+    """plots/recall_per_class.csv: arm, class, recall (mean over the arm's seeds). Multi-hot labels
+    (N, K): the recall (sensitivity) of each finding at the sigmoid threshold 0.5."""
     rows = []
     for arm, seeds in arms.items():
         for c, name in enumerate(class_names):
-            recall = np.mean([batch_recall(labels[None], proba[None], c)[0] for proba in seeds.values()])
+            if labels.ndim == 2:
+                carriers = labels[:, c] == 1
+                recall = np.mean([np.mean(proba[carriers, c] >= 0.5) if carriers.any() else np.nan for proba in seeds.values()])
+            else:
+                recall = np.mean([batch_recall(labels[None], proba[None], c)[0] for proba in seeds.values()])
             rows.append({"arm": arm, "class": name, "recall": float(recall)})
     return pd.DataFrame(rows)
+
+
+def per_finding(labels: np.ndarray, arms: dict[str, dict[str, np.ndarray]], finding_names: list[str]) -> list[dict[str, Any]]:
+    """Multi-label: per arm and finding, AUROC and average precision (mean over the arm's seeds,
+    classify.metrics.multilabel_metrics), then the macro and micro rows (finding "macro", "micro");
+    None where a finding has no positive or no negative test image."""
+    from ganaug.classify.metrics import multilabel_metrics
+    from ganaug.tracking.mlflow_utils import metric_key
+
+    rows = []
+    for arm, seeds in arms.items():
+        per_seed = [multilabel_metrics(labels, proba, finding_names) for proba in seeds.values()]
+        for finding in [*map(metric_key, finding_names), "macro", "micro"]:
+            values = {m: float(np.mean([r[f"{m}_{finding}"] for r in per_seed])) for m in ("roc_auc", "average_precision")}
+            rows.append({"arm": arm, "finding": finding, "n_seeds": len(per_seed),
+                         **{m: (v if np.isfinite(v) else None) for m, v in values.items()}})
+    return rows
+
+
+def per_finding_markdown(rows: list[dict[str, Any]]) -> str:
+    """The per-finding table as Markdown (per_finding_table)."""
+    return per_finding_table(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def per_finding_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The per-finding table: one row per finding, AUROC / AP per arm."""
+    frame = pd.DataFrame(rows)
+    wide = frame.pivot(index="finding", columns="arm", values=["roc_auc", "average_precision"])
+    findings = list(dict.fromkeys(frame["finding"]))
+    table = pd.DataFrame({"finding": findings})
+    for arm in dict.fromkeys(frame["arm"]):
+        table[f"{arm} AUROC / AP"] = [f"{_fmt(wide.loc[f, ('roc_auc', arm)])} / {_fmt(wide.loc[f, ('average_precision', arm)])}"
+                                      for f in findings]
+    return table
 
 
 def roc_points(labels: np.ndarray, seeds: dict[str, np.ndarray]) -> pd.DataFrame:
     """plots/roc/<arm>.csv: fpr, tpr of the seed-averaged probabilities (N, K) (the arm's ensemble;
     micro-averaged one-vs-rest for more than two classes)."""
     proba = np.mean(list(seeds.values()), axis=0)
-    if proba.shape[1] == 2:
+    if labels.ndim == 2:  # multi-hot: micro-averaged over (image, finding) pairs
+        fpr, tpr, _ = roc_curve(labels.ravel(), proba.ravel())
+    elif proba.shape[1] == 2:
         fpr, tpr, _ = roc_curve(labels, proba[:, 1])
     else:
         fpr, tpr, _ = roc_curve(np.eye(proba.shape[1])[labels].ravel(), proba.ravel())

@@ -19,8 +19,9 @@ from ganaug.tracking.mlflow_utils import metric_key
 GAN_KEYS = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain", "label_fidelity",
             "diversity", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate",
             "translation_change", "translation_ssim_to_source")  # the last two: translators (gan.arch=cyclegan) only
-REFERENCE_KEYS = ("val_balanced_accuracy", "val_accuracy", "val_roc_auc", "best_epoch")
-CLASSIFIER_KEYS = ("balanced_accuracy", "accuracy", "roc_auc")  # test split, mean and std over seeds
+REFERENCE_KEYS = ("val_balanced_accuracy", "val_accuracy", "val_roc_auc", "val_roc_auc_macro", "best_epoch")
+# test split, mean and std over seeds; multi-label sets: the macro AUROC and average precision over findings
+CLASSIFIER_KEYS = ("balanced_accuracy", "accuracy", "roc_auc", "roc_auc_macro", "average_precision_macro")
 SUMMARY_REFERENCE = "real"  # evaluate's summary: every arm against this reference arm
 SUMMARY_METRIC = "balanced_accuracy"  # on this metric (the comparison's primary one)
 
@@ -55,14 +56,15 @@ def evaluation_summary(result: dict[str, Any]) -> dict[str, Any]:
     (`corrected_low`, `corrected_high`; the verdict reads it), the number of collapsed seeds over
     all arms, and quality_gate.overridden. Arm ids pass through metric_key (`synthetic-1_0`):
     a dot would nest in DVC's columns. Everything else is in reports/evaluation.json."""
-    real = result["arms"].get(SUMMARY_REFERENCE, {}).get("metrics", {}).get(SUMMARY_METRIC, {})
-    summary: dict[str, Any] = {f"{SUMMARY_REFERENCE}_{SUMMARY_METRIC}": real["mean"]} if real.get("mean") is not None else {}
+    metric = SUMMARY_METRIC if SUMMARY_METRIC in result["metrics"] else result["metrics"][0]  # multi-label: macro AUROC
+    real = result["arms"].get(SUMMARY_REFERENCE, {}).get("metrics", {}).get(metric, {})
+    summary: dict[str, Any] = {f"{SUMMARY_REFERENCE}_{metric}": real["mean"]} if real.get("mean") is not None else {}
     differences = {}
     for c in result["comparisons"]:
-        if c["reference"] == SUMMARY_REFERENCE and c["metric"] == SUMMARY_METRIC:
+        if c["reference"] == SUMMARY_REFERENCE and c["metric"] == metric:
             numbers = {"diff": c["difference"], "corrected_low": c["corrected_low"], "corrected_high": c["corrected_high"]}
             differences[metric_key(c["arm"])] = {k: float(v) for k, v in numbers.items() if v is not None}
-    summary[f"{SUMMARY_METRIC}_vs_{SUMMARY_REFERENCE}"] = differences
+    summary[f"{metric}_vs_{SUMMARY_REFERENCE}"] = differences
     summary["collapsed_seeds"] = sum(len(a["collapsed_seeds"]) for a in result["arms"].values())
     gate = result.get("quality_gate") or {}
     if "overridden" in gate:  # a synthetic set written past a failed gate shows beside the numbers it produced
