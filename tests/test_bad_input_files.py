@@ -158,7 +158,7 @@ CASES = [
     (GENERATOR, without("state_dict"), SYNTHESIZE, r"lacks keys ['state_dict']; expected a ganaug generator file"),
     (GENERATOR, with_value("resolution", "28"), SYNTHESIZE, "wrong type ('resolution' is str)"),
     (GENERATOR, with_value("format", "ganaug-classifier-v1"), SYNTHESIZE, "has format 'ganaug-classifier-v1'"),
-    (GENERATOR, with_value("config", {"arch": "stylegan9"}), SYNTHESIZE, "has gan.arch='stylegan9'; this version builds ['acgan', 'cgan', 'dcgan', 'stylegan2']"),
+    (GENERATOR, with_value("config", {"arch": "stylegan9"}), SYNTHESIZE, "has gan.arch='stylegan9'; this version builds ['acgan', 'cgan', 'cyclegan', 'dcgan', 'stylegan2']"),
     (CLASSIFIER, malicious_torch_save, SYNTHESIZE, "refuses (Trying to load unsupported GLOBAL posix.system"),
     (CLASSIFIER, zero_bytes, SYNTHESIZE, "is empty (0 bytes); expected a ganaug classifier file"),
     (CLASSIFIER, text, SYNTHESIZE, "is not a torch file"),

@@ -157,7 +157,8 @@ def evaluation_result() -> dict:
         return {"arm": "synthetic-1.0", "reference": "real", "metric": metric, "difference": diff, "low": low, "high": high,
                 "corrected_low": low - 0.04, "corrected_high": high + 0.04, "verdict": "no clear difference"}
 
-    return {"ci_level": 0.95, "arms": {"real": arm(0.7, 0.5, ["seed1"]), "synthetic-1.0": arm(0.8, 0.7, [])},
+    return {"ci_level": 0.95, "metrics": ["balanced_accuracy", "recall_normal"],
+            "arms": {"real": arm(0.7, 0.5, ["seed1"]), "synthetic-1.0": arm(0.8, 0.7, [])},
             "comparisons": [comparison("balanced_accuracy", 0.1, 0.05, 0.15), comparison("recall_normal", 0.2, -0.1, 0.4)]}
 
 
