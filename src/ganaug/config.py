@@ -244,10 +244,10 @@ class GANConfig:
     cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.stylegan2, dict):  # GANConfig(**saved_dict): a checkpoint's or generator file's config
-            object.__setattr__(self, "stylegan2", StyleGAN2Config(**self.stylegan2))
-        if isinstance(self.cyclegan, dict):
-            object.__setattr__(self, "cyclegan", CycleGANConfig(**self.cyclegan))
+        # GANConfig(**saved_dict): a checkpoint's or generator file's config holds its nested blocks as dicts
+        for key, block in (("stylegan2", StyleGAN2Config), ("cyclegan", CycleGANConfig)):
+            if isinstance(getattr(self, key), dict):
+                object.__setattr__(self, key, block(**getattr(self, key)))
 
 
 @dataclass(frozen=True)
@@ -1029,11 +1029,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def gan_config_from_dict(raw: dict[str, Any]) -> GANConfig:
-    """A gan section as saved with a checkpoint or generator file (`to_dict`): its nested
-    gan.cyclegan block back into its dataclass (files from before the block get the defaults).
-    Unknown keys raise TypeError; values are not range-checked again (they were when trained)."""
-    nested = raw.get("cyclegan")
-    return GANConfig(**{**raw, **({"cyclegan": CycleGANConfig(**nested)} if isinstance(nested, dict) else {})})
+    """A gan section as saved with a checkpoint or generator file (`to_dict`); GANConfig's
+    __post_init__ turns its nested blocks (gan.stylegan2, gan.cyclegan) back into dataclasses, and
+    files from before a block get its defaults. Unknown keys raise TypeError; values are not
+    range-checked again (they were when trained)."""
+    return GANConfig(**raw)
 
 
 def to_dict(obj: Any) -> Any:

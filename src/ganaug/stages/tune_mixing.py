@@ -12,7 +12,6 @@ is stored in it; asking for another trial's test evaluation afterwards is refuse
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shlex
@@ -30,7 +29,6 @@ from ganaug.data.packed import load_packed, read_meta
 from ganaug.device import pick_device
 from ganaug.gan.generator import TrainedGenerator
 from ganaug.quality.filters import reference_confidence_scorer, ssim_likeness_scorer
-from ganaug.quality.gate import QualityGateError, gate_decision, gate_message
 from ganaug.stages import paths
 from ganaug.stages.checks import require_single_label
 from ganaug.tracking import generator_source, mlflow_utils, runs
@@ -81,20 +79,16 @@ def require_inputs(params: Params, root: Path) -> Path:
 def load_generator(path: Path, meta: dict, cfg: SynthesizeConfig) -> tuple[TrainedGenerator, str]:
     """The fixed generator and its sha256, after synthesize's quality gate (synthesize.min_*;
     synthesize.override_gate): a generator that fails it never reaches a training set here either."""
+    from ganaug.stages.synthesize import check_gate  # synthesize's own gate, levels and messages
+
     generator = TrainedGenerator.load(path)  # on the CPU, as synthesize samples: the same images
-    levels = {"label_fidelity_relative": cfg.min_label_fidelity, "coverage_domain": cfg.min_coverage,
-              "diversity": cfg.min_diversity}
-    decision = gate_decision(generator.info.get("final_quality") or {}, levels)
-    if not decision.passed and not cfg.override_gate:
-        raise QualityGateError(gate_message(decision, str(path)))
-    if not decision.passed:
-        print(f"WARNING: quality gate overridden (synthesize.override_gate=true): {'; '.join(decision.failures)}")
+    check_gate(generator, str(path), cfg)
     if generator.info.get("dataset_hash") != meta["dataset_hash"]:
         raise ValueError(f"generator {path} was trained on another data set than {paths.PREPARED}; rerun train_gan "
                          "(or point tune.mixing_generator at a generator of this data)")
     if generator.multilabel:
         raise ValueError(f"generator {path} is multi-label: a mixing study needs a class-index generator")
-    return generator, hashlib.sha256(path.read_bytes()).hexdigest()
+    return generator, generator_source.sha256_of(path)
 
 
 def load_study_data(params: Params, meta: dict, generator: TrainedGenerator,
