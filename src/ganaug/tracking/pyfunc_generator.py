@@ -51,15 +51,24 @@ def signature(channels: int, resolution: int) -> ModelSignature:
     )
 
 
-def log_generator(generator_file: Path, channels: int, resolution: int, example_class: int, register: bool = True) -> Any:
-    """Log (and register) the generator in the active run; returns the ModelInfo."""
+def log_pyfunc(model_code: Path, generator_file: Path, model_signature: ModelSignature, input_example: Any,
+               register: bool = True) -> Any:
+    """Log (and register, under REGISTERED_NAME) a generator file as the pyfunc model that
+    `model_code` defines, in the active run; returns the ModelInfo. The noise-driven generators
+    and the translators (pyfunc_translator) differ only in the code, signature and example."""
     return mlflow.pyfunc.log_model(
         name="generator",
-        python_model=str(MODEL_CODE),  # models-from-code: no pickled object in the model
+        python_model=str(model_code),  # models-from-code: no pickled object in the model
         artifacts={"generator": str(generator_file)},
         code_paths=[str(Path(ganaug.__file__).parent)],  # the model carries the code that samples it
-        signature=signature(channels, resolution),
-        input_example=pd.DataFrame({"class_label": [example_class], "count": [2]}),
+        signature=model_signature,
+        input_example=input_example,
         pip_requirements=["torch", "numpy", "pandas", "scipy", "ruamel.yaml", "tqdm"],
         registered_model_name=REGISTERED_NAME if register else None,
     )
+
+
+def log_generator(generator_file: Path, channels: int, resolution: int, example_class: int, register: bool = True) -> Any:
+    """Log (and register) the generator in the active run; returns the ModelInfo."""
+    return log_pyfunc(MODEL_CODE, generator_file, signature(channels, resolution),
+                      pd.DataFrame({"class_label": [example_class], "count": [2]}), register)

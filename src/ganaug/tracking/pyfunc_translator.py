@@ -20,8 +20,7 @@ import numpy as np
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-import ganaug
-from ganaug.tracking.pyfunc_generator import REGISTERED_NAME
+from ganaug.tracking.pyfunc_generator import log_pyfunc
 
 MODEL_CODE = Path(__file__).with_name("translator_model.py")  # calls mlflow.models.set_model(TranslatorModel())
 
@@ -55,13 +54,5 @@ def signature(channels: int, resolution: int) -> ModelSignature:
 
 def log_translator(generator_file: Path, channels: int, resolution: int, register: bool = True) -> Any:
     """Log (and register) the translator in the active run; returns the ModelInfo."""
-    return mlflow.pyfunc.log_model(
-        name="generator",
-        python_model=str(MODEL_CODE),
-        artifacts={"generator": str(generator_file)},
-        code_paths=[str(Path(ganaug.__file__).parent)],
-        signature=signature(channels, resolution),
-        input_example=np.full((1, channels, resolution, resolution), 128, np.uint8),
-        pip_requirements=["torch", "numpy", "pandas", "scipy", "ruamel.yaml", "tqdm"],
-        registered_model_name=REGISTERED_NAME if register else None,
-    )
+    return log_pyfunc(MODEL_CODE, generator_file, signature(channels, resolution),
+                      np.full((1, channels, resolution, resolution), 128, np.uint8), register)
