@@ -170,9 +170,11 @@ def load_existing(tune: TuneConfig, name: str, root: Path, kind: StudyKind = GAN
 
 
 def budget_left(study: optuna.Study, budget: int) -> int:
-    """Trials that may still start: the budget minus finished and running ones (waiting
-    retries are already among the failed: they run whatever this says, see `run_worker`)."""
-    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    """Trials that may still start: the budget minus finished, running and waiting ones. A
+    waiting trial (a dead worker's trial enqueued again) runs whatever this says (`run_worker`)
+    and will finish in place of the failed one: counted here, so that between the failure and
+    the retry's start no other worker takes its place in the budget with a new trial."""
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
     return budget - len(trials)
 
 
