@@ -188,7 +188,7 @@ def test_registered_translator_loads_back_as_pyfunc(tmp_path):
 
 
 def test_a_translator_that_returns_its_input_is_flagged(tmp_path):
-    from ganaug.stages.synthesize import check_gate
+    from ganaug.quality.gate import check_gate
 
     sources = tiny_images(6, seed=5)
     unchanged = change_metrics(sources, cyclegan.translate(Passthrough(), sources))

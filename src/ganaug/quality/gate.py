@@ -9,7 +9,13 @@ one were both mixed into Model B's training set without a word, and evaluate pri
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ganaug.quality.translation import unchanged_message
+
+if TYPE_CHECKING:  # typing only: the gate reads a generator's recorded evaluation, not its networks
+    from ganaug.config import SynthesizeConfig
+    from ganaug.gan.generator import TrainedGenerator
 
 # (metric in the final evaluation, synthesize.* key holding its minimum level)
 GATE_METRICS = (
@@ -91,3 +97,26 @@ def gate_summary(record: dict[str, Any] | None) -> str:
                 "Model B was trained with images of a generator that failed its quality levels: read B - A with that in mind")
     shown = ", ".join(f"{m} {v:.3f}" for m, v in record["values"].items() if v is not None)
     return f"quality gate: passed ({shown})"
+
+
+def check_gate(generator: TrainedGenerator, generator_file: str, cfg: SynthesizeConfig,
+               look_at: str = "models/gan/samples.png and metrics/gan.json") -> GateDecision:
+    """The gate on a trained generator's final evaluation at the synthesize.min_* levels (what
+    synthesize and the mixing study's generator loader both apply); raises QualityGateError when
+    it fails and synthesize.override_gate is false."""
+    levels = {"label_fidelity_relative": cfg.min_label_fidelity, "coverage_domain": cfg.min_coverage,
+              "diversity": cfg.min_diversity}
+    if generator.translator:  # a translator that returns its input unchanged fails here
+        levels["translation_change"] = cfg.min_translation_change
+        warning = unchanged_message(generator.info.get("final_quality") or {}, cfg.min_translation_change)
+        if warning:
+            print(f"WARNING: {warning}")
+    decision = gate_decision(generator.info.get("final_quality") or {}, levels)
+    if not decision.passed and not cfg.override_gate:
+        skipped = generator.info.get("quality_skipped")  # multi-label generators: measured without the reference network
+        note = (f". Not measured for this generator: {skipped}; set synthesize.min_coverage: 0 and "
+                "synthesize.min_label_fidelity: 0 to gate it on diversity alone") if skipped else ""
+        raise QualityGateError(gate_message(decision, generator_file, look_at) + note)
+    if not decision.passed:
+        print(f"WARNING: quality gate overridden (synthesize.override_gate=true): {'; '.join(decision.failures)}")
+    return decision

@@ -36,10 +36,10 @@ from ganaug.gan.conditioning import draw_combinations  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.io import atomic_dir, write_json  # noqa: E402
 from ganaug.quality.memorisation import closest_pairs_grid  # noqa: E402
-from ganaug.quality.gate import GateDecision, QualityGateError, gate_decision, gate_message  # noqa: E402
+from ganaug.quality.gate import GateDecision, check_gate  # noqa: E402
 from ganaug.quality.filters import FilteredDraw, Scorer, draw_filtered, reference_confidence_scorer, ssim_likeness_scorer  # noqa: E402
 from ganaug.quality.suite import likeness_summary, memorisation, ssim_likeness_values  # noqa: E402
-from ganaug.quality.translation import change_metrics, unchanged_message  # noqa: E402
+from ganaug.quality.translation import change_metrics  # noqa: E402
 from ganaug.stages import paths  # noqa: E402
 from ganaug.stages.checks import require_compatible_generator  # noqa: E402
 from ganaug.stages.train_reference import REAL_FEATURES_FILE, load_reference  # noqa: E402
@@ -118,28 +118,6 @@ def synthesize_filtered(generator: TrainedGenerator, train_counts: list[int], cf
     counts = dict(sorted(requested_counts(generator, train_counts, cfg).items()))
     sample = lambda c, start, n: generator.sample_stream(c, start, n, cfg.seed, cfg.batch_size)
     return draw_filtered(sample, counts, scorer, cfg.filter_threshold, cfg.max_draws, cfg.filter)
-
-
-def check_gate(generator: TrainedGenerator, generator_file: str, cfg: SynthesizeConfig,
-               look_at: str = "models/gan/samples.png and metrics/gan.json") -> GateDecision:
-    """The gate on the generator's final evaluation; raises QualityGateError when it fails
-    and synthesize.override_gate is false."""
-    levels = {"label_fidelity_relative": cfg.min_label_fidelity, "coverage_domain": cfg.min_coverage,
-              "diversity": cfg.min_diversity}
-    if generator.translator:  # a translator that returns its input unchanged fails here
-        levels["translation_change"] = cfg.min_translation_change
-        warning = unchanged_message(generator.info.get("final_quality") or {}, cfg.min_translation_change)
-        if warning:
-            print(f"WARNING: {warning}")
-    decision = gate_decision(generator.info.get("final_quality") or {}, levels)
-    if not decision.passed and not cfg.override_gate:
-        skipped = generator.info.get("quality_skipped")  # multi-label generators: measured without the reference network
-        note = (f". Not measured for this generator: {skipped}; set synthesize.min_coverage: 0 and "
-                "synthesize.min_label_fidelity: 0 to gate it on diversity alone") if skipped else ""
-        raise QualityGateError(gate_message(decision, generator_file, look_at) + note)
-    if not decision.passed:
-        print(f"WARNING: quality gate overridden (synthesize.override_gate=true): {'; '.join(decision.failures)}")
-    return decision
 
 
 def resolved_source(cfg: SynthesizeConfig) -> dict[str, str]:

@@ -79,7 +79,7 @@ def require_inputs(params: Params, root: Path) -> Path:
 def load_generator(path: Path, meta: dict, cfg: SynthesizeConfig) -> tuple[TrainedGenerator, str]:
     """The fixed generator and its sha256, after synthesize's quality gate (synthesize.min_*;
     synthesize.override_gate): a generator that fails it never reaches a training set here either."""
-    from ganaug.stages.synthesize import check_gate  # synthesize's own gate, levels and messages
+    from ganaug.quality.gate import check_gate  # synthesize's own gate, levels and messages
 
     generator = TrainedGenerator.load(path)  # on the CPU, as synthesize samples: the same images
     check_gate(generator, str(path), cfg)
