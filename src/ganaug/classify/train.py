@@ -259,7 +259,7 @@ def train_classifier(
                 continue
             if ranks.active:
                 batch_targets, idx = y_all[idx].to(device), distributed.shard(idx, ranks)  # (b,) this rank's slice
-            x_uint8 = x_all[idx] if augment is None else augment(x_all[idx], augment_rng)  # (B, C, H, W) uint8
+            x_uint8 = x_all[idx] if augment is None else augment(x_all[idx], augment_rng)  # (b, C, H, W) uint8, b = B on one process
             x, y = to_device_images(to_model_range(x_uint8), device), y_all[idx].to(device)
             with autocast(device):
                 if ranks.active:
