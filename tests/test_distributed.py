@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from ganaug.config import GANConfig
-from ganaug.gan import distributed
+from ganaug import distributed
 from ganaug.gan.train import training_loop
 
 WORLD = 2

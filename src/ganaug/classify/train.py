@@ -4,6 +4,12 @@ The test split is not an argument here: selection (early stopping, best epoch) s
 train and val; test predictions are made afterwards by the caller. Options: a learning-rate
 schedule, the validation number that selects the epoch, class balancing (oversampling or a
 class-weighted loss) and classic augmentation on the fly (classify.augment).
+
+Under `torchrun --nproc_per_node N` (ganaug.distributed) every rank draws the same epoch order and
+takes its slice of every batch (the batch size stays the global batch); each rank's loss is its
+share of the global batch's mean loss, the gradients are summed across ranks, BatchNorm uses the
+global batch's statistics, and rank 0 validates and tells the others, so the weights, the kept
+epoch and the early stop are the same on every rank. Without torchrun nothing of this runs.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
+from ganaug import distributed
 from ganaug.classify.metrics import multilabel_metrics, roc_auc
 from ganaug.classify.models import create_classifier
 from ganaug.device import autocast, on_device_uint8, to_device_images
@@ -34,6 +41,8 @@ SCHEDULES = ("constant", "cosine")
 BALANCES = ("none", "oversample", "class_weight")
 # selection metric -> True when larger is better
 SELECTS = {"val_loss": False, "val_roc_auc": True, "val_balanced_accuracy": True}
+AUGMENT_SEED_OFFSET = 1_000_003  # the augmentation stream's seed: seed + this (+ rank stride under torchrun)
+DROPOUT_SEED_OFFSET = 3  # under torchrun each rank reseeds dropout with seed + this (+ rank stride) after the init
 
 
 @dataclass
@@ -107,9 +116,23 @@ def epoch_order(labels: torch.Tensor, n_classes: int, balance: str, generator: t
     return chosen[torch.randperm(len(chosen), generator=generator)]
 
 
-def steps_per_epoch(n_images: int, batch_size: int) -> int:
-    """Optimizer steps in one epoch: a last batch of one image is skipped (it breaks BatchNorm)."""
-    return n_images // batch_size + (1 if n_images % batch_size >= 2 else 0)
+def steps_per_epoch(n_images: int, batch_size: int, min_batch: int = 2) -> int:
+    """Optimizer steps in one epoch: a last batch of fewer than `min_batch` images is skipped (one
+    image breaks BatchNorm; under torchrun every rank needs one: min_batch = max(2, N))."""
+    return n_images // batch_size + (1 if n_images % batch_size >= min_batch else 0)
+
+
+def batch_loss_share(logits: torch.Tensor, targets: torch.Tensor, batch_targets: torch.Tensor,
+                     weight: torch.Tensor | None, multilabel: bool) -> torch.Tensor:
+    """This rank's share of the global batch's mean training loss: the summed loss of its images
+    (logits (b, K), targets (b,) or (b, K)) over the global batch's denominator (batch_targets (B,) or
+    (B, K), on the device): B images, B x K findings (BCE), or the summed class weights (weighted
+    cross-entropy's mean). The ranks' shares add up to the loss of the batch on one process, also
+    when the batch does not divide evenly."""
+    if multilabel:
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / batch_targets.numel()
+    denominator = weight[batch_targets].sum() if weight is not None else len(batch_targets)
+    return F.cross_entropy(logits, targets, weight=weight, reduction="sum") / denominator
 
 
 def multilabel_validation_record(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -151,8 +174,9 @@ def train_classifier(
     select: str = "val_loss",  # val_loss (lowest) | val_roc_auc | val_balanced_accuracy (highest) picks the kept epoch
     balance: str = "none",  # none | oversample (classes drawn equally often) | class_weight (weighted training loss)
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,  # e.g. ClassicAugment, per batch
-    on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    on_epoch_end: Callable[[dict[str, float]], None] | None = None,  # rank 0's alone under torchrun
     desc: str = "classifier",  # progress-bar label (which model, which seed)
+    section: str = "classifier",  # params section that arch and batch_size come from, named in errors (or "reference")
 ) -> ClassifierResult:
     """Train from scratch; keep the weights of the epoch with the best validation `select` value.
 
@@ -161,7 +185,10 @@ def train_classifier(
     Multi-hot labels (N, K): K sigmoid outputs trained with binary cross-entropy (findings are
     not exclusive); val_loss is the BCE, val_roc_auc the macro AUROC over findings; there is no
     single class to balance or to score by balanced accuracy, so balance must be "none" and
-    select val_loss or val_roc_auc."""
+    select val_loss or val_roc_auc.
+
+    Under torchrun (a process group, ganaug.distributed) `batch_size` is the global batch and must
+    divide by the process count; every rank returns the same weights and history."""
     multilabel = train_labels.ndim == 2
     if multilabel:
         if val_labels.shape[1:] != train_labels.shape[1:] or train_labels.shape[1] != n_classes:
@@ -181,12 +208,26 @@ def train_classifier(
         raise ValueError(f"balance={balance!r}: expected one of {list(BALANCES)}")
     if select == "val_roc_auc" and not multilabel and len(np.unique(val_labels)) < 2:
         raise ValueError("classifier.select=val_roc_auc needs at least two classes in the validation split")
+    ranks = distributed.current()  # torchrun: this process's share of every batch
+    distributed.local_batch_size(batch_size, ranks, f"{section}.batch_size")  # the global batch splits evenly
+    min_batch = max(2, ranks.world_size)  # BatchNorm needs 2 images; every rank needs 1 of a ragged last batch
     torch.manual_seed(seed)
-    order_rng = torch.Generator().manual_seed(seed)
-    augment_rng = torch.Generator().manual_seed(seed + 1_000_003)  # its own stream: augmenting leaves the data order unchanged
-    model = create_classifier(arch, n_classes, train_images.shape[1]).to(device, memory_format=torch.channels_last)
+    order_rng = torch.Generator().manual_seed(seed)  # the same on every rank: one epoch order, split
+    # its own stream: augmenting leaves the data order unchanged; each rank its own (the seed itself on one process)
+    augment_rng = torch.Generator().manual_seed(distributed.rank_seed(seed + AUGMENT_SEED_OFFSET, ranks))
+    model = create_classifier(arch, n_classes, train_images.shape[1])
+    if ranks.active:  # BatchNorm over the global batch: running statistics stay identical across ranks
+        distributed.sync_batchnorm(model)
+        if unsynchronised := distributed.unsynchronised_batchnorms(model):
+            raise ValueError(f"{section}.arch={arch!r} has normalisation layers that cannot use the global batch's "
+                             f"statistics under torchrun ({', '.join(unsynchronised[:3])}: not torch.nn.BatchNorm2d): "
+                             "train it in one process, or choose simple_cnn or a timm model with plain BatchNorm2d")
+    model = model.to(device, memory_format=torch.channels_last)
+    if ranks.active:
+        distributed.broadcast_state(model, ranks)  # identical starts on every rank
+        torch.manual_seed(distributed.rank_seed(seed + DROPOUT_SEED_OFFSET, ranks))  # dropout: each rank its own masks
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    n_steps = epochs * steps_per_epoch(len(train_images), batch_size)
+    n_steps = epochs * steps_per_epoch(len(train_images), batch_size, min_batch)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_steps, 1), eta_min=0.0)
                  if schedule == "cosine" else None)
     # uint8; without augmentation on CUDA the whole set lives on the GPU and batches are indexed there
@@ -202,40 +243,57 @@ def train_classifier(
     best_state: dict[str, Any] | None = None
     best_value, best_epoch, stale, stopped_epoch = float("nan"), 0, 0, 0
 
-    epoch_bar = progress(range(1, epochs + 1), desc=f"{desc} epochs", unit="epoch", log_every_s=0)  # a log line per epoch
+    quiet = not ranks.is_main  # under torchrun rank 0 alone shows progress
+    epoch_bar = progress(range(1, epochs + 1), desc=f"{desc} epochs", unit="epoch", log_every_s=0,  # a log line per epoch
+                         disable=quiet)
     for epoch in epoch_bar:
         model.train()
         epoch_lr = optimizer.param_groups[0]["lr"]
         order = epoch_order(y_all, n_classes, balance, order_rng)
         total, count = 0.0, 0
-        batch_bar = progress(range(0, len(order), batch_size), desc=f"{desc} epoch {epoch}", unit="batch")
+        batch_bar = progress(range(0, len(order), batch_size), desc=f"{desc} epoch {epoch}", unit="batch", disable=quiet)
         for start in batch_bar:
-            idx = order[start : start + batch_size]
-            if len(idx) < 2:  # a single-image batch breaks BatchNorm
+            idx = order[start : start + batch_size]  # (B,) the global batch
+            n_batch = len(idx)
+            if n_batch < min_batch:  # a single-image batch breaks BatchNorm
                 continue
-            x_uint8 = x_all[idx] if augment is None else augment(x_all[idx], augment_rng)  # (B, C, H, W) uint8
+            if ranks.active:
+                batch_targets, idx = y_all[idx].to(device), distributed.shard(idx, ranks)  # (b,) this rank's slice
+            x_uint8 = x_all[idx] if augment is None else augment(x_all[idx], augment_rng)  # (b, C, H, W) uint8, b = B on one process
             x, y = to_device_images(to_model_range(x_uint8), device), y_all[idx].to(device)
             with autocast(device):
-                loss = loss_fn(model(x).float(), y)
+                if ranks.active:
+                    loss = batch_loss_share(model(x).float(), y, batch_targets, weight, multilabel)
+                else:
+                    loss = loss_fn(model(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if ranks.active:
+                (loss * ranks.world_size).backward()  # average_gradients divides by N: the shares' gradients add up
+                distributed.average_gradients(model, ranks)
+                loss = distributed.average_scalars({"loss": loss.detach()}, ranks)["loss"] * ranks.world_size  # the batch's
+            else:
+                loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
+            total += loss.item() * n_batch
+            count += n_batch
             batch_bar.set_postfix(train_loss=f"{total / count:.4f}", refresh=False)
         batch_bar.close()
 
         model.eval()
-        logits = torch.from_numpy(map_batches(model, val_images, device))  # (M, K) float32 on the CPU
-        record = {"epoch": epoch, "lr": epoch_lr, "train_loss": total / max(count, 1), **record_fn(logits, y_val)}
+        record = None
+        if ranks.is_main:  # under torchrun rank 0 validates and tells the others: one decision everywhere
+            logits = torch.from_numpy(map_batches(model, val_images, device))  # (M, K) float32 on the CPU
+            record = {"epoch": epoch, "lr": epoch_lr, "train_loss": total / max(count, 1), **record_fn(logits, y_val)}
+        record = distributed.broadcast_metrics(record, ranks)
+        assert record is not None
         history.append(record)
         stopped_epoch = epoch
         epoch_bar.set_postfix(train_loss=f"{record['train_loss']:.4f}", val_loss=f"{record['val_loss']:.4f}",
                               val_acc=f"{record.get('val_accuracy', float('nan')):.3f}",  # (single-label only)
                               val_auc=f"{record['val_roc_auc']:.3f}", refresh=False)
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and ranks.is_main:
             on_epoch_end(record)
         value = record[select]
         if not np.isfinite(value):

@@ -28,6 +28,9 @@ the same paired bootstrap of the test images, applied to each fold's model.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 
 FOLD_SEED = 0  # one fold assignment for every arm and seed: the arms stay paired fold by fold
@@ -84,3 +87,34 @@ def fold_training_set(images: np.ndarray, labels: np.ndarray, val_images: np.nda
         return images, labels, held
     return (np.concatenate([images, val_images[~held]]), np.concatenate([labels, val_labels[~held].astype(labels.dtype)]),
             held)
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One classifier training of an arm: a seed, a fold, and the sets it fits and validates on."""
+
+    seed: int
+    fold: int | None  # None without folds (the whole val split validates)
+    fit_images: np.ndarray  # (N, C, H, W) uint8: the arm's training set [+ the other folds' val images]
+    fit_labels: np.ndarray  # (N,) or (N, K)
+    val_images: np.ndarray  # (M, C, H, W) uint8: the val split, or fold `fold` of it
+    val_labels: np.ndarray  # (M,) or (M, K)
+
+    @property
+    def key(self) -> str:
+        return replicate_key(self.seed, self.fold)
+
+
+def replicates(seeds: list[int], folds: int, images: np.ndarray, labels: np.ndarray, val_images: np.ndarray,
+               val_labels: np.ndarray, val_groups: np.ndarray | None, add_real_val: bool) -> Iterator[Replicate]:
+    """An arm's trainings in the order they run (seed after seed, each seed's folds in turn), each
+    training set built when its turn comes. folds <= 1: one per seed, validated on the whole val split."""
+    fold_of_val = validation_folds(val_labels, val_groups, folds, FOLD_SEED) if folds > 1 else None
+    for seed in seeds:
+        if fold_of_val is None:
+            yield Replicate(seed, None, images, labels, val_images, val_labels)
+            continue
+        for fold in range(folds):
+            fit_images, fit_labels, held = fold_training_set(images, labels, val_images, val_labels, fold_of_val, fold,
+                                                             add_real_val)
+            yield Replicate(seed, fold, fit_images, fit_labels, val_images[held], val_labels[held])

@@ -38,9 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ganaug import distributed
 from ganaug.config import GANConfig, to_dict
 from ganaug.device import adam_options, autocast, compiled, configure_backends, on_device_uint8, to_device_images
-from ganaug.gan import GANS, cyclegan, distributed
+from ganaug.gan import GANS, cyclegan
 from ganaug.gan.diffaugment import ADA_INTERVAL, AdaptiveAugmentProbability, DiffAugment
 from ganaug.gan.ema import GeneratorEMA
 from ganaug.gan.records import StepRecords
@@ -274,7 +275,7 @@ def training_loop(
     batch_size = min(cfg.batch_size, n // cfg.n_critic)
     if batch_size < 2:
         raise ValueError(f"GAN training needs at least 2 images per D step (gan.n_critic={cfg.n_critic}), got {n} images")
-    ranks = distributed.current()  # torchrun: this process's share of every batch (ganaug.gan.distributed)
+    ranks = distributed.current()  # torchrun: this process's share of every batch (ganaug.distributed)
     distributed.local_batch_size(batch_size, ranks)  # each rank takes an equal slice of every batch
     images_per_step = batch_size * cfg.n_critic  # real images through D per G step (all ranks)
     steps_per_epoch = n // images_per_step  # drop the ragged last batch: BatchNorm dislikes tiny batches

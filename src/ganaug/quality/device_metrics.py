@@ -16,9 +16,11 @@ check) raises instead of being dropped.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ganaug.quality.frechet import IMAGINARY_ATOL
+from ganaug.quality.kid import check_options, subset_indices, summarise_subsets
 
 
 def _check(name: str, features: torch.Tensor) -> torch.Tensor:
@@ -84,17 +86,17 @@ def polynomial_mmd_torch(real: torch.Tensor, fake: torch.Tensor, degree: int = 3
     return float(within - 2.0 * k_xy.sum() / m**2)
 
 
-def kernel_distance_torch(real: torch.Tensor, fake: torch.Tensor, n_subsets: int, subset_size: int,
-                          generator: torch.Generator) -> tuple[float, float]:
-    """Mean and standard deviation of `polynomial_mmd_torch` over `n_subsets` random subsets of
-    `subset_size` drawn without replacement from each set (indices drawn with `generator` on the CPU)."""
-    if subset_size > min(len(real), len(fake)) or subset_size < 2:
-        raise ValueError(f"subset_size must be in [2, {min(len(real), len(fake))}]; got {subset_size}")
-    values = []
-    for _ in range(n_subsets):
-        i = torch.randperm(len(real), generator=generator)[:subset_size].to(real.device)
-        j = torch.randperm(len(fake), generator=generator)[:subset_size].to(fake.device)
-        values.append(polynomial_mmd_torch(real[i], fake[j]))
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
-    return mean, std
+def kernel_distance_torch(real: torch.Tensor, fake: torch.Tensor, n_subsets: int = 100, subset_size: int = 1000,
+                          degree: int = 3, gamma: float | None = None, coef: float = 1.0, seed: int = 0) -> tuple[float, float]:
+    """`ganaug.quality.kid.kernel_distance` of (N_real, D) and (N_fake, D) features on their device:
+    the same options, the same subsets (`kid.subset_indices`, drawn on the CPU), the same (mean,
+    std) up to rounding."""
+    real, fake = _check("real features", real), _check("fake features", fake)
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"feature sets must share D; got {tuple(real.shape)} and {tuple(fake.shape)}")
+    check_options(n_subsets, subset_size, degree, gamma)
+    m = min(subset_size, len(real), len(fake))
+    values = [polynomial_mmd_torch(real[torch.from_numpy(i).to(real.device)], fake[torch.from_numpy(j).to(fake.device)],
+                                   int(degree), gamma, coef)
+              for i, j in subset_indices(len(real), len(fake), n_subsets, m, seed)]
+    return summarise_subsets(np.array(values), degree, gamma)

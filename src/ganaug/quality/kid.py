@@ -15,6 +15,8 @@ the extractor when reporting.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 
@@ -59,6 +61,26 @@ def polynomial_mmd(
     return float(within - 2.0 * k_xy.sum() / m**2)
 
 
+def check_options(n_subsets: int, subset_size: int, degree: int, gamma: float | None) -> None:
+    """`kernel_distance`'s options (also `device_metrics.kernel_distance_torch`'s)."""
+    if n_subsets < 1:
+        raise ValueError(f"n_subsets must be >= 1; got {n_subsets}")
+    if subset_size < 2:
+        raise ValueError(f"subset_size must be >= 2 (the estimator needs pairs); got {subset_size}")
+    if int(degree) != degree or degree < 1:
+        raise ValueError(f"degree must be a positive integer; got {degree}")
+    if gamma is not None and not gamma > 0:
+        raise ValueError(f"gamma must be > 0 or None (1 / D); got {gamma}")
+
+
+def subset_indices(n_real: int, n_fake: int, n_subsets: int, m: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The (real (m,), fake (m,)) index pairs that `kernel_distance` averages over: per subset the
+    first m of a permutation of each set, real first (as torchmetrics), from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_subsets):
+        yield rng.permutation(n_real)[:m], rng.permutation(n_fake)[:m]
+
+
 def kernel_distance(
     real_features: np.ndarray,
     fake_features: np.ndarray,
@@ -93,27 +115,23 @@ def kernel_distance(
             f"real_features and fake_features dimensions differ: "
             f"{real_features.shape[1]} vs {fake_features.shape[1]}"
         )
-    if n_subsets < 1:
-        raise ValueError(f"n_subsets must be >= 1; got {n_subsets}")
-    if subset_size < 2:
-        raise ValueError(f"subset_size must be >= 2 (the estimator needs pairs); got {subset_size}")
-    if int(degree) != degree or degree < 1:
-        raise ValueError(f"degree must be a positive integer; got {degree}")
-    if gamma is not None and not gamma > 0:
-        raise ValueError(f"gamma must be > 0 or None (1 / D); got {gamma}")
+    check_options(n_subsets, subset_size, degree, gamma)
 
     n_real, n_fake = len(real_features), len(fake_features)
     m = min(subset_size, n_real, n_fake)
-    rng = np.random.default_rng(seed)
     mmds = np.empty(n_subsets, dtype=np.float64)
-    for subset in range(n_subsets):
-        real_subset = real_features[rng.permutation(n_real)[:m]]  # (m, D)
-        fake_subset = fake_features[rng.permutation(n_fake)[:m]]  # (m, D)
+    for subset, (i, j) in enumerate(subset_indices(n_real, n_fake, n_subsets, m, seed)):
+        real_subset, fake_subset = real_features[i], fake_features[j]  # (m, D) each
         mmds[subset] = polynomial_mmd(real_subset, fake_subset, int(degree), gamma, coef)
+    return summarise_subsets(mmds, degree, gamma)
+
+
+def summarise_subsets(mmds: np.ndarray, degree: int, gamma: float | None) -> tuple[float, float]:
+    """(mean, population std) of the per-subset MMD² values (n_subsets,); a non-finite one raises."""
     if not np.isfinite(mmds).all():
         # overflow of (gamma xᵀy + coef)^degree: features far larger than the kernel scale
         raise FloatingPointError(
-            f"kernel distance is not finite in {np.sum(~np.isfinite(mmds))} of {n_subsets} "
+            f"kernel distance is not finite in {np.sum(~np.isfinite(mmds))} of {len(mmds)} "
             f"subsets (degree {degree}, gamma {gamma}); are the features on a sane scale?"
         )
     return float(mmds.mean()), float(mmds.std())

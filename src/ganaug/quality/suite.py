@@ -75,6 +75,22 @@ def frechet_of_stats(a: FeatureStats, b: FeatureStats) -> float:
                                     for x in (a.mu, a.sigma, b.mu, b.sigma)))
 
 
+def kernel_distance_of(real: np.ndarray, fake: np.ndarray, n_subsets: int, seed: int) -> float:
+    """`kernel_distance`'s mean over `n_subsets` subsets of up to 1000 per set, on the GPU when CUDA
+    is present (each subset's three (m x m) kernel matrices there; the same subsets and value up to
+    rounding, `ganaug.quality.device_metrics`), numpy on the CPU."""
+    import torch  # here: the suite's other metrics need no torch
+
+    subset_size = min(1000, len(real), len(fake))
+    if not torch.cuda.is_available():
+        return kernel_distance(real, fake, n_subsets=n_subsets, subset_size=subset_size, seed=seed)[0]
+    from ganaug.quality.device_metrics import kernel_distance_torch
+
+    cuda = torch.device("cuda")
+    on_device = (torch.from_numpy(np.asarray(x, dtype=np.float64)).to(cuda) for x in (real, fake))
+    return kernel_distance_torch(*on_device, n_subsets=n_subsets, subset_size=subset_size, seed=seed)[0]
+
+
 def feature_metrics(fs: FeatureSet, with_ci: bool = False, n_bootstrap: int = 200, ci: float = 0.95, seed: int = 0) -> dict[str, float]:
     """FD, kernel distance, precision/recall and density/coverage in one feature space.
 
@@ -99,7 +115,7 @@ def feature_metrics(fs: FeatureSet, with_ci: bool = False, n_bootstrap: int = 20
         return frechet_distance_of_features(real, fake)
 
     def kd(real: np.ndarray, fake: np.ndarray, n_subsets: int = 1) -> float:
-        return kernel_distance(real, fake, n_subsets=n_subsets, subset_size=min(1000, len(real), len(fake)), seed=seed)[0]
+        return kernel_distance_of(real, fake, n_subsets, seed)
 
     observed_fd = (frechet_of_stats(feature_stats(fs.fake, fs.extractor), fs.real_stats) if fs.real_stats is not None
                    else frechet_distance_of_features(fs.real, fs.fake))  # exact, and no (D x D) sqrtm when N < D

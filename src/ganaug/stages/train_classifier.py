@@ -6,7 +6,10 @@ test-split predictions and metrics go to models/arms/<id>/ for `evaluate`. With 
 
 MLflow: a parent run per arm (`clf-<arm>-<digest>`, tags arm/family/ratio: the seeds' mean and
 std) holding a nested run per seed (`clf-<arm>-s<seed>-<digest>`, tags arm/family/ratio/seed:
-curves, test metrics, the data sets as run inputs)."""
+curves, test metrics, the data sets as run inputs).
+
+Under `torchrun --nproc_per_node N` every rank trains every seed and fold with its share of each
+batch (classify.train); rank 0 alone logs to MLflow, measures the test split and writes the files."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import hashlib
 import mlflow
 import numpy as np
 
+from ganaug import distributed
 from ganaug.classify.metrics import classification_metrics, multilabel_metrics, scalar_metrics
 from ganaug.classify.models import check_arch
 from ganaug.classify.train import predict_proba, save_classifier, train_classifier
@@ -24,7 +28,7 @@ from ganaug.data.synthetic import load_synthetic
 from ganaug.device import describe, pick_device
 from ganaug.experiments.arms import (ARM_METRICS_FILE, PREDICTIONS_FILE, Arm, arm_training_set, parse_arm,
                                      train_options)
-from ganaug.experiments.folds import FOLD_SEED, fold_training_set, replicate_key, validation_folds
+from ganaug.experiments.folds import Replicate, replicates
 from ganaug.io import atomic_dir, write_json
 from ganaug.stages import paths
 from ganaug.tracking import mlflow_utils, runs, summaries
@@ -64,8 +68,10 @@ def main(params: Params, arm_id: str) -> None:
     check_arch(cfg.arch, "classifier.arch")
     meta = read_meta(paths.PREPARED)
     multilabel = meta.get("label_kind", "class_index") == "multi_hot"  # K sigmoid outputs, BCE; per-finding AUROC / AP on test
+    # under torchrun: join the process group; this rank's device is cuda:LOCAL_RANK
+    ranks, device = distributed.init_from_env(pick_device(cfg.device, "classifier.device"))
+    distributed.local_batch_size(cfg.batch_size, ranks, "classifier.batch_size")  # before any data is read
     dataset = load_packed(paths.PREPARED)
-    device = pick_device(cfg.device, "classifier.device")
     pool_images = pool_labels = None
     manifest: dict = {}
     if arm.uses_synthetic:
@@ -83,6 +89,23 @@ def main(params: Params, arm_id: str) -> None:
         from ganaug.classify.augment import ClassicAugment
 
         augment = ClassicAugment(options["augment_config"])
+    folds = cfg.folds if cfg.folds > 1 else 0  # experiments.folds: validation folds over the val split
+    trainings = replicates(cfg.seeds, folds, train_images, train_labels, dataset.val.images, dataset.val.labels,
+                           dataset.val.groups, add_real_val=arm.family != "synthetic_only")
+
+    def fit(rep: Replicate, on_epoch_end=None):
+        return train_classifier(  # a fresh model for every seed and fold
+            rep.fit_images, rep.fit_labels, rep.val_images, rep.val_labels, dataset.n_classes,
+            cfg.arch, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.patience, rep.seed, device,
+            schedule=cfg.schedule, select=cfg.select, balance=options["balance"], augment=augment,
+            on_epoch_end=on_epoch_end, desc=f"{arm.id} seed {rep.seed}" + ("" if rep.fold is None else f" fold {rep.fold}"),
+        )
+
+    if not ranks.is_main:  # torchrun ranks 1..N-1 train their share; rank 0 logs, tests and writes
+        for rep in trainings:
+            fit(rep)
+        distributed.shutdown()
+        return
     print(f"arm {arm.id}: {len(train_images)} training images, real {train_counts['real']}, "
           f"synthetic {train_counts['synthetic']}, balance {options['balance']}, classic augmentation {augment is not None}")
 
@@ -94,6 +117,7 @@ def main(params: Params, arm_id: str) -> None:
     if arm.classic:
         arm_params |= flatten(params.arms.classic, "arms.classic")
     params_logged = {**flatten(cfg, "classifier"), **arm_params, **describe(device), "arm": arm.id,
+                     "distributed.processes": ranks.world_size,  # torchrun ranks
                      "n_train_images": len(train_images),
                      **{f"n_train_{part}_{metric_key(name)}": n for part, counts in train_counts.items() for name, n in counts.items()}}
     inputs = {"classifier": flatten(cfg, "classifier"), "arm": arm.id, "arm_params": arm_params,
@@ -107,19 +131,10 @@ def main(params: Params, arm_id: str) -> None:
             runs.start_run(stage, runs.input_key(**inputs), run_name=name, tags=parent_tags,
                            **mlflow_utils.system_metrics(params.tracking)) as parent:  # sampled for all seeds
         mlflow.log_params(params_logged)
-        folds = cfg.folds if cfg.folds > 1 else 0  # experiments.folds: validation folds over the val split
-        fold_of_val = validation_folds(dataset.val.labels, dataset.val.groups, folds, FOLD_SEED) if folds else None
-        for seed, fold in [(seed, fold) for seed in cfg.seeds for fold in (range(folds) if folds else [None])]:
-            key = replicate_key(seed, fold)  # seed<s> or seed<s>_fold<f>
+        for rep in trainings:
+            seed, fold, fit_images, val_images = rep.seed, rep.fold, rep.fit_images, rep.val_images
+            key = rep.key  # seed<s> or seed<s>_fold<f>
             record_key = key.removeprefix("seed")  # metrics.json "seeds": "0", or "0_fold2"
-            if fold is None:
-                fit_images, fit_labels = train_images, train_labels
-                val_images, val_labels = dataset.val.images, dataset.val.labels
-            else:
-                fit_images, fit_labels, held = fold_training_set(train_images, train_labels, dataset.val.images,
-                                                                 dataset.val.labels, fold_of_val, fold,
-                                                                 add_real_val=arm.family != "synthetic_only")
-                val_images, val_labels = dataset.val.images[held], dataset.val.labels[held]
             fold_tag = {} if fold is None else {"fold": fold}
             tags = mlflow_utils.lineage_tags(stage, meta, **arm_tags, seed=seed, **fold_tag,
                                              **{"dvc.stage": arm.dvc_stage, "ganaug.run_level": "seed"})
@@ -128,13 +143,8 @@ def main(params: Params, arm_id: str) -> None:
                                 tags=tags, nested=True) as run:
                 mlflow.log_params(params_logged | {"seed": seed} | fold_tag)
                 log_training_data(meta, dataset, arm, *synthetic_part, manifest)
-                result = train_classifier(  # a fresh model for every seed and fold
-                    fit_images, fit_labels, val_images, val_labels, dataset.n_classes,
-                    cfg.arch, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.patience, seed, device,
-                    schedule=cfg.schedule, select=cfg.select, balance=options["balance"], augment=augment,
-                    on_epoch_end=lambda r: mlflow.log_metrics({k: v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])),
-                    desc=f"{arm.id} seed {seed}" + ("" if fold is None else f" fold {fold}"),
-                )
+                result = fit(rep, on_epoch_end=lambda r: mlflow.log_metrics({k: v for k, v in r.items() if k != "epoch"},
+                                                                             step=int(r["epoch"])))
                 # the model is fixed now (selected on val); the test split is only measured
                 proba = predict_proba(result.model, dataset.test.images, device, multilabel=multilabel)
                 test = (multilabel_metrics if multilabel else classification_metrics)(dataset.test.labels, proba, names)
@@ -163,3 +173,4 @@ def main(params: Params, arm_id: str) -> None:
             "folds": folds,
             "seeds": {s: m | epochs[s] | {"mlflow_run_id": run_ids[s]} for s, m in seeds.items()},
         })
+    distributed.shutdown()  # the other ranks finished with the last training

@@ -27,11 +27,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from ganaug import distributed  # noqa: E402
 from ganaug.classify.train import extract_features, predict_proba  # noqa: E402
 from ganaug.config import GANConfig, Params, dump_yaml, flatten, to_dict  # noqa: E402
 from ganaug.data.packed import PackedDataset, load_packed, read_meta  # noqa: E402
 from ganaug.device import describe, pick_device  # noqa: E402
-from ganaug.gan import cyclegan, distributed  # noqa: E402
+from ganaug.gan import cyclegan  # noqa: E402
 from ganaug.gan.generator import TrainedGenerator  # noqa: E402
 from ganaug.gan.train import EpochReport, checkpoint_generator, load_checkpoint, to_uint8, training_loop  # noqa: E402
 from ganaug.io import atomic_dir, kill_point, write_json  # noqa: E402

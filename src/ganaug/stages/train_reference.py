@@ -2,16 +2,21 @@
 val) whose penultimate features define the domain feature space for Fréchet distances, and
 whose predictions are the label-fidelity oracle. Real-image feature statistics are computed
 here once per dataset version.
+
+Under `torchrun --nproc_per_node N` every rank trains with its share of each batch (classify.train);
+rank 0 alone logs to MLflow, computes the features and writes the files.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import torch
 
+from ganaug import distributed
 from ganaug.classify.metrics import classification_metrics, multilabel_metrics, scalar_metrics
 from ganaug.classify.train import extract_features, load_classifier, predict_proba, save_classifier, train_classifier
 from ganaug.config import Params, ReferenceConfig, flatten
@@ -63,25 +68,29 @@ def main(params: Params) -> None:
     cfg: ReferenceConfig = params.reference
     meta = read_meta(paths.PREPARED)
     multilabel = meta.get("label_kind", "class_index") == "multi_hot"  # K sigmoid outputs with BCE (classify.train)
+    # under torchrun: join the process group; this rank's device is cuda:LOCAL_RANK
+    ranks, device = distributed.init_from_env(pick_device(params.classifier.device, "classifier.device"))
+    distributed.local_batch_size(cfg.batch_size, ranks, "reference.batch_size")  # before any data is read
     dataset = load_packed(paths.PREPARED)
-    device = pick_device(params.classifier.device, "classifier.device")
     extractor = extractor_name(cfg.arch, meta["dataset_hash"])
+    fit = partial(train_classifier, dataset.train.images, dataset.train.labels, dataset.val.images, dataset.val.labels,
+                  dataset.n_classes, cfg.arch, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.patience,
+                  cfg.seed, device, desc="reference", section="reference")
+    if not ranks.is_main:  # torchrun ranks 1..N-1 train their share; rank 0 logs, extracts features and writes
+        fit()
+        distributed.shutdown()
+        return
 
     mlflow_utils.setup()
     key = runs.input_key(reference=flatten(cfg, "reference"), data=meta["dataset_hash"], device=params.classifier.device)
     name = mlflow_utils.unique_run_name(f"train_reference-{cfg.arch}", {"reference": flatten(cfg), "data": meta["dataset_hash"]})
     with runs.start_run("train_reference", key, run_name=name, tags=mlflow_utils.lineage_tags("train_reference", meta),
                         **mlflow_utils.system_metrics(params.tracking)):
-        mlflow.log_params({**flatten(cfg, "reference"), **describe(device)})
+        mlflow.log_params({**flatten(cfg, "reference"), **describe(device), "distributed.processes": ranks.world_size})
         mlflow_utils.log_split(meta, "train", dataset.train.images, dataset.train.labels, "training")
         mlflow_utils.log_split(meta, "val", dataset.val.images, dataset.val.labels, "validation")
-        result = train_classifier(
-            dataset.train.images, dataset.train.labels, dataset.val.images, dataset.val.labels,
-            dataset.n_classes, cfg.arch, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay,
-            cfg.patience, cfg.seed, device,
-            on_epoch_end=lambda r: mlflow.log_metrics({k: v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])),
-            desc="reference",
-        )
+        result = fit(on_epoch_end=lambda r: mlflow.log_metrics({k: v for k, v in r.items() if k != "epoch"}, step=int(r["epoch"])))
+        distributed.shutdown()  # the other ranks are done; what follows is rank 0's alone
         val_proba = predict_proba(result.model, dataset.val.images, device, multilabel=multilabel)
         val = (multilabel_metrics if multilabel else classification_metrics)(dataset.val.labels, val_proba, dataset.class_names)
         features = extract_features(result.model, dataset.train.images, device)

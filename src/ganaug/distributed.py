@@ -1,13 +1,14 @@
-"""GAN training past one device: `torchrun --nproc_per_node N`, one process (rank) per device.
+"""Training past one device: `torchrun --nproc_per_node N`, one process (rank) per device, for the
+GAN (`gan.train.training_loop`) and the classifiers (`classify.train.train_classifier`).
 
-Every rank runs the same `training_loop` with the same seeds, hence the same data order; each
-takes its contiguous slice of every batch (`shard`), so `gan.batch_size` stays the global batch
-and the data of an epoch is split, not repeated. After each backward pass the gradients are
+Every rank runs the same training function with the same seeds, hence the same data order; each
+takes its contiguous slice of every batch (`shard`), so the configured batch size stays the global
+batch and the data of an epoch is split, not repeated. After each backward pass the gradients are
 averaged across ranks with one all-reduce of a flat buffer (`average_gradients`), so every
 rank applies the same update and the weights stay identical. This is what StyleGAN2-ADA and
 EDM do instead of wrapping the networks in DistributedDataParallel: the D step's forward pass of
 G is reused by the G step, and the WGAN-GP and R1 penalties differentiate twice, neither of
-which DDP's gradient reducer supports.
+which DDP's gradient reducer supports; the classifiers share the same few functions.
 
 - BatchNorm becomes `CrossRankBatchNorm2d` (`sync_batchnorm`): statistics of the global batch,
   on CPU (gloo) and CUDA (nccl) alike, so running statistics stay identical across ranks
@@ -16,8 +17,10 @@ which DDP's gradient reducer supports.
 - Loss records and ADA's r_t are averaged across ranks (`average_scalars`): ADA's p moves on
   the global statistic, and every rank takes the same divergence / collapse decisions.
 - Rank 0 alone evaluates (the metrics are broadcast, `broadcast_metrics`), logs to MLflow and
-  writes checkpoints; each rank's noise and augmentation RNG states go into the checkpoint
+  writes checkpoints; each rank's noise and augmentation RNG states go into the GAN's checkpoint
   (`gather_rng_states`), so a resumed run continues the same trajectory with the same N.
+  A classifier's validation record is rank 0's too: every rank keeps the same epoch and stops early
+  at the same epoch.
 
 Without torchrun (no process group), every function here is the identity.
 """
@@ -95,9 +98,12 @@ def local_batch_size(global_batch: int, ranks: Ranks, key: str = "gan.batch_size
 
 
 def shard(indices: torch.Tensor, ranks: Ranks) -> torch.Tensor:
-    """This rank's contiguous slice of one global batch's indices (all of them on one process)."""
-    size = len(indices) // ranks.world_size
-    return indices[ranks.rank * size : (ranks.rank + 1) * size]
+    """This rank's contiguous slice of one global batch's indices (all of them on one process). A
+    batch that does not divide (a classifier's last, ragged one) gives the first len % N ranks one
+    index more; the GAN's batches always divide (`local_batch_size`)."""
+    if not ranks.active:
+        return indices
+    return torch.tensor_split(indices, ranks.world_size)[ranks.rank]
 
 
 def rank_seed(seed: int, ranks: Ranks) -> int:
@@ -210,6 +216,13 @@ class CrossRankBatchNorm2d(nn.BatchNorm2d):
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out.to(x.dtype)
+
+
+def unsynchronised_batchnorms(module: nn.Module) -> list[str]:
+    """Names of the BatchNorm layers that `sync_batchnorm` leaves per-rank (other classes than
+    BatchNorm2d, e.g. a library's BatchNorm-with-activation subclass): their statistics would differ."""
+    return [name for name, child in module.named_modules()
+            if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, CrossRankBatchNorm2d)]
 
 
 def sync_batchnorm(module: nn.Module) -> nn.Module:
