@@ -227,9 +227,11 @@ def run_dataset(path: Path, args: argparse.Namespace, base: dict[str, Any], devi
                                        work / "checkpoint.pt", device)
             assert result.images_seen == images, f"{arch}: the loop drew {result.images_seen} real images, the budget said {images}"
             row |= {"status": "ok", "train_seconds": result.train_seconds, "images_per_second": images / result.train_seconds}
+            start = time.perf_counter()
             fake, fake_labels, extra = samples(result, cfg, dataset, args.n_eval, ref.model, train_features, device)
             row |= extra | {"n_samples": len(fake)}
             row |= quality(fake, fake_labels, dataset, ref.model, extractor, train_features, device)
+            row["eval_seconds"] = time.perf_counter() - start  # sampling and every metric (not in images/s)
             if result.augment_p is not None:
                 row["augment_p"] = result.augment_p
         except GANDivergenceError as exc:
@@ -255,7 +257,7 @@ def format_row(row: dict[str, Any]) -> str:
     if row["status"] != "ok":
         return row["status"].split(";")[0]
     return (f"{row['images_per_second']:.0f} img/s, fd_domain {_interval(row, 'fd_domain', '.2f')}, "
-            f"kd_domain {_interval(row, 'kd_domain', '.4f')}, precision {row['precision_domain']:.2f}, "
+            f"kd_domain {_interval(row, 'kd_domain', '.3g')}, precision {row['precision_domain']:.2f}, "
             f"recall {row['recall_domain']:.2f}, ssim {row['ssim_real_fake']:.3f}, label fidelity {row['label_fidelity']:.3f}, "
             f"copies {row['memorisation_pixel_copy_rate']:.3f}/{row['memorisation_domain_copy_rate']:.3f}")
 
@@ -276,7 +278,7 @@ def markdown(rows: list[dict[str, Any]], device_info: dict[str, str], command: s
         change = (f"{r['translation_change']:.3f} / {r['translation_ssim_to_source']:.3f}" if "translation_change" in r else "–")
         lines.append(
             f"| {r['data']} | {arch}{status} | {r['augment']} | {r['kimg']:.1f} | {_fmt(r, 'images_per_second', '.0f')} | "
-            f"{_interval(r, 'fd_domain', '.2f')} | {_interval(r, 'kd_domain', '.4f')} | {_interval(r, 'precision_domain', '.2f')} | "
+            f"{_interval(r, 'fd_domain', '.2f')} | {_interval(r, 'kd_domain', '.3g')} | {_interval(r, 'precision_domain', '.2f')} | "
             f"{_interval(r, 'recall_domain', '.2f')} | {_fmt(r, 'ssim_real_fake', '.3f')} | "
             f"{_fmt(r, 'label_fidelity', '.3f')} ({per_class}) | {copies} | {change} |")
     notes = []
