@@ -24,7 +24,9 @@ For each prepared data set given (a `ganaug prepare` output directory: dataset.n
      difference to the source, 0-1), translation_ssim_to_source, and two baselines of the
      untranslated sources (label_fidelity_untranslated, fd_domain_untranslated: what a
      translator that returns its input would score);
-   metrics: fd_domain and kd_domain with 95 % half-sample intervals (N/2 of both sets without
+   metrics: fd_domain and kd_domain (the classes pooled, and each class against its own train
+   images as `<metric>_<class>`, named as train_gan names them: a translator's target-class-only
+   figures compare with the other rows' figures of that class) with 95 % half-sample intervals (N/2 of both sets without
    replacement, 50 replicates, centred on the full-set value: `quality.bootstrap.half_sample_ci`),
    precision/recall/density/coverage_domain with 95 % percentile-bootstrap intervals,
    ssim_real_fake (same-class random pairs, mean over classes), label_fidelity (overall and
@@ -75,6 +77,7 @@ from ganaug.quality.frechet import frechet_distance_of_features
 from ganaug.quality.suite import FeatureSet, feature_metrics, label_fidelity, memorisation, pixel_metrics
 from ganaug.quality.translation import change_metrics
 from ganaug.stages.train_reference import extractor_name
+from ganaug.tracking.mlflow_utils import metric_key
 
 SAMPLE_SEED = 20_240_601
 ARCHS = ["dcgan", "cgan", "acgan", "stylegan2", "cyclegan"]
@@ -162,6 +165,11 @@ def quality(fake: np.ndarray, fake_labels: np.ndarray, dataset: PackedDataset, r
     real_images, real_features = dataset.train.images[in_classes], train_features[in_classes]
     fake_features = extract_features(reference, fake, device)
     out = feature_metrics(FeatureSet("domain", extractor, real_features, fake_features), with_ci=True, seed=0)
+    for c in classes:  # each class against its own train images, named as train_gan names them (fd_domain_normal, ...)
+        per_class = out if len(classes) == 1 else feature_metrics(
+            FeatureSet("domain", extractor, train_features[dataset.train.labels == c], fake_features[fake_labels == c]),
+            with_ci=True, seed=0)
+        out = out | {f"{k}_{metric_key(dataset.class_names[c])}": v for k, v in per_class.items()}
     pixels = [pixel_metrics(dataset.train.of_class(c), fake[fake_labels == c], seed=int(c)) for c in classes]
     for key in ("ssim_real_fake", "ms_ssim_real_fake"):
         out[key] = float(np.mean([p[key] for p in pixels]))
@@ -215,7 +223,7 @@ def run_dataset(path: Path, args: argparse.Namespace, base: dict[str, Any], devi
         epochs, images = epochs_for_budget(dataset, gan_config(base, arch, augment if augment != "n/a" else "none", 1), args.kimg)
         cfg = gan_config(base, arch, augment if augment != "n/a" else "none", epochs)
         row: dict[str, Any] = {"data": name, "path": str(path), "dataset_hash": meta["dataset_hash"], "arch": arch, "augment": augment,
-                               "epochs": epochs, "kimg": images / 1000, "reference_val_accuracy": val_accuracy,
+                               "class_names": dataset.class_names, "epochs": epochs, "kimg": images / 1000, "reference_val_accuracy": val_accuracy,
                                "gan": to_dict(cfg)}
         work = Path(tempfile.mkdtemp(prefix="gan_bench_"))
         try:
@@ -247,10 +255,17 @@ def _fmt(row: dict[str, Any], key: str, spec: str) -> str:
     return format(row[key], spec) if key in row else "–"
 
 
-def _interval(row: dict[str, Any], key: str, spec: str) -> str:
-    if key not in row:
+def _interval(row: dict[str, Any], key: str, spec: str, suffix: str = "") -> str:
+    """'value [low, high]' of `key` (with a class suffix: `key_<class>`, `key_ci_low_<class>`, ...)."""
+    tail = f"_{suffix}" if suffix else ""
+    if key + tail not in row:
         return "–"
-    return f"{row[key]:{spec}} [{row[key + '_ci_low']:{spec}}, {row[key + '_ci_high']:{spec}}]"
+    return f"{row[key + tail]:{spec}} [{row[key + '_ci_low' + tail]:{spec}}, {row[key + '_ci_high' + tail]:{spec}}]"
+
+
+def _per_class(row: dict[str, Any], key: str, spec: str, class_names: list[str]) -> str:
+    return "; ".join(f"{name} {_interval(row, key, spec, metric_key(name))}" for name in class_names
+                     if f"{key}_{metric_key(name)}" in row)
 
 
 def format_row(row: dict[str, Any]) -> str:
@@ -264,9 +279,10 @@ def format_row(row: dict[str, Any]) -> str:
 
 def markdown(rows: list[dict[str, Any]], device_info: dict[str, str], command: str, commit: str) -> str:
     lines = [
-        "| data | arch | augment | kimg | images/s (training) | fd_domain ↓ [95 %] | kd_domain ↓ [95 %] | precision | recall | "
-        "ssim_real_fake | label_fidelity (per class) | copy rate pixel / domain | translation change / SSIM to source |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data | arch | augment | kimg | images/s (training) | fd_domain ↓ [95 %] | fd_domain per class ↓ [95 %] | kd_domain ↓ [95 %] | "
+        "precision | recall | ssim_real_fake | label_fidelity (per class) | copy rate pixel / domain | "
+        "translation change / SSIM to source |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         per_class = ", ".join(f"{k.removeprefix('label_fidelity_')} {v:.2f}" for k, v in r.items()
@@ -278,14 +294,15 @@ def markdown(rows: list[dict[str, Any]], device_info: dict[str, str], command: s
         change = (f"{r['translation_change']:.3f} / {r['translation_ssim_to_source']:.3f}" if "translation_change" in r else "–")
         lines.append(
             f"| {r['data']} | {arch}{status} | {r['augment']} | {r['kimg']:.1f} | {_fmt(r, 'images_per_second', '.0f')} | "
-            f"{_interval(r, 'fd_domain', '.2f')} | {_interval(r, 'kd_domain', '.3g')} | {_interval(r, 'precision_domain', '.2f')} | "
+            f"{_interval(r, 'fd_domain', '.2f')} | {_per_class(r, 'fd_domain', '.2f', r['class_names'])} | {_interval(r, 'kd_domain', '.3g')} | {_interval(r, 'precision_domain', '.2f')} | "
             f"{_interval(r, 'recall_domain', '.2f')} | {_fmt(r, 'ssim_real_fake', '.3f')} | "
             f"{_fmt(r, 'label_fidelity', '.3f')} ({per_class}) | {copies} | {change} |")
     notes = []
     for r in rows:
         if "target_class" in r and r["status"] == "ok":
             notes.append(f"- {r['data']}, {r['arch']}: samples cover the {r['samples_cover']}; its domain metrics, SSIM and "
-                         f"copy rates compare with the {r['target_class']} train images only. The untranslated sources "
+                         f"copy rates compare with the {r['target_class']} train images only (the other rows' "
+                         f"fd_domain {r['target_class']} is the comparable figure). The untranslated sources "
                          f"score label_fidelity {r['label_fidelity_untranslated']:.3f} and fd_domain "
                          f"{r['fd_domain_untranslated']:.2f} against that class (a translator returning its input).")
     where = ", ".join(f"{k} {v}" for k, v in device_info.items())

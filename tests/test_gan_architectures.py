@@ -219,13 +219,16 @@ def test_benchmark_runs_every_architecture_at_one_budget(tmp_path, monkeypatch):
             assert math.isfinite(row[key]), (arch, key, row[key])
         for key in report["interval_metrics"]:
             assert row[f"{key}_ci_low"] <= row[key] <= row[f"{key}_ci_high"], (arch, key)
+            for name in (["normal"] if arch == "cyclegan" else ["normal", "pneumonia"]):  # each class made, on its own
+                assert row[f"{key}_ci_low_{name}"] <= row[f"{key}_{name}"] <= row[f"{key}_ci_high_{name}"], (arch, key, name)
     assert (rows["stylegan2"]["augment"], rows["stylegan2"]["gan"]["mode"]) == ("diffaugment", "conditional")
     assert {k for k in rows["stylegan2"] if k.startswith("label_fidelity_")} == {"label_fidelity_normal", "label_fidelity_pneumonia"}
     translator = rows["cyclegan"]
     # the train_gan rule: the largest class (62 pneumonia) into the smallest (22 normal); each source at most once
     assert (translator["source_class"], translator["target_class"], translator["n_samples"]) == ("pneumonia", "normal", 24)
     assert translator["augment"] == "n/a" and translator["gan"]["augment"] == "none" and translator["gan"]["mode"] == "minority"
-    assert "target class normal only" in translator["samples_cover"]
+    assert "target class normal only" in translator["samples_cover"] and "fd_domain_pneumonia" not in translator
+    assert translator["fd_domain_normal"] == translator["fd_domain"]  # one class: pooled and per class agree
     assert {k for k in translator if k.startswith("label_fidelity_")} == {"label_fidelity_normal", "label_fidelity_untranslated"}
     assert 0 < translator["translation_change"] <= 1 and -1 <= translator["translation_ssim_to_source"] < 1
     assert math.isfinite(translator["fd_domain_untranslated"])
