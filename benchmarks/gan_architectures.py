@@ -26,8 +26,9 @@ For each prepared data set given (a `ganaug prepare` output directory: dataset.n
      translator that returns its input would score);
    metrics: fd_domain and kd_domain (the classes pooled, and each class against its own train
    images as `<metric>_<class>`, named as train_gan names them: a translator's target-class-only
-   figures compare with the other rows' figures of that class) with 95 % half-sample intervals (N/2 of both sets without
-   replacement, 50 replicates, centred on the full-set value: `quality.bootstrap.half_sample_ci`),
+   figures compare with the other rows' figures of that class) with 95 % half-sample intervals
+   (N/2 of both sets without replacement, 50 replicates, centred on the full-set value:
+   `quality.bootstrap.half_sample_ci`),
    precision/recall/density/coverage_domain with 95 % percentile-bootstrap intervals,
    ssim_real_fake (same-class random pairs, mean over classes), label_fidelity (overall and
    per class), the memorisation copy rates in pixels and domain features
