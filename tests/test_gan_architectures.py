@@ -1,15 +1,22 @@
 """GAN networks, losses and the gan params checks: forward shapes of every architecture at
 every resolution and conditioning mode, the registry against the config, loss values against
-their formulas, gradient penalties, spectral normalisation."""
+their formulas, gradient penalties, spectral normalisation; and benchmarks/gan_architectures.py
+taking all five architectures through its equal-budget comparison on a tiny prepared set."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
+import math
 import typing
 
 import pytest
 import torch
 import torch.nn.functional as F
+from ruamel.yaml import YAML
+
+from conftest import REPO
 
 from ganaug.config import ConfigError, GANConfig, params_from_dict
 from ganaug.gan import GANS
@@ -177,3 +184,53 @@ def test_conditional_archs_validate_with_conditional_mode():
     params = params_from_dict({"gan": {"arch": "acgan", "mode": "conditional", "optimizer": "rmsprop", "lr_g": 1e-4,
                                        "lr_d": 1e-4, "augment": "ada", "ema_kimg": 1}})
     assert params.gan.arch == "acgan" and params.gan.augment_policy == ["translation", "cutout", "color"]
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("gan_architectures_benchmark", REPO / "benchmarks" / "gan_architectures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_benchmark_runs_every_architecture_at_one_budget(tmp_path, monkeypatch):
+    """Tiny phantom set (84 train images: 22 normal, 62 pneumonia), tiny networks: every arch
+    trains for the budget, every metric is finite and every interval holds its estimate; the
+    translator's samples are target-class translations of source-class images."""
+    from ganaug import cli
+
+    with open(tmp_path / "params.yaml", "w") as f:
+        YAML().dump({"data": {"image_size": 28, "phantom": {"n_images": 120}}}, f)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["prepare"]) == 0
+    bench = load_benchmark()
+    tiny = ["reference.epochs=1", "gan.base_channels=4", "gan.batch_size=8", "gan.latent_dim=8", "gan.stylegan2.w_dim=8"]
+    bench.main([str(tmp_path / "data/prepared"), "--kimg", "0.1", "--augments", "diffaugment", "--n-eval", "24",
+                "--device", "cpu", "--out", str(tmp_path / "out"), *[a for t in tiny for a in ("--set", t)]])
+    report = json.loads((tmp_path / "out/gan_architectures.json").read_text())
+    rows = {r["arch"]: r for r in report["rows"]}
+    assert list(rows) == bench.ARCHS and report["commit"] and "cpu" in report["device"]
+    for arch, row in rows.items():
+        assert row["status"] == "ok", (arch, row["status"])
+        assert row["kimg"] >= 0.1 and row["images_per_second"] > 0
+        for key in ("images_per_second", "fd_domain", "kd_domain", "precision_domain", "recall_domain", "ssim_real_fake",
+                    "label_fidelity", "memorisation_pixel_copy_rate", "memorisation_domain_copy_rate"):
+            assert math.isfinite(row[key]), (arch, key, row[key])
+        for key in report["interval_metrics"]:
+            assert row[f"{key}_ci_low"] <= row[key] <= row[f"{key}_ci_high"], (arch, key)
+            for name in (["normal"] if arch == "cyclegan" else ["normal", "pneumonia"]):  # each class made, on its own
+                assert row[f"{key}_ci_low_{name}"] <= row[f"{key}_{name}"] <= row[f"{key}_ci_high_{name}"], (arch, key, name)
+    assert (rows["stylegan2"]["augment"], rows["stylegan2"]["gan"]["mode"]) == ("diffaugment", "conditional")
+    assert {k for k in rows["stylegan2"] if k.startswith("label_fidelity_")} == {"label_fidelity_normal", "label_fidelity_pneumonia"}
+    translator = rows["cyclegan"]
+    # the train_gan rule: the largest class (62 pneumonia) into the smallest (22 normal); each source at most once
+    assert (translator["source_class"], translator["target_class"], translator["n_samples"]) == ("pneumonia", "normal", 24)
+    assert translator["augment"] == "n/a" and translator["gan"]["augment"] == "none" and translator["gan"]["mode"] == "minority"
+    assert "target class normal only" in translator["samples_cover"] and "fd_domain_pneumonia" not in translator
+    assert translator["fd_domain_normal"] == translator["fd_domain"]  # one class: pooled and per class agree
+    assert {k for k in translator if k.startswith("label_fidelity_")} == {"label_fidelity_normal", "label_fidelity_untranslated"}
+    assert 0 < translator["translation_change"] <= 1 and -1 <= translator["translation_ssim_to_source"] < 1
+    assert math.isfinite(translator["fd_domain_untranslated"])
+    table = (tmp_path / "out/gan_architectures.md").read_text()
+    assert "cyclegan (target class only)" in table and report["commit"] in table
