@@ -1,4 +1,6 @@
-"""`ganaug exp --preset FILE [-S key=value ...]`: one DVC experiment from a params overlay.
+"""`ganaug exp --preset FILE [-S key=value ...]`: one DVC experiment from a params overlay; and
+`ganaug preset NAME`: a published study's overlay (presets/published/NAME.yaml) as one DVC
+experiment, or one per value of its sweep, and `--table`, their results read back from DVC.
 
 A preset (`presets/*.yaml`) holds only the keys that differ from `params.yaml`, as nested YAML
 sections. This command merges params.yaml, the preset and any `-S` overrides, validates the
@@ -23,6 +25,8 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from ganaug.config import ConfigError, params_from_dict
+
+META_SECTION = "preset"  # a published preset's own section (presets/published/*.yaml): not params
 
 
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
@@ -86,7 +90,9 @@ def experiment_args(params_file: Path, preset: Path | None, overrides: list[str]
     merged = read_yaml(params_file, "params file")
     changed: dict[str, Any] = {}
     if preset is not None:
-        changed |= leaves(read_yaml(preset, "preset"))
+        overlay = read_yaml(preset, "preset")
+        overlay.pop(META_SECTION, None)  # a published preset's own section (`ganaug preset`), not params
+        changed |= leaves(overlay)
     changed |= dict(parse_override(text) for text in overrides)
     if not changed:
         raise ConfigError("nothing to change: give --preset FILE and/or -S key=value")
@@ -136,7 +142,6 @@ def main(preset: str | None, overrides: list[str], name: str | None, dry_run: bo
 # restores any that a previous value already ran.
 
 PUBLISHED_DIR = Path("presets") / "published"
-META_SECTION = "preset"
 META_KEYS = ("expects", "sweep")
 # data.source -> the params keys naming files or folders it reads (checked before DVC starts)
 DATA_PATH_KEYS = {
@@ -319,7 +324,7 @@ def dvc_experiments(root: Path = Path(".")) -> list[dict[str, Any]]:
                 params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
                 metrics = {f: (m or {}).get("data") or {} for f, m in (data.get("metrics") or {}).items()}
                 out.append({"name": rev.get("name") or experiment.get("name"), "rev": rev["rev"], "params": params,
-                            "metrics": metrics})
+                            "metrics": metrics, "baseline": baseline.get("rev")})
     return out
 
 
@@ -391,14 +396,16 @@ def results_table(name: str, exp_name: str | None = None, root: Path = Path(".")
                        metric, _number(evaluation.get(f"real_{metric}")), _number(numbers.get("diff"), signed=True),
                        f"[{_number(low, signed=True)}, {_number(high, signed=True)}]",
                        verdict(low, high) if low is not None and high is not None else "not computed",
-                       str(n_pool) if n_pool is not None else "–",
-                       _number(audit.get("memorisation_pixel_copy_rate")),
-                       _number(audit.get("memorisation_domain_copy_rate")),
-                       _number(unfiltered.get("unfiltered_memorisation_pixel_copy_rate")),
-                       _number((manifest.get("ssim_likeness") or {}).get("ssim_likeness_median")),
+                       *(["–"] * 5 if arm in real_only else  # trained on real images only: no synthetic set
+                         [str(n_pool) if n_pool is not None else "–",
+                          _number(audit.get("memorisation_pixel_copy_rate")),
+                          _number(audit.get("memorisation_domain_copy_rate")),
+                          _number(unfiltered.get("unfiltered_memorisation_pixel_copy_rate")),
+                          _number((manifest.get("ssim_likeness") or {}).get("ssim_likeness_median"))]),
                        _number(gan.get("fd_domain"), 2)]
                 lines.append("| " + " | ".join(row) + " |")
-    notes = ("\narm − real: evaluate's difference of means over seeds; corrected interval: at level 1 − 0.05/m for m "
+    baselines = sorted({str(e["baseline"])[:7] for e in mine})
+    notes = (f"\nDVC experiments of commit {', '.join(baselines)}. arm − real: evaluate's difference of means over seeds; corrected interval: at level 1 − 0.05/m for m "
              "comparisons, over seeds and test images (README \"What the metrics are\"); copy rates: the memorisation "
              "audit of the synthetic set each experiment wrote (unfiltered: of every candidate the filter saw).\n")
     return "\n".join(lines) + "\n" + notes
