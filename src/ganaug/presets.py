@@ -213,6 +213,14 @@ def validated_changes(params_file: Path, changed: dict[str, Any], where: str) ->
     return merged
 
 
+def leaf(tree: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted key of a nested mapping (None when a level is missing)."""
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def missing_data(merged: dict[str, Any], root: Path = Path(".")) -> list[tuple[str, str]]:
     """(key, path) for each file or folder the data source reads that does not exist (relative
     paths from `root`, where DVC runs the stages). A null MedMNIST path downloads: not missing."""
@@ -220,11 +228,9 @@ def missing_data(merged: dict[str, Any], root: Path = Path(".")) -> list[tuple[s
     source = data.get("source", "phantom")
     out = []
     for key in DATA_PATH_KEYS.get(source, ()):
-        node: Any = merged
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None and not (root / Path(str(node)).expanduser()).exists():
-            out.append((key, str(node)))
+        path = leaf(merged, key)
+        if path is not None and not (root / Path(str(path)).expanduser()).exists():
+            out.append((key, str(path)))
     return out
 
 
@@ -256,8 +262,8 @@ def preset_runs(preset: PublishedPreset, params_file: Path, overrides: list[str]
         where = f"{preset.path} + params.yaml" + (f" with {preset.sweep_key}={dvc_value(value)}" if preset.sweep_key else "")
         validated_changes(params_file, this, where)
         args: list[str] = []
-        for key, leaf in this.items():
-            args += ["-S", f"{key}={dvc_value(leaf)}"]
+        for key, setting in this.items():
+            args += ["-S", f"{key}={dvc_value(setting)}"]
         runs.append((prefix if preset.sweep_key is None else experiment_name(prefix, value), args))
     return runs
 
@@ -326,13 +332,6 @@ def dvc_experiments(root: Path = Path(".")) -> list[dict[str, Any]]:
                 out.append({"name": rev.get("name") or experiment.get("name"), "rev": rev["rev"], "params": params,
                             "metrics": metrics, "baseline": baseline.get("rev")})
     return out
-
-
-def leaf(tree: dict[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
 
 
 def synthetic_manifest(rev: str, root: Path = Path(".")) -> dict[str, Any] | None:
