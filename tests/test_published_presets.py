@@ -7,7 +7,9 @@ experiment per value without retraining the GAN, and `--table` reads the sweep b
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +86,28 @@ def test_sweep_values_and_overrides_are_validated_before_dvc(tmp_path, monkeypat
     assert "gan.bogus" in capsys.readouterr().err
     assert main(["preset", "chestmnist", "--dry-run"]) == 2
     assert "published presets: acgan_brain_mri" in capsys.readouterr().err
+
+
+def test_a_preset_is_laid_over_the_committed_params_not_a_previous_experiments(tmp_path, monkeypatch):
+    """`dvc exp run` leaves an experiment's params in the workspace; the next preset sets them back."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}
+    for command in (["git", "init", "-q"], ["git", "add", "params.yaml"], ["git", "commit", "-qm", "params"]):
+        subprocess.run(command, check=True, env={**os.environ, **env})
+    write_preset(tmp_path, "p", "preset: {expects: x}\ngan: {epochs: 3}\n")
+    previous = YAML(typ="safe", pure=True).load((tmp_path / "params.yaml").read_text())
+    previous["reference"]["epochs"], previous["gan"]["epochs"], previous["arms"]["ratios"] = 2, 9, [0.25]
+    with open(tmp_path / "params.yaml", "w") as f:  # what an earlier experiment left in the workspace
+        YAML().dump(previous, f)
+    [(_, args)] = preset_runs(load_published("p", tmp_path), tmp_path / "params.yaml", [], None, None)
+    assert dict(a.split("=", 1) for a in args[1::2]) == {"gan.epochs": "3", "reference.epochs": "12",
+                                                         "arms.ratios": "[0.5,1.0]"}
+    previous["reference"]["bogus"] = 1
+    with open(tmp_path / "params.yaml", "w") as f:
+        YAML().dump(previous, f)
+    with pytest.raises(ConfigError, match="reference.bogus is not in the committed params.yaml"):
+        preset_runs(load_published("p", tmp_path), tmp_path / "params.yaml", [], None, None)
 
 
 def test_missing_data_fails_before_dvc_naming_the_key_and_what_the_preset_expects(tmp_path, monkeypatch, capsys):
@@ -280,6 +304,9 @@ def test_nih_multilabel_compares_macro_auroc_per_finding(project):
     assert {"macro", "Effusion"} <= {r["finding"] for r in result["per_finding"]}
     meta = json.loads((root / "data/prepared/meta.json").read_text())
     assert len(meta["class_names"]) == 14  # all of NIH's findings: a 14-output sigmoid head
+    params = YAML(typ="safe", pure=True).load((root / "params.yaml").read_text())  # the experiment's, in the workspace
+    assert params["data"]["preprocess"]["denoise_crop"] is False and params["arms"]["classic"]["hflip"] is False
+    assert params["gan"]["optimizer"] == "adam"  # the committed value: nothing inherited from the AC-GAN presets
 
 
 @pipeline

@@ -12,6 +12,7 @@ preset fails here, before DVC copies the workspace or any stage starts.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shlex
@@ -201,9 +202,11 @@ def check_sweep_values(where: str, values: Any) -> None:
         raise ConfigError(f"{where}={values!r}: expected distinct values (each names an experiment)")
 
 
-def validated_changes(params_file: Path, changed: dict[str, Any], where: str) -> dict[str, Any]:
-    """params.yaml with the dotted `changed` leaves set, validated whole; returns the merged mapping."""
-    merged = read_yaml(params_file, "params file")
+def validated_changes(params_file: Path, changed: dict[str, Any], where: str,
+                      base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`base` (default: params_file's contents) with the dotted `changed` leaves set, validated
+    whole; returns the merged mapping."""
+    merged = copy.deepcopy(base) if base is not None else read_yaml(params_file, "params file")
     for key, value in changed.items():
         set_leaf(merged, key, value)
     try:
@@ -240,10 +243,46 @@ def experiment_name(prefix: str, value: Any) -> str:
     return f"{prefix}-" + "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip(".")
 
 
+def committed_params(params_file: Path) -> dict[str, Any] | None:
+    """params.yaml as the last commit holds it (`git show HEAD:<file>`); None outside a git
+    checkout or before the first commit."""
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=params_file.parent.resolve(),
+                             capture_output=True, text=True)
+        if top.returncode != 0:
+            return None
+        relative = params_file.resolve().relative_to(Path(top.stdout.strip()).resolve())
+        shown = subprocess.run(["git", "show", f"HEAD:{relative.as_posix()}"], cwd=top.stdout.strip(),
+                               capture_output=True, text=True)
+    except (OSError, ValueError):
+        return None
+    if shown.returncode != 0:
+        return None
+    raw = YAML(typ="safe", pure=True).load(shown.stdout)
+    return raw if isinstance(raw, dict) else None
+
+
+def workspace_resets(params_file: Path, target: dict[str, Any]) -> dict[str, Any]:
+    """The leaves of `target` (the committed params.yaml with the preset's changes) that the
+    workspace's params.yaml holds otherwise. `dvc exp run` leaves an experiment's params in the
+    workspace, and the next experiment starts from them: without these, a preset run after
+    another would inherit its keys. A key the workspace holds and `target` lacks cannot be
+    removed with -S: that fails, naming it."""
+    workspace, wanted = leaves(read_yaml(params_file, "params file")), leaves(target)
+    extra = sorted(set(workspace) - set(wanted))
+    if extra:
+        raise ConfigError(f"{params_file}: {extra[0]} is not in the committed params.yaml, and dvc exp run -S cannot "
+                          f"remove it: restore the file (git checkout {params_file}) or commit it")
+    return {key: value for key, value in wanted.items() if key not in workspace or workspace[key] != value}
+
+
 def preset_runs(preset: PublishedPreset, params_file: Path, overrides: list[str], sweep: str | None,
                 name: str | None) -> list[tuple[str, list[str]]]:
     """[(experiment name, `-S` arguments)], one per sweep value (one without a sweep), each
-    validated whole (params.yaml + preset + overrides + the value) before any runs."""
+    validated whole before any runs. The preset is laid over params.yaml as last committed
+    (`git show HEAD:params.yaml`; the file itself outside git), and every key where the workspace's
+    params.yaml differs from that (a previous experiment's params) is set back with -S too."""
+    committed = committed_params(params_file)
     overridden = dict(parse_override(text) for text in overrides)
     changed = leaves(preset.overlay) | overridden
     values = preset.sweep_values
@@ -260,9 +299,10 @@ def preset_runs(preset: PublishedPreset, params_file: Path, overrides: list[str]
     for value in values or [None]:
         this = changed if preset.sweep_key is None else changed | {preset.sweep_key: value}
         where = f"{preset.path} + params.yaml" + (f" with {preset.sweep_key}={dvc_value(value)}" if preset.sweep_key else "")
-        validated_changes(params_file, this, where)
+        target = validated_changes(params_file, this, where, committed)
+        resets = workspace_resets(params_file, target)
         args: list[str] = []
-        for key, setting in this.items():
+        for key, setting in (this | {k: v for k, v in resets.items() if k not in this}).items():
             args += ["-S", f"{key}={dvc_value(setting)}"]
         runs.append((prefix if preset.sweep_key is None else experiment_name(prefix, value), args))
     return runs
@@ -284,7 +324,7 @@ def run_preset(name: str, overrides: list[str], sweep: str | None, exp_name: str
     preset = load_published(name)
     runs = preset_runs(preset, Path(params_file), overrides, sweep, exp_name)
     merged = validated_changes(Path(params_file), leaves(preset.overlay) | dict(parse_override(t) for t in overrides),
-                               f"{preset.path} + params.yaml")
+                               f"{preset.path} + params.yaml", committed_params(Path(params_file)))
     missing = missing_data(merged)
     if missing:
         listing = "; ".join(f"{key}={path!r} does not exist" for key, path in missing)
