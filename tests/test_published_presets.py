@@ -88,26 +88,40 @@ def test_sweep_values_and_overrides_are_validated_before_dvc(tmp_path, monkeypat
     assert "published presets: acgan_brain_mri" in capsys.readouterr().err
 
 
-def test_a_preset_is_laid_over_the_committed_params_not_a_previous_experiments(tmp_path, monkeypatch):
-    """`dvc exp run` leaves an experiment's params in the workspace; the next preset sets them back."""
+def test_each_run_starts_from_the_committed_params_not_a_previous_experiments(tmp_path, monkeypatch, capsys):
+    """`dvc exp run` leaves an experiment's params in the workspace: a preset puts the committed
+    params.yaml back before each of its runs, and validates over it."""
     monkeypatch.chdir(tmp_path)
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}
     for command in (["git", "init", "-q"], ["git", "add", "params.yaml"], ["git", "commit", "-qm", "params"]):
         subprocess.run(command, check=True, env={**os.environ, **env})
-    write_preset(tmp_path, "p", "preset: {expects: x}\ngan: {epochs: 3}\n")
-    previous = YAML(typ="safe", pure=True).load((tmp_path / "params.yaml").read_text())
-    previous["reference"]["epochs"], previous["gan"]["epochs"], previous["arms"]["ratios"] = 2, 9, [0.25]
-    with open(tmp_path / "params.yaml", "w") as f:  # what an earlier experiment left in the workspace
-        YAML().dump(previous, f)
-    [(_, args)] = preset_runs(load_published("p", tmp_path), tmp_path / "params.yaml", [], None, None)
-    assert dict(a.split("=", 1) for a in args[1::2]) == {"gan.epochs": "3", "reference.epochs": "12",
-                                                         "arms.ratios": "[0.5,1.0]"}
-    previous["reference"]["bogus"] = 1
-    with open(tmp_path / "params.yaml", "w") as f:
-        YAML().dump(previous, f)
-    with pytest.raises(ConfigError, match="reference.bogus is not in the committed params.yaml"):
-        preset_runs(load_published("p", tmp_path), tmp_path / "params.yaml", [], None, None)
+    committed = (tmp_path / "params.yaml").read_text()
+    write_preset(tmp_path, "p", "preset: {expects: x, sweep: {gan.lr_g: [1.0e-4, 2.0e-4]}}\ngan: {epochs: 3}\n")
+    previous = YAML(typ="safe", pure=True).load(committed)
+    previous["reference"]["epochs"], previous["gan"]["epochs"] = 2, 9
+
+    def leave_previous_params() -> None:  # what an experiment leaves in the workspace
+        with open(tmp_path / "params.yaml", "w") as f:
+            YAML().dump(previous, f)
+
+    leave_previous_params()
+    calls = []
+
+    def fake_dvc(command, env):
+        calls.append((command, (tmp_path / "params.yaml").read_text()))
+        leave_previous_params()
+        return 0
+
+    monkeypatch.setattr("ganaug.presets.subprocess.call", fake_dvc)
+    assert main(["preset", "p"]) == 0
+    assert [c[c.index("-n") + 1] for c, _ in calls] == ["p-0.0001", "p-0.0002"]
+    assert all(text == committed for _, text in calls)  # each run started from the committed file
+    assert "restored to the committed version (it held other values of gan.epochs, reference.epochs" in capsys.readouterr().out
+    previous["gan"]["bogus"] = 1
+    leave_previous_params()  # a key only the workspace has does not reach validation: the committed file is the base
+    assert main(["preset", "p", "--dry-run"]) == 0
+    assert "differs from the committed version" in capsys.readouterr().err
 
 
 def test_missing_data_fails_before_dvc_naming_the_key_and_what_the_preset_expects(tmp_path, monkeypatch, capsys):

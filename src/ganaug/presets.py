@@ -243,7 +243,7 @@ def experiment_name(prefix: str, value: Any) -> str:
     return f"{prefix}-" + "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip(".")
 
 
-def committed_params(params_file: Path) -> dict[str, Any] | None:
+def committed_text(params_file: Path) -> str | None:
     """params.yaml as the last commit holds it (`git show HEAD:<file>`); None outside a git
     checkout or before the first commit."""
     try:
@@ -256,33 +256,37 @@ def committed_params(params_file: Path) -> dict[str, Any] | None:
                                capture_output=True, text=True)
     except (OSError, ValueError):
         return None
-    if shown.returncode != 0:
-        return None
-    raw = YAML(typ="safe", pure=True).load(shown.stdout)
-    return raw if isinstance(raw, dict) else None
+    return shown.stdout if shown.returncode == 0 else None
 
 
-def workspace_resets(params_file: Path, target: dict[str, Any]) -> dict[str, Any]:
-    """The leaves of `target` (the committed params.yaml with the preset's changes) that the
-    workspace's params.yaml holds otherwise. `dvc exp run` leaves an experiment's params in the
-    workspace, and the next experiment starts from them: without these, a preset run after
-    another would inherit its keys. A key the workspace holds and `target` lacks cannot be
-    removed with -S: that fails, naming it."""
-    workspace, wanted = leaves(read_yaml(params_file, "params file")), leaves(target)
-    extra = sorted(set(workspace) - set(wanted))
-    if extra:
-        raise ConfigError(f"{params_file}: {extra[0]} is not in the committed params.yaml, and dvc exp run -S cannot "
-                          f"remove it: restore the file (git checkout {params_file}) or commit it")
-    return {key: value for key, value in wanted.items() if key not in workspace or workspace[key] != value}
+def parse_params_text(text: str, where: str) -> dict[str, Any]:
+    raw = YAML(typ="safe", pure=True).load(text)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of params sections, got {type(raw).__name__}")
+    return raw
+
+
+def restore_committed(params_file: Path, committed: str) -> list[str]:
+    """Write the committed params.yaml back over the workspace's when they differ; returns the
+    dotted keys whose values differed. `dvc exp run` leaves an experiment's params in the
+    workspace and the next experiment starts from them: a preset run after another would inherit
+    its keys, and DVC's rewriting of an already rewritten file has broken its YAML here (a block
+    list after a comment, joined lines)."""
+    current = params_file.read_text()
+    if current == committed:
+        return []
+    before = leaves(parse_params_text(current, str(params_file))) if current.strip() else {}
+    after = leaves(parse_params_text(committed, f"git HEAD:{params_file}"))
+    changed = sorted(k for k in set(before) | set(after) if before.get(k, ...) != after.get(k, ...))
+    params_file.write_text(committed)
+    return changed
 
 
 def preset_runs(preset: PublishedPreset, params_file: Path, overrides: list[str], sweep: str | None,
-                name: str | None) -> list[tuple[str, list[str]]]:
+                name: str | None, base: dict[str, Any] | None = None) -> list[tuple[str, list[str]]]:
     """[(experiment name, `-S` arguments)], one per sweep value (one without a sweep), each
-    validated whole before any runs. The preset is laid over params.yaml as last committed
-    (`git show HEAD:params.yaml`; the file itself outside git), and every key where the workspace's
-    params.yaml differs from that (a previous experiment's params) is set back with -S too."""
-    committed = committed_params(params_file)
+    validated whole, laid over `base` (the committed params.yaml; default: params_file), before
+    any runs."""
     overridden = dict(parse_override(text) for text in overrides)
     changed = leaves(preset.overlay) | overridden
     values = preset.sweep_values
@@ -299,10 +303,9 @@ def preset_runs(preset: PublishedPreset, params_file: Path, overrides: list[str]
     for value in values or [None]:
         this = changed if preset.sweep_key is None else changed | {preset.sweep_key: value}
         where = f"{preset.path} + params.yaml" + (f" with {preset.sweep_key}={dvc_value(value)}" if preset.sweep_key else "")
-        target = validated_changes(params_file, this, where, committed)
-        resets = workspace_resets(params_file, target)
+        validated_changes(params_file, this, where, base)
         args: list[str] = []
-        for key, setting in (this | {k: v for k, v in resets.items() if k not in this}).items():
+        for key, setting in this.items():
             args += ["-S", f"{key}={dvc_value(setting)}"]
         runs.append((prefix if preset.sweep_key is None else experiment_name(prefix, value), args))
     return runs
@@ -319,12 +322,18 @@ def list_presets(root: Path = Path(".")) -> str:
 
 def run_preset(name: str, overrides: list[str], sweep: str | None, exp_name: str | None, dry_run: bool,
                params_file: str = "params.yaml") -> int:
-    """Validate every run of the preset, check its data exists, then `dvc exp run` each in turn
-    (stopping at the first that fails). --dry-run prints the commands (and any missing data)."""
+    """Validate every run of the preset over the committed params.yaml, check its data exists,
+    then, for each run in turn, put the committed params.yaml back in the workspace (a previous
+    experiment's params are still there) and `dvc exp run` it, stopping at the first that fails.
+    Outside git the preset is laid over the workspace's params.yaml. --dry-run prints the commands
+    (and any missing data) and changes nothing."""
     preset = load_published(name)
-    runs = preset_runs(preset, Path(params_file), overrides, sweep, exp_name)
-    merged = validated_changes(Path(params_file), leaves(preset.overlay) | dict(parse_override(t) for t in overrides),
-                               f"{preset.path} + params.yaml", committed_params(Path(params_file)))
+    path = Path(params_file)
+    committed = committed_text(path)
+    base = parse_params_text(committed, f"git HEAD:{params_file}") if committed is not None else None
+    runs = preset_runs(preset, path, overrides, sweep, exp_name, base)
+    merged = validated_changes(path, leaves(preset.overlay) | dict(parse_override(t) for t in overrides),
+                               f"{preset.path} + params.yaml", base)
     missing = missing_data(merged)
     if missing:
         listing = "; ".join(f"{key}={path!r} does not exist" for key, path in missing)
@@ -333,6 +342,9 @@ def run_preset(name: str, overrides: list[str], sweep: str | None, exp_name: str
         if not dry_run:
             raise FileNotFoundError(message)
         print(f"note: {message}", file=sys.stderr)
+    if dry_run and committed is not None and path.read_text() != committed:
+        print(f"note: {params_file} differs from the committed version: a run puts the committed one back first",
+              file=sys.stderr)
     try:
         dvc = dvc_command(Path.cwd())
     except FileNotFoundError:
@@ -344,6 +356,11 @@ def run_preset(name: str, overrides: list[str], sweep: str | None, exp_name: str
         if dry_run:
             print(shlex.join(command))
             continue
+        restored = restore_committed(path, committed) if committed is not None else []
+        if restored:
+            shown = ", ".join(restored[:5]) + (f" and {len(restored) - 5} more" if len(restored) > 5 else "")
+            print(f"{params_file}: restored to the committed version (it held other values of {shown}: a previous "
+                  f"experiment's, or uncommitted edits; give those as -S)", flush=True)
         print(f"running ({i + 1}/{len(runs)}): {shlex.join(['dvc', *command[1:]])}", flush=True)
         code = subprocess.call(command, env=os.environ.copy())
         if code != 0:
