@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--name", dest="exp_name", help="experiment name (default: the preset's; a sweep adds -<value>)")
     p.add_argument("--table", action="store_true", help="print the results of the preset's experiments "
                                                         "(DVC's metrics and each synthetic set's memorisation audit)")
-    p.add_argument("--params", default="params.yaml", help="params file the preset is laid over (default: params.yaml)")
+    p.add_argument("--params", default="params.yaml", help="params file whose committed version the preset is laid "
+                                                           "over, put back before each run (default: params.yaml)")
     p.add_argument("--dry-run", action="store_true", help="print the dvc exp run commands and exit")
     return parser
 
