@@ -212,22 +212,20 @@ def medmnist_npz(path: Path) -> Path:
     return path
 
 
-# three of NIH's 14 findings occur in the stand-in: the other 11 columns stay all zero, as Hernia is in the shared
-# subset's test split, and the GAN's per-finding evaluation (SSIM, MS-SSIM per finding) stays cheap
-FINDINGS = ["Cardiomegaly", "Effusion", "Infiltration"]
+FINDINGS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+            "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
 
 
-def nih_set(root: Path, n_patients: int = 50, size: int = 32) -> tuple[Path, Path]:
-    """An NIH-style Data_Entry_2017.csv and PNGs: two images per patient, each with 0-2 of three findings."""
-    rng = np.random.default_rng(14)
-    pixels = smooth_images(2 * n_patients, size, seed=14)[:, 0]
+def nih_set(root: Path, per_finding: int = 7, size: int = 28) -> tuple[Path, Path]:
+    """An NIH-style Data_Entry_2017.csv and PNGs, one patient per image: each of the 14 findings on
+    per_finding images (prepare needs every finding in train, val and test), and as many with no finding."""
+    labels = [FINDINGS[k % 14] for k in range(14 * per_finding)] + ["No Finding"] * per_finding
+    pixels = smooth_images(len(labels), size, seed=14)[:, 0]
     rows = []
-    for k in range(2 * n_patients):
-        patient = k // 2 + 1
-        found = rng.choice(FINDINGS, size=rng.integers(0, 3), replace=False)
-        name = f"{patient:08d}_{k % 2:03d}.png"
+    for k, found in enumerate(labels):
+        name = f"{k + 1:08d}_000.png"
         write_image(root / "images" / name, pixels[k], mode="RGB")
-        rows.append({"Image Index": name, "Finding Labels": "|".join(found) or "No Finding", "Patient ID": patient})
+        rows.append({"Image Index": name, "Finding Labels": found, "Patient ID": k + 1})
     csv = root / "Data_Entry_2017.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     return csv, root / "images"
@@ -334,7 +332,7 @@ def test_the_likeness_sweep_runs_one_experiment_per_threshold_and_trains_the_gan
     manifest = json.loads((root / "data/synthetic/manifest.json").read_text())  # the workspace holds the last value's
     assert manifest["filter"]["name"] == "ssim_likeness" and manifest["filter"]["threshold"] == 0.0
     record = json.loads((root / "models/arms/synthetic-0.65/metrics.json").read_text())
-    assert record["seeds"]["0"]  # 3 folds over the val split, averaged per seed
+    assert record["folds"] == 3 and set(record["seeds"]) == {"0_fold0", "0_fold1", "0_fold2"}  # 3 folds over val
 
     table = sh("bin/ganaug", "preset", "healthgan_likeness", "--table").splitlines()
     head = [cell.strip() for cell in table[0].strip("|").split("|")]
