@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +53,36 @@ def prepared_project(root: Path, params: dict[str, Any]) -> Iterator[Path]:
         assert cli.main(["prepare"]) == 0
         assert cli.main(["train-reference"]) == 0
         yield root
+
+
+def dvc_project(root: Path, params: dict[str, Any], copy: tuple[str, ...] = ()) -> tuple[Callable[..., str], dict[str, str]]:
+    """`root` as a fresh git + DVC project holding this repository's pipeline (src, bin, dvc.yaml,
+    .gitignore, DVC's plot templates, and the `copy` paths) with `params` as its params.yaml, all
+    committed. Returns `sh(*cmd)` (runs in root, asserts success, returns stdout + stderr) and the
+    environment it uses (this Python's bin first on PATH, an MLflow store of the project's own)."""
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(REPO / "bin", root / "bin")  # dvc.yaml's stages run bin/ganaug
+    for name in ("dvc.yaml", ".gitignore", *copy):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, root / name)
+    with open(root / "params.yaml", "w") as f:
+        YAML().dump(params, f)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+
+    def sh(*cmd: str) -> str:
+        done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        return done.stdout + done.stderr
+
+    sh("git", "init", "-q")
+    sh("dvc", "init", "-q")
+    sh("dvc", "config", "core.analytics", "false")
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots", dirs_exist_ok=True)  # dvc.yaml's custom templates
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "tiny pipeline")
+    return sh, env

@@ -6,11 +6,6 @@ the new arm; the registered generator samples; the notebook executes."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import nbformat
@@ -20,7 +15,7 @@ import pytest
 from nbclient import NotebookClient
 from ruamel.yaml import YAML
 
-from conftest import REPO
+from conftest import REPO, dvc_project
 
 pytestmark = pytest.mark.slow
 
@@ -59,33 +54,8 @@ def repro_stages() -> set[str]:
 def project(tmp_path_factory):
     """A fresh git + DVC project holding this repository's pipeline with tiny params."""
     root = tmp_path_factory.mktemp("project")
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(REPO / "bin", root / "bin")  # dvc.yaml's stages run bin/ganaug
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    shutil.copy(REPO / ".gitignore", root / ".gitignore")
-    yaml = YAML()
-    params = yaml.load((REPO / "params.yaml").read_text())
-    with open(root / "params.yaml", "w") as f:
-        yaml.dump(merge(params, TINY), f)
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-
-    def sh(*cmd: str) -> str:
-        done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-        return done.stdout + done.stderr
-
-    sh("git", "init", "-q")
-    sh("dvc", "init", "-q")
-    sh("dvc", "config", "core.analytics", "false")
-    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots", dirs_exist_ok=True)  # dvc.yaml's custom templates
-    sh("git", "add", "-A")
-    sh("git", "commit", "-qm", "tiny pipeline")
+    params = YAML().load((REPO / "params.yaml").read_text())
+    sh, env = dvc_project(root, merge(params, TINY))
     first = sh("dvc", "repro")
     return root, sh, env, first
 

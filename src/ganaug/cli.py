@@ -148,7 +148,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--name", help="experiment name (dvc exp run -n)")
     p.add_argument("--params", default="params.yaml", help="params file the preset is laid over (default: params.yaml)")
     p.add_argument("--dry-run", action="store_true", help="print the dvc exp run command and exit")
+    p = sub.add_parser("preset", help="a published study's setup (presets/published/NAME.yaml) as DVC experiments "
+                                      "(README \"Published studies, re-tested\")",
+                       description="Run a published study's preset: params.yaml + presets/published/NAME.yaml + any "
+                                   "-S overrides, validated whole and its data checked before DVC starts, then one "
+                                   "`dvc exp run` (one per value when the preset sweeps a key). --table prints the "
+                                   "results of its experiments from DVC.")
+    p.add_argument("name", nargs="?", help="preset name (bin/ganaug preset --list shows them)")
+    p.add_argument("--list", action="store_true", help="list the published presets and the data each expects")
+    p.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="one more params change over the preset, as dvc exp run -S takes it (repeatable)")
+    p.add_argument("--sweep", metavar="'[V1, V2]'", help="replace the preset's sweep values (a YAML list)")
+    p.add_argument("-n", "--name", dest="exp_name", help="experiment name (default: the preset's; a sweep adds -<value>)")
+    p.add_argument("--table", action="store_true", help="print the results of the preset's experiments "
+                                                        "(DVC's metrics and each synthetic set's memorisation audit)")
+    p.add_argument("--params", default="params.yaml", help="params file whose committed version the preset is laid "
+                                                           "over, put back before each run (default: params.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="print the dvc exp run commands and exit")
     return parser
+
+
+def _preset(args: argparse.Namespace) -> int:
+    from ganaug import presets
+
+    try:
+        if args.list:
+            print(presets.list_presets(), end="")
+            return 0
+        if not args.name:
+            raise ConfigError("give a preset NAME (bin/ganaug preset --list shows them)")
+        if args.table:
+            print(presets.results_table(args.name, args.exp_name), end="")
+            return 0
+        return presets.run_preset(args.name, args.overrides, args.sweep, args.exp_name, args.dry_run, args.params)
+    except ConfigError as exc:
+        print(f"ganaug preset: params error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, RuntimeError) as exc:
+        if os.environ.get("GANAUG_DEBUG"):
+            raise
+        print(f"ganaug preset: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _promote(args: argparse.Namespace) -> int:
@@ -169,6 +209,8 @@ def main(argv: list[str] | None = None, run: Callable[[str, Params, argparse.Nam
     args = build_parser().parse_args(argv)
     if args.stage == "tune":
         return _tune(args)
+    if args.stage == "preset":
+        return _preset(args)
     if args.stage == "exp":
         from ganaug.presets import main as exp_main
 
