@@ -109,8 +109,11 @@ def finished_runs(root: Path) -> dict[tuple[str, str], object]:
 
 
 def history(client, run) -> dict[str, list[tuple[int, float]]]:
-    """Every metric's (step, value) pairs, sorted; duplicates kept."""
-    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)) for key in run.data.metrics}
+    """Every training metric's (step, value) pairs, sorted; duplicates kept. The `system/` metrics
+    are left out: samples of the machine every tracking.system_metrics_interval seconds, whose
+    number follows the wall time of each process (a resumed run shorter than one interval has none)."""
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+            for key in run.data.metrics if not key.startswith("system/")}
 
 
 def state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -114,6 +114,8 @@ def test_each_run_starts_from_the_committed_params_not_a_previous_experiments(tm
         return 0
 
     monkeypatch.setattr("ganaug.presets.subprocess.call", fake_dvc)
+    # the command looks for ./.venv/bin/dvc, then dvc on PATH: this project has no .venv, the test's venv has dvc
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     assert main(["preset", "p"]) == 0
     assert [c[c.index("-n") + 1] for c, _ in calls] == ["p-0.0001", "p-0.0002"]
     assert all(text == committed for _, text in calls)  # each run started from the committed file
