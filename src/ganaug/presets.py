@@ -88,7 +88,6 @@ def dvc_value(value: Any) -> str:
 
 def experiment_args(params_file: Path, preset: Path | None, overrides: list[str]) -> list[str]:
     """Validate params.yaml + preset + overrides together; return the `-S` arguments for DVC."""
-    merged = read_yaml(params_file, "params file")
     changed: dict[str, Any] = {}
     if preset is not None:
         overlay = read_yaml(preset, "preset")
@@ -97,13 +96,12 @@ def experiment_args(params_file: Path, preset: Path | None, overrides: list[str]
     changed |= dict(parse_override(text) for text in overrides)
     if not changed:
         raise ConfigError("nothing to change: give --preset FILE and/or -S key=value")
-    for key, value in changed.items():
-        set_leaf(merged, key, value)
-    where = f"{preset} + params.yaml" if preset else "params.yaml"
-    try:
-        params_from_dict(merged)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    validated_changes(params_file, changed, f"{preset} + params.yaml" if preset else "params.yaml")
+    return set_args(changed)
+
+
+def set_args(changed: dict[str, Any]) -> list[str]:
+    """`-S key=value` for DVC, one per dotted leaf."""
     args: list[str] = []
     for key, value in changed.items():
         args += ["-S", f"{key}={dvc_value(value)}"]
@@ -304,10 +302,7 @@ def preset_runs(preset: PublishedPreset, params_file: Path, overrides: list[str]
         this = changed if preset.sweep_key is None else changed | {preset.sweep_key: value}
         where = f"{preset.path} + params.yaml" + (f" with {preset.sweep_key}={dvc_value(value)}" if preset.sweep_key else "")
         validated_changes(params_file, this, where, base)
-        args: list[str] = []
-        for key, setting in this.items():
-            args += ["-S", f"{key}={dvc_value(setting)}"]
-        runs.append((prefix if preset.sweep_key is None else experiment_name(prefix, value), args))
+        runs.append((prefix if preset.sweep_key is None else experiment_name(prefix, value), set_args(this)))
     return runs
 
 
@@ -461,7 +456,7 @@ def results_table(name: str, exp_name: str | None = None, root: Path = Path(".")
                        _number(gan.get("fd_domain"), 2)]
                 lines.append("| " + " | ".join(row) + " |")
     baselines = sorted({str(e["baseline"])[:7] for e in mine})
-    notes = (f"\nDVC experiments of commit {', '.join(baselines)}. arm − real: evaluate's difference of means over seeds; corrected interval: at level 1 − 0.05/m for m "
+    notes = (f"\nDVC experiments of commit {', '.join(baselines)}. arm − real: evaluate's difference of means over seeds; corrected interval: at level 1 − (1 − evaluate.ci) / m for evaluate's m "
              "comparisons, over seeds and test images (README \"What the metrics are\"); copy rates: the memorisation "
              "audit of the synthetic set each experiment wrote (unfiltered: of every candidate the filter saw).\n")
     return "\n".join(lines) + "\n" + notes
