@@ -43,13 +43,16 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--archs", nargs="+", choices=sorted(ARCHS), default=list(ARCHS))
+    parser.add_argument("--base-channels", type=int, default=None, help="gan.base_channels (default: params.yaml's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     print(f"| arch | G params | D params | G fwd ms | G fwd+bwd ms | D fwd+bwd ms | images / CPU-s (G fwd+bwd + 2 D fwd+bwd) |")
     print("|---|---|---|---|---|---|---|")
-    for arch, options in ARCHS.items():
-        cfg = GANConfig(arch=arch, **options)
+    widths = {} if args.base_channels is None else {"base_channels": args.base_channels}
+    for arch in args.archs:
+        cfg = GANConfig(arch=arch, **ARCHS[arch], **widths)
         generator, discriminator = build_networks(cfg, args.resolution, 2, 1)
         labels = torch.zeros(args.batch, dtype=torch.long)
         images = torch.randn(args.batch, 1, args.resolution, args.resolution)

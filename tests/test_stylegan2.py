@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -16,6 +18,7 @@ from ganaug.gan.generator import TrainedGenerator
 from ganaug.gan.stylegan2 import StyleGAN2Loss, minibatch_std
 from ganaug.gan.train import build_networks, initialise_from, training_loop
 from ganaug.resolution import buildable_resolutions
+from ganaug.tracking import pyfunc_generator
 
 CPU = torch.device("cpu")
 
@@ -108,6 +111,35 @@ def test_truncation_reaches_samples_and_is_refused_for_other_archs(tmp_path):
     dcgan = dataclasses.replace(loaded, config={**loaded.config, "arch": "dcgan"})
     with pytest.raises(ValueError, match=r"synthesize.truncation_psi=0.7: truncation needs a StyleGAN2 generator"):
         dcgan.with_truncation(0.7)
+
+
+def test_registered_pyfunc_takes_truncation_psi_as_a_param(tmp_path):
+    cfg = sg2_cfg(mode="conditional", epochs=2)
+    result = training_loop(tiny_images(16), np.arange(16) % 2, 2, cfg, tmp_path / "c.pt", CPU)
+    TrainedGenerator(result.generator, dataclasses.asdict(cfg), ["a", "b"], [0, 1], True, {}).save(tmp_path / "g.pt")
+    loaded = TrainedGenerator.load(tmp_path / "g.pt")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=exp):
+            info = pyfunc_generator.log_generator(tmp_path / "g.pt", 1, 28, 1)
+        model = mlflow.pyfunc.load_model(f"models:/{pyfunc_generator.REGISTERED_NAME}/{info.registered_model_version}")
+        request = pd.DataFrame({"class_label": [1], "count": [4]})
+        plain = model.predict(request, params={"seed": 3})
+        np.testing.assert_array_equal(model.predict(request, params={"seed": 3, "truncation_psi": 1.0}), plain)
+        half = model.predict(request, params={"seed": 3, "truncation_psi": 0.5})
+        np.testing.assert_array_equal(half, loaded.with_truncation(0.5).sample({1: 4}, seed=3)[0])
+        assert not np.array_equal(half, plain)
+        collapsed = model.predict(request, params={"seed": 3, "truncation_psi": 0.0})
+        assert (collapsed == collapsed[:1]).all() and not (plain == plain[:1]).all()
+        with pytest.raises(Exception, match=r"params\['truncation_psi'\]=1.5: expected a value in \[0, 1\]"):
+            model.predict(request, params={"seed": 3, "truncation_psi": 1.5})
+    finally:
+        mlflow.set_tracking_uri(None)
+    dcgan_model = pyfunc_generator.GeneratorModel()
+    dcgan_model.generator = dataclasses.replace(loaded, config={**loaded.config, "arch": "dcgan"})
+    with pytest.raises(ValueError, match=r"params\['truncation_psi'\]=0.7: truncation needs a StyleGAN2 generator"):
+        dcgan_model.predict(None, request, params={"truncation_psi": 0.7})
 
 
 def test_lazy_r1_runs_every_interval_scaled_by_it():

@@ -1,8 +1,12 @@
-"""The generator as an MLflow pyfunc model: input rows (class_label, count), param seed,
-output uint8 images (N, C, H, W) in the order of the rows.
+"""The generator as an MLflow pyfunc model: input rows (class_label, count), params seed and
+truncation_psi, output uint8 images (N, C, H, W) in the order of the rows.
 
     model = mlflow.pyfunc.load_model("models:/ganaug-generator@champion")
     images = model.predict(pd.DataFrame({"class_label": [0], "count": [16]}), params={"seed": 7})
+    closer = model.predict(..., params={"seed": 7, "truncation_psi": 0.7})  # StyleGAN2 only
+
+truncation_psi is synthesize.truncation_psi's counterpart (1 = off; StyleGAN2 only, any other
+generator refuses psi != 1 naming the param).
 
 The model is logged as code (`generator_model.py`, MLflow's models-from-code), not as a
 cloudpickled object: loading it unpickles nothing, and the weights load with weights_only=True.
@@ -38,8 +42,13 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         if missing:
             raise ValueError(f"generator input needs columns class_label and count; missing {sorted(missing)}")
         seed = int((params or {}).get("seed", 0))
+        psi = float((params or {}).get("truncation_psi", 1.0))
+        try:
+            generator = self.generator.with_truncation(psi)  # refuses psi outside [0, 1] or a non-StyleGAN2 G
+        except ValueError as exc:  # its message names the synthesize key; here the key is the predict param
+            raise ValueError(str(exc).replace("synthesize.truncation_psi", "params['truncation_psi']")) from None
         requests = [(int(c), int(n)) for c, n in zip(model_input["class_label"], model_input["count"])]
-        images, _ = self.generator.sample(requests, seed)
+        images, _ = generator.sample(requests, seed)
         return images
 
 
@@ -47,7 +56,7 @@ def signature(channels: int, resolution: int) -> ModelSignature:
     return ModelSignature(
         inputs=Schema([ColSpec("long", "class_label"), ColSpec("long", "count")]),
         outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, channels, resolution, resolution))]),
-        params=ParamSchema([ParamSpec("seed", "long", 0)]),
+        params=ParamSchema([ParamSpec("seed", "long", 0), ParamSpec("truncation_psi", "double", 1.0)]),
     )
 
 
