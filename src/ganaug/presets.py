@@ -120,6 +120,12 @@ def dvc_command(root: Path) -> str:
 
 def main(preset: str | None, overrides: list[str], name: str | None, dry_run: bool, params_file: str = "params.yaml") -> int:
     args = experiment_args(Path(params_file), Path(preset) if preset else None, overrides)
+    inherited = uncommitted_keys(Path(params_file))
+    if inherited:  # DVC runs on the workspace's params; a previous `dvc exp run` left its values there
+        shown = ", ".join(inherited[:5]) + (f" and {len(inherited) - 5} more" if len(inherited) > 5 else "")
+        print(f"note: {params_file} differs from the committed version in {shown} (a previous experiment's values or "
+              f"your edits): this experiment runs with them too; `git checkout {params_file}` first to start from "
+              f"the committed params", file=sys.stderr, flush=True)
     command = [dvc_command(Path.cwd()), "exp", "run", *(["-n", name] if name else []), *args]
     print(shlex.join(command) if dry_run else f"running: {shlex.join(['dvc', *command[1:]])}", flush=True)
     if dry_run:
@@ -264,6 +270,21 @@ def parse_params_text(text: str, where: str) -> dict[str, Any]:
     return raw
 
 
+def differing_keys(current: str, committed: str, params_file: Path) -> list[str]:
+    """The dotted keys whose values differ between two params.yaml texts (sorted)."""
+    before = leaves(parse_params_text(current, str(params_file))) if current.strip() else {}
+    after = leaves(parse_params_text(committed, f"git HEAD:{params_file}"))
+    return sorted(k for k in set(before) | set(after) if before.get(k, ...) != after.get(k, ...))
+
+
+def uncommitted_keys(params_file: Path) -> list[str]:
+    """Keys whose workspace value differs from the committed params.yaml ([] outside git or when equal)."""
+    committed = committed_text(params_file)
+    if committed is None or not params_file.is_file() or params_file.read_text() == committed:
+        return []
+    return differing_keys(params_file.read_text(), committed, params_file)
+
+
 def restore_committed(params_file: Path, committed: str) -> list[str]:
     """Write the committed params.yaml back over the workspace's when they differ; returns the
     dotted keys whose values differed. `dvc exp run` leaves an experiment's params in the
@@ -273,9 +294,7 @@ def restore_committed(params_file: Path, committed: str) -> list[str]:
     current = params_file.read_text()
     if current == committed:
         return []
-    before = leaves(parse_params_text(current, str(params_file))) if current.strip() else {}
-    after = leaves(parse_params_text(committed, f"git HEAD:{params_file}"))
-    changed = sorted(k for k in set(before) | set(after) if before.get(k, ...) != after.get(k, ...))
+    changed = differing_keys(current, committed, params_file)
     params_file.write_text(committed)
     return changed
 
