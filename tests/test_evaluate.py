@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from conftest import REPO
 from ganaug.classify.metrics import classification_metrics
 from ganaug.config import ArmsConfig, EvaluateConfig, Params
+from ganaug.quality.gate import gate_summary
 from ganaug.stages import evaluate
 from ganaug.stats import report
 from ganaug.stats.compare import compare_arms
@@ -176,6 +177,25 @@ def test_summary_and_markdown_of_a_result():
     markdown = report.comparison_markdown(result, notes=["a note"])
     assert markdown.count("| real ") == 1 and "- caveat: a note" in markdown
     assert "recall normal" in markdown  # the minority recall is a column of the arms table
+    assert "gate overridden" not in markdown
+
+
+def test_an_overridden_gate_heads_the_comparison_and_marks_the_synthetic_arms_verdicts():
+    _, _, result = small_result(references=("real", "balanced"))
+    result["families"] = {"real": {"family": "real", "ratio": None}, "balanced": {"family": "balanced", "ratio": None},
+                          "synthetic-0.5": {"family": "synthetic", "ratio": 0.5},
+                          "synthetic-1.0": {"family": "synthetic", "ratio": 1.0}}
+    record = {"passed": False, "overridden": True, "failures": ["coverage_domain 0.022 < synthesize.min_coverage=0.1"]}
+    result["quality_gate"] = {**record, "summary": gate_summary(record)}
+    markdown = report.comparison_markdown(result)
+    head = markdown.split("\n")[2]
+    assert head.startswith("> **quality gate overridden (synthesize.override_gate=true): coverage_domain 0.022")
+    table = report.differences_table(result, "real")
+    marked = table["verdict"].str.endswith(" (gate overridden)")
+    assert set(table[marked]["arm"]) == {"synthetic-0.5", "synthetic-1.0"} and set(table[~marked]["arm"]) == {"balanced"}
+    passed = {"passed": True, "overridden": False, "failures": [], "values": {"coverage_domain": 0.4}}
+    result["quality_gate"] = {**passed, "summary": gate_summary(passed)}
+    assert "gate overridden" not in report.comparison_markdown(result)
 
 
 def test_classification_metrics_per_class_and_confusion():

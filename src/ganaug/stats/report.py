@@ -65,6 +65,7 @@ def arms_table(result: dict[str, Any]) -> pd.DataFrame:
 def differences_table(result: dict[str, Any], reference: str) -> pd.DataFrame:
     """The comparisons against one reference: one row per (arm, metric)."""
     level = f"{result['ci_level']:.0%}"
+    overridden = gate_overridden_arms(result)
     rows = []
     for r in result["comparisons"]:
         if r["reference"] != reference:
@@ -76,14 +77,28 @@ def differences_table(result: dict[str, Any], reference: str) -> pd.DataFrame:
                      "DeLong p": _p(r.get("delong_p")) if r["metric"] == "roc_auc" else "",
                      "collapsed seeds (arm, reference)": f"{r['collapsed_seeds_arm']}/{_models(result, r['arm'])}, "
                                                          f"{r['collapsed_seeds_reference']}/{_models(result, reference)}",
-                     "verdict": r["verdict"]})
+                     "verdict": r["verdict"] + (" (gate overridden)" if r["arm"] in overridden else "")})
     return pd.DataFrame(rows)
+
+
+def gate_overridden_arms(result: dict[str, Any]) -> set[str]:
+    """The arms trained on a synthetic set whose generator failed the quality gate, written anyway
+    (synthesize.override_gate=true); empty when the gate passed or was not recorded."""
+    if not (result.get("quality_gate") or {}).get("overridden"):
+        return set()
+    from ganaug.experiments.arms import MIXED_FAMILIES, SYNTHETIC_ONLY
+
+    trained_on_synthetic = (*MIXED_FAMILIES, SYNTHETIC_ONLY)
+    return {arm for arm, f in (result.get("families") or {}).items() if f["family"] in trained_on_synthetic}
 
 
 def comparison_markdown(result: dict[str, Any], notes: list[str] | None = None) -> str:
     """reports/comparison.md: the arms table, then per reference the table of differences."""
-    parts = [f"# Arms on the test split ({result['n_test']} images)", "",
-             f"Mean over seeds with its {result['ci_level']:.0%} interval ({result['interval']}).", "",
+    parts = [f"# Arms on the test split ({result['n_test']} images)", ""]
+    if gate_overridden_arms(result):  # first, before any verdict: these arms' synthetic images failed the gate
+        parts += [f"> **{result['quality_gate']['summary']}.** Verdicts of the arms with synthetic images say "
+                  "\"(gate overridden)\".", ""]
+    parts += [f"Mean over seeds with its {result['ci_level']:.0%} interval ({result['interval']}).", "",
              arms_table(result).to_markdown(index=False, disable_numparse=True), ""]
     for reference in result["references"]:
         table = differences_table(result, reference)
