@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 
 from ganaug.cli import main
 from ganaug.config import ConfigError
-from ganaug.presets import PUBLISHED_DIR, load_published, preset_runs, published_names
+from ganaug.presets import PUBLISHED_DIR, load_published, preset_runs, published_names, results_table
 
 from conftest import REPO, SHARED_DATA, dvc_project, smooth_images
 from test_sources import write_image
@@ -347,3 +347,22 @@ def test_the_likeness_sweep_runs_one_experiment_per_threshold_and_trains_the_gan
     assert rows[1]["copy rate pixel"] == f"{manifest['memorisation']['memorisation_pixel_copy_rate']:.3f}"
     unfiltered = manifest["unfiltered_candidates"]["unfiltered_memorisation_pixel_copy_rate"]
     assert rows[1]["copy rate pixel, unfiltered"] == f"{unfiltered:.3f}"
+
+
+def test_the_table_marks_the_verdicts_of_a_gate_overridden_set(monkeypatch):
+    """Rows from DVC's records (stubbed here; the slow likeness test reads real ones): an arm trained
+    on a synthetic set that failed the quality gate says so beside its verdict, a real-only arm not."""
+    experiment = {"name": "dcgan_minority_kaggle", "rev": "abc", "baseline": "97686ed0",
+                  "params": {"arms": {"real": ["real", "balanced"]}},
+                  "metrics": {"metrics/evaluation.json": {
+                      "real_balanced_accuracy": 0.9,
+                      "balanced_accuracy_vs_real": {"balanced": {"diff": 0.01, "corrected_low": -0.02, "corrected_high": 0.04},
+                                                    "synthetic-0_67": {"diff": 0.05, "corrected_low": 0.01, "corrected_high": 0.09}}}}}
+    monkeypatch.setattr("ganaug.presets.dvc_experiments", lambda root: [experiment])
+    gates = iter([{"quality_gate": {"overridden": True}}, {"quality_gate": {"overridden": False}}])
+    monkeypatch.setattr("ganaug.presets.synthetic_manifest", lambda rev, root: next(gates))
+    rows = {line.split(" | ")[1]: line for line in results_table("dcgan_minority_kaggle", root=REPO).splitlines()
+            if line.startswith("| dcgan")}
+    assert "| helped (gate overridden) |" in rows["synthetic-0_67"] and "| no clear difference |" in rows["balanced"]
+    rows = [line for line in results_table("dcgan_minority_kaggle", root=REPO).splitlines() if "synthetic-0_67" in line]
+    assert "| helped |" in rows[0]  # the same numbers with a gate that passed

@@ -424,8 +424,10 @@ def _number(value: Any, digits: int = 3, signed: bool = False) -> str:
 def results_table(name: str, exp_name: str | None = None, root: Path = Path(".")) -> str:
     """Markdown: per experiment of the preset (named NAME, or NAME-<value> for a sweep) and per arm,
     evaluate's primary metric against `real` (difference, corrected interval, verdict, from
-    metrics/evaluation.json), beside the synthetic set's memorisation audit and SSIM likeness
-    (data/synthetic/manifest.json of that experiment) and the GAN's fd_domain (metrics/gan.json).
+    metrics/evaluation.json; "(gate overridden)" after the verdict of an arm trained on a set the
+    quality gate refused and synthesize wrote anyway), beside the synthetic set's memorisation audit
+    and SSIM likeness (data/synthetic/manifest.json of that experiment) and the GAN's fd_domain
+    (metrics/gan.json).
     A sweep lists only the arms that use synthetic images: the real-only ones do not change with it."""
     from ganaug.stats.compare import verdict
 
@@ -454,6 +456,7 @@ def results_table(name: str, exp_name: str | None = None, root: Path = Path(".")
         pool = manifest.get("pool") or {}
         n_pool = pool.get("n_images", sum((pool.get("per_class") or {}).values()) if pool else None)
         real_only = {str(a) for a in leaf(experiment["params"], "arms.real") or []}
+        overridden = " (gate overridden)" if (manifest.get("quality_gate") or {}).get("overridden") else ""
         for key, value in evaluation.items():
             if not key.endswith("_vs_real") or not isinstance(value, dict):
                 continue
@@ -465,7 +468,8 @@ def results_table(name: str, exp_name: str | None = None, root: Path = Path(".")
                 row = [experiment["name"], *([dvc_value(leaf(experiment["params"], sweep))] if sweep else []), arm,
                        metric, _number(evaluation.get(f"real_{metric}")), _number(numbers.get("diff"), signed=True),
                        f"[{_number(low, signed=True)}, {_number(high, signed=True)}]",
-                       verdict(low, high) if low is not None and high is not None else "not computed",
+                       (verdict(low, high) + ("" if arm in real_only else overridden)
+                        if low is not None and high is not None else "not computed"),
                        *(["–"] * 5 if arm in real_only else  # trained on real images only: no synthetic set
                          [str(n_pool) if n_pool is not None else "–",
                           _number(audit.get("memorisation_pixel_copy_rate")),
