@@ -122,10 +122,9 @@ def main(preset: str | None, overrides: list[str], name: str | None, dry_run: bo
     args = experiment_args(Path(params_file), Path(preset) if preset else None, overrides)
     inherited = uncommitted_keys(Path(params_file))
     if inherited:  # DVC runs on the workspace's params; a previous `dvc exp run` left its values there
-        shown = ", ".join(inherited[:5]) + (f" and {len(inherited) - 5} more" if len(inherited) > 5 else "")
-        print(f"note: {params_file} differs from the committed version in {shown} (a previous experiment's values or "
-              f"your edits): this experiment runs with them too; `git checkout {params_file}` first to start from "
-              f"the committed params", file=sys.stderr, flush=True)
+        print(f"note: {params_file} differs from the committed version in {first_keys(inherited)} (a previous "
+              f"experiment's values or your edits): this experiment runs with them too; `git checkout {params_file}` "
+              f"first to start from the committed params", file=sys.stderr, flush=True)
     command = [dvc_command(Path.cwd()), "exp", "run", *(["-n", name] if name else []), *args]
     print(shlex.join(command) if dry_run else f"running: {shlex.join(['dvc', *command[1:]])}", flush=True)
     if dry_run:
@@ -280,9 +279,16 @@ def differing_keys(current: str, committed: str, params_file: Path) -> list[str]
 def uncommitted_keys(params_file: Path) -> list[str]:
     """Keys whose workspace value differs from the committed params.yaml ([] outside git or when equal)."""
     committed = committed_text(params_file)
-    if committed is None or not params_file.is_file() or params_file.read_text() == committed:
+    current = params_file.read_text() if params_file.is_file() else None
+    if committed is None or current is None or current == committed:
         return []
-    return differing_keys(params_file.read_text(), committed, params_file)
+    return differing_keys(current, committed, params_file)
+
+
+def first_keys(keys: list[str], shown: int = 5) -> str:
+    """The first `shown` keys, then how many more."""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
 
 
 def restore_committed(params_file: Path, committed: str) -> list[str]:
@@ -372,9 +378,8 @@ def run_preset(name: str, overrides: list[str], sweep: str | None, exp_name: str
             continue
         restored = restore_committed(path, committed) if committed is not None else []
         if restored:
-            shown = ", ".join(restored[:5]) + (f" and {len(restored) - 5} more" if len(restored) > 5 else "")
-            print(f"{params_file}: restored to the committed version (it held other values of {shown}: a previous "
-                  f"experiment's, or uncommitted edits; give those as -S)", flush=True)
+            print(f"{params_file}: restored to the committed version (it held other values of "
+                  f"{first_keys(restored)}: a previous experiment's, or uncommitted edits; give those as -S)", flush=True)
         print(f"running ({i + 1}/{len(runs)}): {shlex.join(['dvc', *command[1:]])}", flush=True)
         code = subprocess.call(command, env=os.environ.copy())
         if code != 0:
