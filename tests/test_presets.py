@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,15 +76,12 @@ def test_leaves_keeps_lists_and_empty_sections_whole():
 def test_exp_says_which_workspace_params_differ_from_the_committed_ones(tmp_path, capsys, monkeypatch):
     """`dvc exp run` leaves an experiment's values in params.yaml, and the next experiment runs with
     them: `ganaug exp` names those keys before it starts."""
-    import subprocess
-    import sys
-
     params = tmp_path / "params.yaml"
     params.write_text((ROOT / "params.yaml").read_text())
     for command in (["init", "-q"], ["add", "params.yaml"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "p"]):
         subprocess.run(["git", *command], cwd=tmp_path, check=True)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}")  # dvc of the test's venv
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # dvc of the test's venv
     assert main(["exp", "-S", "classifier.epochs=5", "--dry-run"]) == 0
     assert "differs from the committed version" not in capsys.readouterr().err
     params.write_text(params.read_text().replace("  epochs: 50\n", "  epochs: 7\n", 1))  # gan.epochs, as DVC leaves it
