@@ -152,6 +152,7 @@ def arm_project(tmp_path_factory):
         "synthesize": {"pool_ratio": 1.0},
         "classifier": {"seeds": [0, 1], "epochs": 1},
         "arms": {"mixed": ["synthetic", "classic_synthetic"], "ratios": [0.5, 1.0], "synthetic": ["synthetic_only"]},
+        "evaluate": {"references": ["real", "balanced", "classic"]},
     })
     meta = save_packed(load_phantom(params.data), root / "data" / "prepared")
     counts = [meta["counts"]["train"]["per_class"][name] for name in meta["class_names"]]

@@ -79,6 +79,12 @@ BAD_PARAMS = [
     ("gan-arch", "gan:\n  arch: stylegan9\n", "gan.arch='stylegan9'"),
     ("gan-arch-mode", "gan:\n  arch: acgan\n", "gan.arch=acgan is class-conditional but gan.mode=minority"),
     ("ada-wgan", "gan:\n  augment: ada\n  loss: wgan_gp\n", "gan.augment=ada with gan.loss=wgan_gp"),
+    # classic_synthetic without its control: a gain classic augmentation alone gives would pass for the GAN's
+    ("classic-synthetic-no-classic-reference", "arms:\n  mixed: [synthetic, classic_synthetic]\n",
+     "arms.mixed=['synthetic', 'classic_synthetic'] has classic_synthetic, whose control is the classic arm"),
+    ("classic-synthetic-no-classic-arm",
+     "arms:\n  real: [real, balanced]\n  mixed: [classic_synthetic]\nevaluate:\n  references: [real]\n",
+     "expected classic in arms.real (got ['real', 'balanced'])"),
     # files params name
     ("inception-weights-missing", "quality:\n  inception_weights: missing.pth\n", "quality.inception_weights='missing.pth': no such file"),
     ("folders-root-null", "data:\n  source: folders\n", "data.source=folders needs data.folders.root"),

@@ -198,6 +198,52 @@ def test_an_overridden_gate_heads_the_comparison_and_marks_the_synthetic_arms_ve
     assert "gate overridden" not in report.comparison_markdown(result)
 
 
+def test_a_gain_a_control_also_gives_is_marked_in_the_verdict_the_caveats_and_the_headline():
+    """classic_synthetic beat real but not classic (as on PneumoniaMNIST, README): its `helped`
+    rows say `(not against classic)`, a caveat names it, and the report's headline does not say yes."""
+    def row(arm, reference, verdict, metric="balanced_accuracy"):
+        return {"arm": arm, "reference": reference, "metric": metric, "verdict": verdict}
+    result = {"metrics": ["balanced_accuracy", "roc_auc"], "references": ["real", "classic"], "comparisons": [
+        row("classic", "real", "helped"),
+        row("classic_synthetic-0.5", "real", "helped"), row("classic_synthetic-0.5", "classic", "no clear difference"),
+        row("synthetic-0.5", "real", "no clear difference"), row("synthetic-0.5", "classic", "hurt"),
+        row("classic_synthetic-0.5", "real", "helped", "roc_auc"), row("classic_synthetic-0.5", "classic", "helped", "roc_auc")]}
+    assert report.unconfirmed_gains(result) == {("classic_synthetic-0.5", "balanced_accuracy"): ["classic"]}
+    assert report.unconfirmed_gain_caveats(result) == [
+        "classic_synthetic-0.5 helped against real but not against classic in balanced accuracy: its gain is not shown "
+        "to exceed what classic gives without synthetic images"]
+    from ganaug.report.build import answer
+
+    def full(r):
+        return r | {"difference": 0.1, "low": 0.05, "high": 0.15, "corrected_low": 0.01, "corrected_high": 0.2, "corrected_level": 0.99}
+    evaluation = result | {"ci_level": 0.95, "comparisons": [full(r) for r in result["comparisons"]],
+                           "families": {"classic": {"family": "classic"}, "classic_synthetic-0.5": {"family": "classic_synthetic"},
+                                        "synthetic-0.5": {"family": "synthetic"}}}
+    headline, _ = answer(evaluation)
+    assert headline.startswith("Not shown: arms with synthetic images beat a reference, but classic_synthetic-0.5 did not beat classic")
+    assert "It hurt for synthetic-0.5 (vs classic)" in headline
+    result["comparisons"][2]["verdict"] = "helped"  # beats classic too: a gain no control explains
+    assert report.unconfirmed_gains(result) == {} and answer(evaluation | {"comparisons": [full(r) for r in result["comparisons"]]})[0].startswith(
+        "Yes, for classic_synthetic-0.5 (vs classic), classic_synthetic-0.5 (vs real)")
+
+
+def test_differences_table_marks_helped_rows_of_an_arm_a_control_exposes():
+    _, _, result = small_result(references=("real", "balanced"))
+    for r in result["comparisons"]:  # synthetic-1.0 beat real on every metric, balanced on none; balanced beat real
+        r["verdict"] = ("helped" if r["reference"] == "real" and r["arm"] in ("synthetic-1.0", "balanced")
+                        else "no clear difference")
+    table = report.differences_table(result, "real")
+    assert set(table[table["arm"] == "synthetic-1.0"]["verdict"]) == {"helped (not against balanced)"}
+    assert not table[table["arm"] != "synthetic-1.0"]["verdict"].str.contains("not against").any()
+    assert "synthetic-1.0 helped against real but not against balanced" in report.comparison_markdown(
+        result | {"caveats": report.unconfirmed_gain_caveats(result)})
+    summary = summaries.evaluation_summary(result)["balanced_accuracy_vs_real"]  # what dvc exp show and preset --table read
+    assert summary["synthetic-1_0"]["references_not_beaten"] == 1.0
+    assert "references_not_beaten" not in summary["balanced"] and "references_not_beaten" not in summary["synthetic-0_5"]
+    from ganaug.presets import not_beaten
+    assert not_beaten(summary["synthetic-1_0"]) == " (not against 1 other reference)" and not_beaten(summary["balanced"]) == ""
+
+
 def test_classification_metrics_per_class_and_confusion():
     labels = np.array([0, 0, 1, 1, 1])
     proba = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])

@@ -314,7 +314,8 @@ class ArmsConfig:
     # balanced (classes balanced by arms.balance), classic (arms.classic augmentation on the fly)
     real: list[Literal["real", "balanced", "classic"]] = field(default_factory=lambda: ["real", "balanced", "classic"])
     # arm families on real + synthetic images, a DVC stage per family and ratio: synthetic, classic_synthetic
-    # (default: synthetic only, so that the default dvc repro stays within 15 minutes on 2 CPU cores)
+    # (default: synthetic only, so that the default dvc repro stays within 15 minutes on 2 CPU cores; classic_synthetic
+    # needs its control, classic, in arms.real and evaluate.references)
     mixed: list[Literal["synthetic", "classic_synthetic"]] = field(default_factory=lambda: ["synthetic"])
     # synthetic_ratio of the mixed arms: synthetic images of a class / real training images of the largest class.
     # Written as decimals (1.0, not 1): each names its stage and folder (models/arms/synthetic-1.0)
@@ -797,6 +798,13 @@ def _check_arms(params: Params) -> None:
         if pool < 1:
             raise ConfigError(f"arms.synthetic={arms.synthetic} needs as many synthetic images per class as the real "
                               f"train split: expected synthesize.pool_ratio >= 1, got {pool}")
+    if "classic_synthetic" in arms.mixed and not ("classic" in arms.real and "classic" in params.evaluate.references):
+        raise ConfigError(
+            f"arms.mixed={arms.mixed} has classic_synthetic, whose control is the classic arm (the same augmentation "
+            f"without synthetic images): expected classic in arms.real (got {arms.real}) and in evaluate.references "
+            f"(got {params.evaluate.references}), so that a gain classic augmentation alone gives is not reported as "
+            "the synthetic images'"
+        )
     names = arm_names(arms)
     unknown = [r for r in params.evaluate.references if r not in names]
     if unknown:

@@ -426,10 +426,18 @@ def _number(value: Any, digits: int = 3, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def not_beaten(numbers: dict[str, Any]) -> str:
+    """" (not against N other references)" after the `helped` of an arm that beat real but not every
+    other reference evaluate compared it with (a control gets there without synthetic images)."""
+    n = int(numbers.get("references_not_beaten") or 0)
+    return f" (not against {n} other reference{'s' if n > 1 else ''})" if n else ""
+
+
 def results_table(name: str, exp_name: str | None = None, root: Path = Path(".")) -> str:
     """Markdown: per experiment of the preset (named NAME, or NAME-<value> for a sweep) and per arm,
     evaluate's primary metric against `real` (difference, corrected interval, verdict, from
-    metrics/evaluation.json; "(gate overridden)" after the verdict of an arm trained on a set the
+    metrics/evaluation.json; "(not against N other references)" after a `helped` that a control
+    exposes; "(gate overridden)" after the verdict of an arm trained on a set the
     quality gate refused and synthesize wrote anyway), beside the synthetic set's memorisation audit
     and SSIM likeness (data/synthetic/manifest.json of that experiment) and the GAN's fd_domain
     (metrics/gan.json).
@@ -473,7 +481,7 @@ def results_table(name: str, exp_name: str | None = None, root: Path = Path(".")
                 row = [experiment["name"], *([dvc_value(leaf(experiment["params"], sweep))] if sweep else []), arm,
                        metric, _number(evaluation.get(f"real_{metric}")), _number(numbers.get("diff"), signed=True),
                        f"[{_number(low, signed=True)}, {_number(high, signed=True)}]",
-                       (verdict(low, high) + ("" if arm in real_only else overridden)
+                       (verdict(low, high) + not_beaten(numbers) + ("" if arm in real_only else overridden)
                         if low is not None and high is not None else "not computed"),
                        *(["–"] * 5 if arm in real_only else  # trained on real images only: no synthetic set
                          [str(n_pool) if n_pool is not None else "–",

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ganaug.report import figures
 from ganaug.report.html import Safe, figure, img, key_values, page, png_bytes, section, table, tag
-from ganaug.stats.report import arms_table, differences_table, metric_label, per_finding_table
+from ganaug.stats.report import arms_table, differences_table, metric_label, per_finding_table, unconfirmed_gains
 
 QUESTION = ("Does adding GAN-generated images to the real training images give a better classifier "
             "on the untouched real test split?")
@@ -119,15 +119,24 @@ def answer(evaluation: dict[str, Any]) -> tuple[str, list[str]]:
              f"({level} interval [{_num(c['low'], True)}, {_num(c['high'], True)}], corrected "
              f"{c['corrected_level']:.2%} interval [{_num(c['corrected_low'], True)}, {_num(c['corrected_high'], True)}]): "
              f"{c['verdict']}" for c in comparisons]
-    helped = sorted({f"{c['arm']} (vs {c['reference']})" for c in comparisons if c["verdict"] == "helped"})
+    exposed = {arm: missed for (arm, metric), missed in unconfirmed_gains(evaluation).items()
+               if metric == evaluation["metrics"][0]}  # helped against one reference, not against another
+    helped = sorted({f"{c['arm']} (vs {c['reference']})" for c in comparisons
+                     if c["verdict"] == "helped" and c["arm"] not in exposed})
     hurt = sorted({f"{c['arm']} (vs {c['reference']})" for c in comparisons if c["verdict"] == "hurt"})
+    not_shown = "; ".join(f"{arm} did not beat {', '.join(missed)}" for arm, missed in sorted(exposed.items())
+                          if uses_synthetic(evaluation, arm))
     if not comparisons:
         return "Not answered: no arm trained with synthetic images was evaluated (arms.mixed / arms.synthetic are empty).", lines
     if all(c["verdict"] == "not computed" for c in comparisons):
         return f"Not answered: the differences in {primary} could not be computed.", lines
     if helped:
         head = f"Yes, for {', '.join(helped)}: the corrected interval of the {primary} difference lies above 0."
-        return head + (f" But it hurt for {', '.join(hurt)}." if hurt else ""), lines
+        return head + (f" But it hurt for {', '.join(hurt)}." if hurt else "") + (f" Not shown: {not_shown}." if not_shown else ""), lines
+    if not_shown:
+        return (f"Not shown: arms with synthetic images beat a reference, but {not_shown}: their gain is not shown to "
+                f"exceed what those references give without synthetic images (corrected intervals in {primary})."
+                + (f" It hurt for {', '.join(hurt)}." if hurt else "")), lines
     if hurt:
         return f"No: synthetic images hurt {primary} for {', '.join(hurt)} (corrected interval below 0).", lines
     return (f"No clear difference: no arm with synthetic images differs from {', '.join(evaluation['references'])} "

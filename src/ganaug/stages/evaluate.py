@@ -95,6 +95,7 @@ def main(params: Params) -> None:
         result["per_finding"] = report.per_finding(labels, arms, class_names)
     else:
         result["caveats"] += caveats(families, list(cfg.references), records, dict(zip(class_names, train_counts)))
+    result["caveats"] += report.unconfirmed_gain_caveats(result)
     result["families"] = {arm: {"family": f, "ratio": r} for arm, (f, r) in families.items()}
     result["train_counts"] = {arm: records[arm].get("train_counts") for arm in arm_ids}
     result["mlflow_runs"] = {arm: {"parent": records[arm].get("mlflow_run_id"),

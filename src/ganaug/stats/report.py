@@ -66,6 +66,7 @@ def differences_table(result: dict[str, Any], reference: str) -> pd.DataFrame:
     """The comparisons against one reference: one row per (arm, metric)."""
     level = f"{result['ci_level']:.0%}"
     overridden = gate_overridden_arms(result)
+    unconfirmed = unconfirmed_gains(result)
     rows = []
     for r in result["comparisons"]:
         if r["reference"] != reference:
@@ -77,8 +78,40 @@ def differences_table(result: dict[str, Any], reference: str) -> pd.DataFrame:
                      "DeLong p": _p(r.get("delong_p")) if r["metric"] == "roc_auc" else "",
                      "collapsed seeds (arm, reference)": f"{r['collapsed_seeds_arm']}/{_models(result, r['arm'])}, "
                                                          f"{r['collapsed_seeds_reference']}/{_models(result, reference)}",
-                     "verdict": r["verdict"] + (" (gate overridden)" if r["arm"] in overridden else "")})
+                     "verdict": r["verdict"] + _not_against(unconfirmed, r) + (" (gate overridden)" if r["arm"] in overridden else "")})
     return pd.DataFrame(rows)
+
+
+def unconfirmed_gains(result: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    """{(arm, metric): the references it did not beat} for every arm that helped against at least
+    one reference on that metric but not against every reference it was compared with. Such a gain
+    is one a control gives without synthetic images (class balance, classic augmentation): the
+    control exposes it, so the arm's `helped` rows say which references it did not beat."""
+    by_arm: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in result["comparisons"]:
+        by_arm.setdefault((r["arm"], r["metric"]), []).append(r)
+    return {key: missed for key, rows in by_arm.items()
+            if any(r["verdict"] == "helped" for r in rows)
+            and (missed := [r["reference"] for r in rows if r["verdict"] != "helped"])}
+
+
+def _not_against(unconfirmed: dict[tuple[str, str], list[str]], record: dict[str, Any]) -> str:
+    missed = unconfirmed.get((record["arm"], record["metric"])) if record["verdict"] == "helped" else None
+    return f" (not against {', '.join(missed)})" if missed else ""
+
+
+def unconfirmed_gain_caveats(result: dict[str, Any]) -> list[str]:
+    """One caveat per arm whose gain on the primary metric (the first compared) a control exposes."""
+    primary = result["metrics"][0]
+    notes = []
+    for (arm, metric), missed in unconfirmed_gains(result).items():
+        if metric == primary:
+            beaten = [r["reference"] for r in result["comparisons"]
+                      if (r["arm"], r["metric"]) == (arm, metric) and r["verdict"] == "helped"]
+            notes.append(f"{arm} helped against {', '.join(beaten)} but not against {', '.join(missed)} in "
+                         f"{metric_label(metric)}: its gain is not shown to exceed what {', '.join(missed)} "
+                         "gives without synthetic images")
+    return notes
 
 
 def gate_overridden_arms(result: dict[str, Any]) -> set[str]:
@@ -105,7 +138,8 @@ def comparison_markdown(result: dict[str, Any], notes: list[str] | None = None) 
         if table.empty:
             continue
         parts += [f"## Against `{reference}` (arm - {reference})", "", table.to_markdown(index=False, disable_numparse=True), ""]
-    parts += ["Verdict: `helped` / `hurt` only when the corrected interval excludes 0. " + result["correction"]
+    parts += ["Verdict: `helped` / `hurt` only when the corrected interval excludes 0; `helped (not against X)`: "
+              "this arm did not beat reference X, which gets there without synthetic images. " + result["correction"]
               + " (a corrected interval that excludes 0 implies Holm's rejection). Paired tests: "
               + result["paired_test"] + " (DeLong p on the AUROC rows). Collapse: " + result["collapse_rule"] + ".", ""]
     if result.get("per_finding"):

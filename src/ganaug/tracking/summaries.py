@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ganaug.tracking.mlflow_utils import metric_key
+from ganaug.stats.report import unconfirmed_gains
 
 # quality of the trained generator: distance, coverage, label fidelity, diversity, copies
 GAN_KEYS = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain", "label_fidelity",
@@ -53,16 +54,20 @@ def classifier_summary(per_seed: dict[str, dict[str, float]]) -> dict[str, dict[
 def evaluation_summary(result: dict[str, Any]) -> dict[str, Any]:
     """metrics/evaluation.json, kept narrow for `dvc exp show`: the real arm's balanced accuracy
     (mean over seeds), then per arm its difference from real (`diff`) and the corrected interval
-    (`corrected_low`, `corrected_high`; the verdict reads it), the number of collapsed seeds over
+    (`corrected_low`, `corrected_high`; the verdict reads it; `references_not_beaten` when it helped
+    against real but not against every other reference), the number of collapsed seeds over
     all arms, and quality_gate.overridden. Arm ids pass through metric_key (`synthetic-1_0`):
     a dot would nest in DVC's columns. Everything else is in reports/evaluation.json."""
     metric = SUMMARY_METRIC if SUMMARY_METRIC in result["metrics"] else result["metrics"][0]  # multi-label: macro AUROC
     real = result["arms"].get(SUMMARY_REFERENCE, {}).get("metrics", {}).get(metric, {})
     summary: dict[str, Any] = {f"{SUMMARY_REFERENCE}_{metric}": real["mean"]} if real.get("mean") is not None else {}
     differences = {}
+    unconfirmed = unconfirmed_gains(result)
     for c in result["comparisons"]:
         if c["reference"] == SUMMARY_REFERENCE and c["metric"] == metric:
             numbers = {"diff": c["difference"], "corrected_low": c["corrected_low"], "corrected_high": c["corrected_high"]}
+            if c["verdict"] == "helped" and (c["arm"], metric) in unconfirmed:  # helped here, not against another reference
+                numbers["references_not_beaten"] = len(unconfirmed[(c["arm"], metric)])
             differences[metric_key(c["arm"])] = {k: float(v) for k, v in numbers.items() if v is not None}
     summary[f"{metric}_vs_{SUMMARY_REFERENCE}"] = differences
     summary["collapsed_seeds"] = sum(len(a["collapsed_seeds"]) for a in result["arms"].values())
