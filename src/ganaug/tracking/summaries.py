@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ganaug.tracking.mlflow_utils import metric_key
 from ganaug.stats.report import unconfirmed_gains
+from ganaug.tracking.mlflow_utils import metric_key
 
 # quality of the trained generator: distance, coverage, label fidelity, diversity, copies
 GAN_KEYS = ("fd_domain", "kd_domain", "precision_domain", "recall_domain", "coverage_domain", "label_fidelity",
