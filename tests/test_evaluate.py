@@ -17,7 +17,9 @@ from sklearn.metrics import roc_auc_score
 from conftest import REPO
 from ganaug.classify.metrics import classification_metrics
 from ganaug.config import ArmsConfig, EvaluateConfig, Params
+from ganaug.presets import not_beaten
 from ganaug.quality.gate import gate_summary
+from ganaug.report.build import answer
 from ganaug.stages import evaluate
 from ganaug.stats import report
 from ganaug.stats.compare import compare_arms
@@ -212,8 +214,6 @@ def test_a_gain_a_control_also_gives_is_marked_in_the_verdict_the_caveats_and_th
     assert report.unconfirmed_gain_caveats(result) == [
         "classic_synthetic-0.5 helped against real but not against classic in balanced accuracy: its gain is not shown "
         "to exceed what classic gives without synthetic images"]
-    from ganaug.report.build import answer
-
     def full(r):
         return r | {"difference": 0.1, "low": 0.05, "high": 0.15, "corrected_low": 0.01, "corrected_high": 0.2, "corrected_level": 0.99}
     evaluation = result | {"ci_level": 0.95, "comparisons": [full(r) for r in result["comparisons"]],
@@ -240,7 +240,6 @@ def test_differences_table_marks_helped_rows_of_an_arm_a_control_exposes():
     summary = summaries.evaluation_summary(result)["balanced_accuracy_vs_real"]  # what dvc exp show and preset --table read
     assert summary["synthetic-1_0"]["references_not_beaten"] == 1.0
     assert "references_not_beaten" not in summary["balanced"] and "references_not_beaten" not in summary["synthetic-0_5"]
-    from ganaug.presets import not_beaten
     assert not_beaten(summary["synthetic-1_0"]) == " (not against 1 other reference)" and not_beaten(summary["balanced"]) == ""
 
 
