@@ -24,7 +24,8 @@ from ganaug import cli
 from ganaug.config import ConfigError, SynthesizeConfig, params_from_dict, to_dict
 from ganaug.stats.compare import VERDICTS
 from ganaug.tune import storage as tune_storage
-from ganaug.tune.mixing import FINAL_ATTR, SyntheticPool
+from ganaug.config import EvaluateConfig
+from ganaug.tune.mixing import FINAL_ATTR, SyntheticPool, final_references, final_verdict
 from ganaug.tune.study import PARENT_RUN_ATTR
 
 pytestmark = pytest.mark.slow
@@ -169,6 +170,23 @@ def test_a_trials_synthetic_images_are_what_synthesize_writes(project):
     assert 0 < acceptance[c] < 1
 
 
+def test_the_final_verdict_is_not_helped_when_a_control_matches_the_gain():
+    """The chosen mix beat real-only but not balanced (a gain class balance alone gives, as in the
+    brief's collapsed default run): the final verdict says so instead of "helped"."""
+    def row(reference, verdict, metric="balanced_accuracy"):
+        return {"arm": "mixing", "reference": reference, "metric": metric, "verdict": verdict}
+    result = {"metrics": ["balanced_accuracy"], "comparisons": [
+        {"arm": "balanced", "reference": "real", "metric": "balanced_accuracy", "verdict": "helped"},
+        row("real", "helped"), row("balanced", "no clear difference"), row("classic", "hurt")]}
+    assert final_verdict(result, "balanced_accuracy") == "helped (not against balanced, classic)"
+    result["comparisons"][2:] = [row("balanced", "helped"), row("classic", "helped")]
+    assert final_verdict(result, "balanced_accuracy") == "helped"
+    result["comparisons"][1:] = [row("real", "no clear difference"), row("balanced", "hurt")]
+    assert final_verdict(result, "balanced_accuracy") == "no clear difference"
+    assert final_references(EvaluateConfig(references=["real", "balanced", "classic"])) == ["real", "balanced", "classic"]
+    assert final_references(EvaluateConfig(references=["real", "synthetic-0.5"])) == ["real"]  # controls only
+
+
 # ---------------------------------------------------------------------------------------
 # the study, its MLflow runs and the one final test evaluation
 
@@ -216,7 +234,7 @@ def test_study_scores_on_validation_only_then_evaluates_the_choice_once_on_test(
     assert "(higher is better)" in shown and f"trial {study.best_trial.number}:" in shown
     assert "no final test evaluation yet" in shown
 
-    # the final evaluation: the best trial and real-only, same seeds, on the test split, once
+    # the final evaluation: the best trial, real-only and the balanced control, same seeds, on the test split, once
     read.clear()
     assert cli.main(["tune", "apply", "mixing", "--study", "mix", "--storage", storage]) == 0
     out = capsys.readouterr().out
@@ -227,7 +245,10 @@ def test_study_scores_on_validation_only_then_evaluates_the_choice_once_on_test(
     assert final["trial"] == best.number and final["metric"] == "balanced_accuracy" and final["seeds"] == [0, 1]
     assert final["difference"] == pytest.approx(final["mixing_mean"] - final["real_mean"])
     assert final["corrected_low"] <= final["difference"] <= final["corrected_high"]
-    assert final["verdict"] in VERDICTS and final["validation_value"] == pytest.approx(best.value)
+    assert final["verdict"].split(" (not against")[0] in VERDICTS and final["validation_value"] == pytest.approx(best.value)
+    assert list(final["controls"]) == ["balanced"]  # evaluate.references' real-only controls beside real
+    assert final["controls"]["balanced"]["verdict"] in VERDICTS
+    assert final["controls"]["balanced"]["difference"] == pytest.approx(final["mixing_mean"] - final["controls"]["balanced"]["mean"])
     assert {final["collapsed_seeds_arm"], final["collapsed_seeds_reference"]} <= {0, 1, 2}
     ratio = best.params["synthetic_ratio"]
     assert sum(final["train_counts"]["synthetic"].values()) == int(round(ratio * max(final["train_counts"]["real"].values())))
@@ -236,8 +257,10 @@ def test_study_scores_on_validation_only_then_evaluates_the_choice_once_on_test(
     comparison = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
                                                                      artifact_path="comparison.json")).read_text())
     assert comparison["arms"]["real"]["seeds"] == comparison["arms"]["mixing"]["seeds"] == ["seed0", "seed1"]
+    assert comparison["arms"]["balanced"]["seeds"] == ["seed0", "seed1"] and comparison["references"] == ["real", "balanced"]
     assert client.get_run(parent).data.tags["final.verdict"] == final["verdict"]
     assert f"test balanced_accuracy: mixing {final['mixing_mean']:.4f} vs real-only {final['real_mean']:.4f}" in out
+    assert f"against balanced (real-only control, {final['controls']['balanced']['mean']:.4f})" in out
     command = out.strip().splitlines()[-1]
     assert command.startswith(f"dvc exp run --name mix-trial-{best.number} -S 'arms.ratios=[{ratio!r}]'")
     assert f"-S synthesize.filter={best.params['filter']}" in command and "-S classifier.lr=" in command

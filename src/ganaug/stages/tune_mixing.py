@@ -182,7 +182,8 @@ def main(params: Params, args: argparse.Namespace) -> int:
 
 def evaluate_once(params: Params, tune: TuneConfig, study, trial_number: int | None, generator: TrainedGenerator,
                   meta: dict) -> dict[str, Any]:
-    """The chosen trial's one test evaluation against real-only (stored in the study; a stored
+    """The chosen trial's one test evaluation against real-only and the real-only controls of
+    evaluate.references (stored in the study; a stored
     one is returned as it is; another trial's is refused: choosing again after seeing a test
     result would be a choice made on the test split)."""
     trial = studies.chosen_trial(study, trial_number)
@@ -197,14 +198,19 @@ def evaluate_once(params: Params, tune: TuneConfig, study, trial_number: int | N
     choice = mixing.choice_of(params_to_mixing(trial.params), params.classifier, params.synthesize, default_ratio(params))
     seeds = list(tune.mixing_seeds)
     found = mixing.final_test(choice, data, pool, dataset.test.images, dataset.test.labels, seeds, params.evaluate,
-                              tune.mixing_objective)
+                              tune.mixing_objective, params.arms)
+    metric = found["comparison"]["metric"]
+    means = {arm: summary["metrics"][metric]["mean"] for arm, summary in found["result"]["arms"].items()}
     record = {"trial": trial.number, "params": params_to_mixing(trial.params), "validation_value": trial.value,
               "objective": tune.mixing_objective, "seeds": seeds, "train_counts": found["train_counts"],
               **{k: found["comparison"][k] for k in ("metric", "difference", "low", "high", "corrected_low",
-                                                      "corrected_high", "corrected_level", "p_value", "verdict",
+                                                      "corrected_high", "corrected_level", "p_value",
                                                       "collapsed_seeds_arm", "collapsed_seeds_reference")},
-              "mixing_mean": found["result"]["arms"][mixing.MIXED_ARM]["metrics"][found["comparison"]["metric"]]["mean"],
-              "real_mean": found["result"]["arms"][mixing.REAL_ARM]["metrics"][found["comparison"]["metric"]]["mean"]}
+              "verdict": found["verdict"],  # against real-only, "(not against <control>)" when a control matched the gain
+              "mixing_mean": means[mixing.MIXED_ARM], "real_mean": means[mixing.REAL_ARM],
+              "controls": {ref: {"mean": means[ref], **{k: c[k] for k in ("difference", "corrected_low", "corrected_high",
+                                                                           "corrected_level", "p_value", "verdict")}}
+                           for ref, c in found["controls"].items()}}
     record["mlflow_run_id"] = log_final(study, record, found["result"], meta)
     study.set_user_attr(mixing.FINAL_ATTR, record)
     return record
@@ -223,6 +229,8 @@ def log_final(study, record: dict[str, Any], result: dict[str, Any], meta: dict)
                            "metric": record["metric"]})
         mlflow.log_metrics({f"test_{k}": record[k] for k in ("difference", "low", "high", "corrected_low", "corrected_high",
                                                              "mixing_mean", "real_mean") if record[k] is not None}
+                           | {f"test_difference_vs_{ref}": c["difference"] for ref, c in record["controls"].items()
+                              if c["difference"] is not None}
                            | {"validation_value": record["validation_value"]})
         mlflow.log_dict(result, "comparison.json")
     client = mlflow.MlflowClient()
@@ -243,6 +251,9 @@ def final_report(record: dict[str, Any]) -> str:
             f"  test {record['metric']}: mixing {num(record['mixing_mean'], '')} vs real-only {num(record['real_mean'], '')} "
             f"(seeds {record['seeds']}); difference {num(record['difference'])}, {record['corrected_level']:.1%} "
             f"corrected interval [{num(record['corrected_low'])}, {num(record['corrected_high'])}]: {record['verdict']}"
+            + "".join(f"\n  against {ref} (real-only control, {num(c['mean'], '')}): difference {num(c['difference'])}, "
+                      f"{c['corrected_level']:.1%} corrected interval [{num(c['corrected_low'])}, {num(c['corrected_high'])}]: "
+                      f"{c['verdict']}" for ref, c in record.get("controls", {}).items())
             + collapse_note(record))
 
 

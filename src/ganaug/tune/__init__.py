@@ -7,7 +7,8 @@
   reporting each evaluation for pruning and logging itself as a nested MLflow run.
 - `mixing`: a mixing trial (synthetic ratio, filter, classifier lr with a fixed generator),
   scored on the *validation* split over classifier seeds; the one final test comparison of the
-  chosen configuration against real-only (`final_test`, through `ganaug.stats.compare`).
+  chosen configuration against real-only and the real-only controls of evaluate.references
+  (`final_test`, through `ganaug.stats.compare`).
 - `study`: opening/checking a study (`StudyKind`: GAN or mixing), the worker loop with its
   budget, parallel workers, the parent MLflow run, `show` and `apply`.
 

@@ -14,8 +14,10 @@ Optuna's WilcoxonPruner needs). The validation score is optimistic (it also chos
 same for every trial: it ranks configurations, the final test evaluation measures the chosen one.
 
 The final evaluation (`final_test`) is the only function here that sees the test split: the
-chosen configuration and real-only, trained with the same seeds and classifier params, compared
-by `ganaug.stats.compare.compare_arms` (the evaluate stage's statistics).
+chosen configuration, real-only and the real-only controls among evaluate.references (`balanced`,
+`classic`), trained with the same seeds and classifier params, compared by
+`ganaug.stats.compare.compare_arms` (the evaluate stage's statistics). A gain over real-only that
+a control matches is not reported as "helped" (`final_verdict`): the brief's first rule.
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ import optuna
 import torch
 
 from ganaug.classify.train import predict_proba, train_classifier
-from ganaug.config import ClassifierConfig, EvaluateConfig, SynthesizeConfig, TuneConfig, flatten
-from ganaug.experiments.arms import Arm, arm_training_set
+from ganaug.classify.augment import ClassicAugment
+from ganaug.config import ArmsConfig, ClassifierConfig, EvaluateConfig, SynthesizeConfig, TuneConfig, flatten
+from ganaug.experiments.arms import REAL_FAMILIES, Arm, arm_training_set, parse_arm, train_options
 from ganaug.gan.generator import TrainedGenerator
 from ganaug.io import kill_point
 from ganaug.quality.filters import FilterError, Scorer, draw_filtered
 from ganaug.stats.compare import compare_arms, find_comparison
 from ganaug.stats.metrics import BatchMetric, batch_balanced_accuracy, batch_macro_f1, batch_recall, compared_metrics
+from ganaug.stats.report import unconfirmed_gains
 from ganaug.tracking import runs
 from ganaug.tracking.mlflow_utils import metric_key
 from ganaug.tune.space import suggest_mixing
@@ -168,11 +172,13 @@ def mixed_training_set(choice: MixingChoice, data: MixingData, pool: SyntheticPo
 
 
 def train_seed(images: np.ndarray, labels: np.ndarray, data: MixingData, cfg: ClassifierConfig, seed: int,
-               desc: str) -> torch.nn.Module:
-    """One classifier on (images, labels), its epoch selected on the real validation split."""
+               desc: str, balance: str = "none", augment_config=None) -> torch.nn.Module:
+    """One classifier on (images, labels), its epoch selected on the real validation split
+    (balance and augment_config as `experiments.arms.train_options` gives them for a control)."""
+    augment = ClassicAugment(augment_config) if augment_config is not None else None
     result = train_classifier(images, labels, data.val_images, data.val_labels, data.n_classes, cfg.arch, cfg.epochs,
                               cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.patience, seed, data.device,
-                              schedule=cfg.schedule, select=cfg.select, balance="none", desc=desc)
+                              schedule=cfg.schedule, select=cfg.select, balance=balance, augment=augment, desc=desc)
     return result.model
 
 
@@ -237,24 +243,49 @@ def make_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def final_references(evaluate: EvaluateConfig) -> list[str]:
+    """The arms the chosen configuration is compared with: real-only first, then the real-only
+    controls (balanced, classic) among evaluate.references, each trained on the same seeds."""
+    return [REAL_ARM] + [r for r in evaluate.references if r in REAL_FAMILIES and r != REAL_ARM]
+
+
+def final_verdict(result: dict[str, Any], metric: str) -> str:
+    """The mixing arm's verdict against real-only, unless it helped there but not against a
+    control: then "helped (not against balanced)" (`stats.report.unconfirmed_gains`), so a gain
+    that class balance or classic augmentation gives without synthetic images is never "helped"."""
+    record = find_comparison(result, MIXED_ARM, REAL_ARM, metric)
+    assert record is not None, f"compare_arms returned no {MIXED_ARM} vs {REAL_ARM} record for {metric}"
+    missed = unconfirmed_gains(result).get((MIXED_ARM, metric))
+    return f"{record['verdict']} (not against {', '.join(missed)})" if missed and record["verdict"] == "helped" \
+        else record["verdict"]
+
+
 def final_test(choice: MixingChoice, data: MixingData, pool: SyntheticPool, test_images: np.ndarray,
-               test_labels: np.ndarray, seeds: list[int], evaluate: EvaluateConfig, objective: str) -> dict[str, Any]:
-    """The chosen configuration and real-only, one classifier per seed each (same seeds, same
-    classifier params, epochs selected on validation), predicted once on the test split and
-    compared with `compare_arms` (evaluate.n_bootstrap, evaluate.ci, evaluate.seed). Returns
-    {"comparison": the record of the objective's metric (difference mixing - real, interval,
-    corrected interval, verdict), "result": compare_arms' whole record}."""
+               test_labels: np.ndarray, seeds: list[int], evaluate: EvaluateConfig, objective: str,
+               arms_cfg: ArmsConfig) -> dict[str, Any]:
+    """The chosen configuration, real-only and the controls of `final_references` (balanced:
+    arms.balance; classic: arms.classic), one classifier per seed each (same seeds, same classifier
+    params, epochs selected on validation), predicted once on the test split and compared with
+    `compare_arms` (evaluate.n_bootstrap, evaluate.ci, evaluate.seed, Holm over every comparison).
+    Returns {"comparison": the objective's mixing - real record, "controls": {control: the
+    mixing - control record}, "verdict": `final_verdict`, "result": compare_arms' whole record,
+    "train_counts"}."""
     images, labels, info = mixed_training_set(choice, data, pool)
-    arms: dict[str, dict[str, np.ndarray]] = {REAL_ARM: {}, MIXED_ARM: {}}
+    references = final_references(evaluate)
+    training = {ref: (data.train_images, data.train_labels, train_options(parse_arm(ref, arms_cfg), arms_cfg))
+                for ref in references}
+    training[MIXED_ARM] = (images, labels, {"balance": "none", "augment_config": None})
+    arms: dict[str, dict[str, np.ndarray]] = {arm: {} for arm in training}
     for seed in seeds:
-        for arm, (x, y) in ((REAL_ARM, (data.train_images, data.train_labels)), (MIXED_ARM, (images, labels))):
-            model = train_seed(x, y, data, choice.classifier, seed, f"final {arm} seed {seed}")
+        for arm, (x, y, options) in training.items():
+            model = train_seed(x, y, data, choice.classifier, seed, f"final {arm} seed {seed}", **options)
             arms[arm][f"seed{seed}"] = predict_proba(model, test_images, data.device)  # (N_test, K)
-    result = compare_arms(test_labels, arms, [REAL_ARM], compared_metrics(data.minority, data.class_names),
+    result = compare_arms(test_labels, arms, references, compared_metrics(data.minority, data.class_names),
                           evaluate.n_bootstrap, evaluate.ci, evaluate.seed)
     name = compared_name(objective, data.class_names, data.minority)
     comparison = find_comparison(result, MIXED_ARM, REAL_ARM, name)
     assert comparison is not None, f"compare_arms returned no {MIXED_ARM} vs {REAL_ARM} record for {name}"
-    return {"comparison": comparison, "result": result,
+    return {"comparison": comparison, "controls": {ref: find_comparison(result, MIXED_ARM, ref, name) for ref in references[1:]},
+            "verdict": final_verdict(result, name), "result": result,
             "train_counts": {part: {data.class_names[c]: int(n) for c, n in counts.items()}
                              for part, counts in info["train_counts"].items()}}
