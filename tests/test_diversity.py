@@ -11,7 +11,7 @@ import torch
 from scipy.spatial.distance import pdist
 
 from ganaug.config import GANConfig
-from ganaug.gan.train import GANModeCollapseError, last_diverse_path, training_loop
+from ganaug.gan.train import GANModeCollapseError, collapse_remedies, last_diverse_path, training_loop
 from ganaug.quality.diversity import diversity_metrics, diversity_ratio, image_rows, low_streak, mean_pairwise_distance
 
 from conftest import smooth_images
@@ -93,8 +93,17 @@ def test_collapse_stop_rule_warns_then_stops_naming_epoch_value_key_and_last_goo
                            r"gan.min_diversity=0.5 .*gan.diversity_evals=2.*stopped at epoch 3. Last good checkpoint: "
                            r".*c.last_diverse.pt \(epoch 1\).*gan.min_diversity=0 turns this check off"):
             training_loop(images, None, 0, tiny_cfg(), checkpoint, CPU, evaluate=scripted_evaluation([0.9, 0.1, 0.05, 0.9, 0.9, 0.9]))
-    assert torch.load(last_diverse_path(checkpoint), weights_only=False)["epoch"] == 1
-    assert torch.load(checkpoint, weights_only=False)["epoch"] == 2  # the collapsed epoch 3 is not saved
+    assert torch.load(last_diverse_path(checkpoint), weights_only=True)["epoch"] == 1
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2  # the collapsed epoch 3 is not saved
+
+
+def test_collapse_remedies_leave_out_what_the_params_already_do():
+    plain = collapse_remedies(dataclasses.replace(GANConfig(), augment="none", loss="nonsaturating", spectral_norm=False,
+                                                  ema_kimg=0.0))
+    assert plain.startswith("gan.augment=diffaugment, gan.loss=hinge with gan.spectral_norm=true, gan.ema_kimg > 0")
+    modern = collapse_remedies(dataclasses.replace(GANConfig(), arch="acgan", mode="conditional"))  # the default recipe
+    assert "diffaugment" not in modern and "gan.loss=hinge" not in modern and "ema_kimg" not in modern
+    assert modern.startswith("gan.arch=cgan") and modern.endswith("more gan.epochs, another gan.seed")
 
 
 @pytest.mark.parametrize("overrides, values", [

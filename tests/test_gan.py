@@ -15,7 +15,7 @@ import torch
 
 from ganaug.config import GANConfig
 from ganaug.gan.generator import TrainedGenerator
-from ganaug.gan.train import GANDivergenceError, build_networks, last_good_path, training_loop
+from ganaug.gan.train import GANDivergenceError, build_networks, divergence_remedies, last_good_path, training_loop
 from ganaug.tracking import pyfunc_generator
 
 CPU = torch.device("cpu")
@@ -198,6 +198,13 @@ def test_divergence_guard_stops_a_collapsed_discriminator_and_keeps_the_last_goo
         training_loop(tiny_images(16), None, 0, cfg, tmp_path / "c.pt", CPU)  # 2 steps per epoch
     assert torch.load(last_good_path(tmp_path / "c.pt"), weights_only=True)["epoch"] == 1
     assert torch.load(tmp_path / "c.pt", weights_only=True)["epoch"] == 2  # the collapsed epoch 3 is not saved
+
+
+def test_divergence_remedies_leave_out_what_the_params_already_do():
+    assert divergence_remedies(dataclasses.replace(GANConfig(), augment="none", spectral_norm=False, r1_gamma=0.0)) == (
+        "gan.augment=diffaugment or ada, a lower gan.lr_d, gan.spectral_norm=true or gan.r1_gamma > 0")
+    assert divergence_remedies(dataclasses.replace(GANConfig(), augment="ada", spectral_norm=True, r1_gamma=1.0)) == (
+        "a lower gan.lr_d")
 
 
 def test_collapse_guard_is_off_with_collapse_epochs_0(tmp_path, monkeypatch):

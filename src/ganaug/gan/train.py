@@ -162,10 +162,32 @@ def check_diversity(quality: list[dict[str, float]], cfg: GANConfig, kept: Path)
         f"and reference features) was {low}, below "
         f"gan.min_diversity={cfg.min_diversity} in {streak} evaluations in a row (gan.diversity_evals={cfg.diversity_evals}): "
         f"G draws nearly the same images whatever the noise; stopped at epoch {latest['epoch']}. Last good checkpoint: "
-        f"{last_good}. "
-        "Try gan.augment=diffaugment, gan.loss=hinge with gan.spectral_norm=true, gan.ema_kimg > 0, or another gan.seed; "
-        "gan.min_diversity=0 turns this check off."
+        f"{last_good}. Try {collapse_remedies(cfg)}; gan.min_diversity=0 turns this check off."
     )
+
+
+def divergence_remedies(cfg: GANConfig) -> str:
+    """What to try after the discriminator collapsed, leaving out what these params already do."""
+    tries = ["gan.augment=diffaugment or ada"] if cfg.augment == "none" else []
+    tries.append("a lower gan.lr_d")
+    tries += [] if cfg.spectral_norm else ["gan.spectral_norm=true"]
+    tries += [] if cfg.r1_gamma > 0 else ["gan.r1_gamma > 0"]
+    return ", ".join(tries[:-1]) + f" or {tries[-1]}" if len(tries) > 1 else tries[0]
+
+
+def collapse_remedies(cfg: GANConfig) -> str:
+    """What to try after a mode collapse, leaving out what these params already do (a hint to
+    turn on DiffAugment is no help to a run that collapsed with it)."""
+    tries = []
+    if cfg.augment == "none":
+        tries.append("gan.augment=diffaugment")
+    if cfg.loss != "hinge" or not cfg.spectral_norm:
+        tries.append("gan.loss=hinge with gan.spectral_norm=true")
+    if cfg.ema_kimg <= 0:
+        tries.append("gan.ema_kimg > 0")
+    if cfg.arch == "acgan":
+        tries.append("gan.arch=cgan (a projection discriminator; the AC-GAN's class loss can reward one image per class)")
+    return ", ".join(tries + ["more gan.epochs", "another gan.seed"])
 
 
 CHECKPOINT_EXPECTED = ("a GAN checkpoint written by the train_gan stage; remove it (and its folder under .ganaug/) "
@@ -479,7 +501,7 @@ def training_loop(
                 f"epochs {good_epoch + 1}..{epoch} (gan.collapse_epochs={cfg.collapse_epochs}): it separates real from "
                 f"generated images with near certainty and has overpowered G; stopped at step {step}. Last good checkpoint: "
                 f"{f'{kept} (epoch {good_epoch})' if good_epoch > 0 else 'none (collapsed from the first epoch)'}. "
-                "Try gan.augment=diffaugment or ada, a lower gan.lr_d, gan.spectral_norm=true or gan.r1_gamma > 0."
+                f"Try {divergence_remedies(cfg)}."
             )
 
         metrics = None
