@@ -26,8 +26,9 @@ from conftest import REPO, prepared_project
 from ganaug import cli
 from ganaug.config import ConfigError, params_from_dict
 from ganaug.tune import storage as tune_storage
-from ganaug.tune.study import (EPOCHS_RUN_ATTR, LAUNCHED_WORKER_ENV, PARENT_RUN_ATTR, SETTINGS_ATTR, StudyProgress,
-                               apply_command, open_study, run_worker, show, summary, time_left)
+from ganaug.tune.study import (EPOCHS_RUN_ATTR, LAUNCHED_WORKER_ENV, PARENT_RUN_ATTR, SETTINGS_ATTR, SURPLUS_ATTR,
+                               StudyProgress, apply_command, is_surplus, open_study, run_worker, show, summary,
+                               time_left)
 from postgres_server import postgres_server  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow
@@ -273,6 +274,26 @@ def test_time_left_is_the_pace_so_far_capped_by_the_timeout():
     assert time_left(budget=10, finished=12, finished_at_start=0, elapsed=60.0, timeout=0) == 0.0
 
 
+def test_a_trial_that_other_workers_left_no_room_for_fails_unrun_and_does_not_count(monkeypatch):
+    """Two workers each saw one trial left and both started one (the race a loaded machine showed
+    with three PostgreSQL workers): the higher-numbered trial is surplus and fails before the
+    objective runs, so the study finishes exactly its budget."""
+    study = optuna.create_study(study_name="race", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=1)
+    other = study.ask()  # another worker's trial, started first and still running
+    assert not is_surplus(study, other, budget=2) and is_surplus(study, other, budget=1)
+    reads = iter([1, 0])  # this worker's read of the budget came before the other trial started; then it sees none
+    monkeypatch.setattr("ganaug.tune.study.budget_left", lambda study, budget: next(reads))
+    ran: list[int] = []
+    run_worker(study, lambda trial: ran.append(trial.number) or trial.suggest_float("x", 0.0, 1.0), budget=2,
+               timeout=0, max_retries=0)
+    assert ran == []  # nothing was trained
+    mine = study.trials[-1]
+    assert mine.number == 2 and mine.state == TrialState.FAIL and mine.user_attrs[SURPLUS_ATTR] is True
+    study.tell(other, 0.5)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2  # the budget, not 3
+
+
 def _trials_up_to(study: optuna.Study, bar: StudyProgress) -> None:
     run_worker(study, lambda trial: trial.suggest_float("x", 0.0, 1.0), budget=bar.budget, timeout=0, max_retries=0,
                on_trial=bar.trial_finished)
@@ -318,7 +339,9 @@ def check_shared_study(study: optuna.Study, budget: int, killed_worker_trials: i
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states, states
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == budget, states
-    failed = [t for t in trials if t.state == TrialState.FAIL]
+    surplus = [t for t in trials if t.user_attrs.get(SURPLUS_ATTR)]  # workers that started at the same moment
+    assert all(t.state == TrialState.FAIL and not t.params for t in surplus), states
+    failed = [t for t in trials if t.state == TrialState.FAIL and t not in surplus]
     assert len(failed) == killed_worker_trials, states
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
     assert len(retries) == 1 and retries[0].params == failed[0].params and retries[0] in finished

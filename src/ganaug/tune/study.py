@@ -37,11 +37,13 @@ from tqdm import tqdm  # noqa: E402
 from ganaug.config import TuneConfig  # noqa: E402
 from ganaug.progress import is_terminal  # noqa: E402
 from ganaug.tune.space import params_to_gan, params_to_mixing, space_as_dict  # noqa: E402
-from ganaug.tune.storage import fail_dead_trials, open_storage, redact, resolve_storage_url  # noqa: E402
+from ganaug.tune.storage import (fail_dead_trials, open_storage, original_trial_number, redact,  # noqa: E402
+                                 resolve_storage_url)
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attribute
 SETTINGS_ATTR = "ganaug.settings"  # study user attribute: what the study searches and measures
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SURPLUS_ATTR = "ganaug.surplus"  # trial user attribute: failed unrun, the budget was full (`run_worker`)
 EPOCHS_RUN_ATTR = "epochs_run"  # GAN trial user attribute: epochs trained before it completed or was stopped
 LAUNCHED_WORKER_ENV = "GANAUG_TUNE_LAUNCHED_WORKER"  # set by launch_workers: the workers share one terminal
 
@@ -178,12 +180,34 @@ def budget_left(study: optuna.Study, budget: int) -> int:
     return budget - len(trials)
 
 
+class SurplusTrial(Exception):
+    """A new trial that workers starting at the same moment left no room for in the budget."""
+
+
+def is_surplus(study: optuna.Study, trial: optuna.Trial, budget: int) -> bool:
+    """True for a new trial (not a retry) whose lower-numbered trials that finished, run or wait
+    already fill the budget. Trial numbers are given out one at a time by the storage, so when
+    several workers each saw one trial left and started one, all but the lowest number are surplus."""
+    if original_trial_number(study, trial) != trial.number:
+        return False
+    states = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+    return sum(t.number < trial.number for t in study.get_trials(deepcopy=False, states=states)) >= budget
+
+
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], budget: int, timeout: float,
                max_retries: int, on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> int:
     """Run trials one at a time until the budget is spent (or `timeout` seconds passed, 0 =
     none); returns how many this worker ran. Before each trial the trials of dead workers are
     failed and enqueued again; an enqueued retry runs even when the budget looks spent (it
-    replaces a trial that was counted while running)."""
+    replaces a trial that was counted while running). A trial that another worker's, started at
+    the same moment, left no room for (`is_surplus`) fails at once, marked SURPLUS_ATTR, before
+    the objective runs: failed trials do not count, so the budget is not overrun."""
+    def guarded(trial: optuna.Trial) -> float:
+        if is_surplus(study, trial, budget):
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            raise SurplusTrial(f"other workers' trials filled the budget of {budget} first; nothing was trained")
+        return objective(trial)
+
     started, ran = time.monotonic(), 0
     while True:
         fail_dead_trials(study, max_retries)
@@ -194,7 +218,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         if not waiting and budget_left(study, budget) <= 0:
             break
         callbacks = [on_trial] if on_trial is not None else []
-        study.optimize(objective, n_trials=1, callbacks=callbacks, gc_after_trial=True)
+        study.optimize(guarded, n_trials=1, callbacks=callbacks, gc_after_trial=True, catch=(SurplusTrial,))
         ran += 1
     return ran
 
