@@ -34,7 +34,8 @@ import torch
 
 from ganaug.classify.train import predict_proba, train_classifier
 from ganaug.classify.augment import ClassicAugment
-from ganaug.config import ArmsConfig, ClassifierConfig, EvaluateConfig, SynthesizeConfig, TuneConfig, flatten
+from ganaug.config import (ArmsConfig, ClassicAugmentConfig, ClassifierConfig, EvaluateConfig, SynthesizeConfig,
+                           TuneConfig, flatten)
 from ganaug.experiments.arms import REAL_FAMILIES, Arm, arm_training_set, parse_arm, train_options
 from ganaug.gan.generator import TrainedGenerator
 from ganaug.io import kill_point
@@ -172,7 +173,7 @@ def mixed_training_set(choice: MixingChoice, data: MixingData, pool: SyntheticPo
 
 
 def train_seed(images: np.ndarray, labels: np.ndarray, data: MixingData, cfg: ClassifierConfig, seed: int,
-               desc: str, balance: str = "none", augment_config=None) -> torch.nn.Module:
+               desc: str, balance: str = "none", augment_config: ClassicAugmentConfig | None = None) -> torch.nn.Module:
     """One classifier on (images, labels), its epoch selected on the real validation split
     (balance and augment_config as `experiments.arms.train_options` gives them for a control)."""
     augment = ClassicAugment(augment_config) if augment_config is not None else None
@@ -249,15 +250,14 @@ def final_references(evaluate: EvaluateConfig) -> list[str]:
     return [REAL_ARM] + [r for r in evaluate.references if r in REAL_FAMILIES and r != REAL_ARM]
 
 
-def final_verdict(result: dict[str, Any], metric: str) -> str:
-    """The mixing arm's verdict against real-only, unless it helped there but not against a
-    control: then "helped (not against balanced)" (`stats.report.unconfirmed_gains`), so a gain
-    that class balance or classic augmentation gives without synthetic images is never "helped"."""
-    record = find_comparison(result, MIXED_ARM, REAL_ARM, metric)
-    assert record is not None, f"compare_arms returned no {MIXED_ARM} vs {REAL_ARM} record for {metric}"
-    missed = unconfirmed_gains(result).get((MIXED_ARM, metric))
-    return f"{record['verdict']} (not against {', '.join(missed)})" if missed and record["verdict"] == "helped" \
-        else record["verdict"]
+def final_verdict(result: dict[str, Any], comparison: dict[str, Any]) -> str:
+    """The verdict of `comparison` (mixing - real-only, a record of `result`), unless it helped
+    there but not against a control: then "helped (not against balanced)"
+    (`stats.report.unconfirmed_gains`), so a gain that class balance or classic augmentation gives
+    without synthetic images is never "helped"."""
+    missed = unconfirmed_gains(result).get((comparison["arm"], comparison["metric"]))
+    return f"helped (not against {', '.join(missed)})" if missed and comparison["verdict"] == "helped" \
+        else comparison["verdict"]
 
 
 def final_test(choice: MixingChoice, data: MixingData, pool: SyntheticPool, test_images: np.ndarray,
@@ -286,6 +286,6 @@ def final_test(choice: MixingChoice, data: MixingData, pool: SyntheticPool, test
     comparison = find_comparison(result, MIXED_ARM, REAL_ARM, name)
     assert comparison is not None, f"compare_arms returned no {MIXED_ARM} vs {REAL_ARM} record for {name}"
     return {"comparison": comparison, "controls": {ref: find_comparison(result, MIXED_ARM, ref, name) for ref in references[1:]},
-            "verdict": final_verdict(result, name), "result": result,
+            "verdict": final_verdict(result, comparison), "result": result,
             "train_counts": {part: {data.class_names[c]: int(n) for c, n in counts.items()}
                              for part, counts in info["train_counts"].items()}}
